@@ -1,0 +1,160 @@
+--[[
+  Hand out codes from one pool to a batch of requests, atomically.
+
+  One call serves every request the issuer coalesced for this pool. Each request is
+  all-or-nothing: it gets all the codes it asked for or none. Checks (expiry, reward,
+  per-user limit, idempotency) and the pop happen in this one step, so no two
+  requests can both pass a check that only one of them should.
+
+  KEYS[1] pool hash            KEYS[2] available list      KEYS[3] issued hash
+  KEYS[4] pool log list        KEYS[5] events stream
+  per request i (0-based), from KEYS[6 + 4*i]:
+    idempotency key, user codes list, reward hash, reward users hash
+    (a request without idempotency/user/reward passes placeholder names; they are
+    never touched)
+
+  ARGV[1] now (unix seconds)   ARGV[2] pool id   ARGV[3] events maxlen
+  ARGV[4] idempotency ttl (s)  ARGV[5] number of requests
+  per request i, from ARGV[6 + 5*i]:
+    count, user id ("" none), reward id ("" none: an admin pool issue),
+    fingerprint ("" no idempotency key), purchase id
+
+  Issued record (value of the issued hash, field = code string): one entry per
+  instance of that string that left `available`, entries separated by \30, fields
+  by \31:  pool_id, status (a assigned | r redeemed), assigned_time, redeemed_time,
+  user_id, reward_id, purchase_id
+
+  Idempotency record: fingerprint \31 assigned_time \31 purchase_id \31 available
+  \31 codes joined by ","
+
+  Returns: {available after the batch, then per request:
+            status, available, assigned_time, purchase_id, n, code_1 .. code_n}
+  status: 1 ok, 2 ok (replayed from the idempotency record),
+          -1 pool exhausted, -2 pool expired, -3 per-user limit reached,
+          -4 idempotency key reused with another request, -5 no such pool,
+          -6 no such reward, -7 reward draws from another pool
+]]
+local rcall = redis.call
+--@include "common.lua"
+
+local now, pool_id = ARGV[1], ARGV[2]
+local maxlen, idem_ttl, n = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local pool, avail_key, issued, log, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+
+local function event(fields) add_event(events, maxlen, fields) end
+
+local out = {0}
+
+local function answer(status, available, at, purchase_id, codes)
+  out[#out + 1] = status
+  out[#out + 1] = available
+  out[#out + 1] = at
+  out[#out + 1] = purchase_id
+  out[#out + 1] = #codes
+  for i = 1, #codes do out[#out + 1] = codes[i] end
+end
+
+local function fail(status) answer(status, 0, '', '', {}) end
+
+local meta = rcall('HMGET', pool, 'name', 'expires_at')
+if not meta[1] then
+  for _ = 1, n do fail(-5) end
+  out[1] = 0
+  return out
+end
+local expired = meta[2] and meta[2] ~= '' and tonumber(now) >= tonumber(meta[2])
+local issued_total = 0
+
+for i = 0, n - 1 do
+  local kb, ab = 6 + 4 * i, 6 + 5 * i
+  local idem_key, user_key, reward_key, reward_users = KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3]
+  local count, user, reward = tonumber(ARGV[ab]), ARGV[ab + 1], ARGV[ab + 2]
+  local fingerprint, purchase_id = ARGV[ab + 3], ARGV[ab + 4]
+
+  local done = false
+  if fingerprint ~= '' then
+    local prior = rcall('GET', idem_key)
+    if prior then
+      local f = split(prior, US)
+      if f[1] ~= fingerprint then
+        fail(-4)
+      else
+        local codes = {}
+        if f[5] ~= '' then codes = split(f[5], ',') end
+        answer(2, tonumber(f[4]), f[2], f[3], codes)
+      end
+      done = true
+    end
+  end
+
+  local limit = nil
+  if not done and reward ~= '' then
+    local r = rcall('HMGET', reward_key, 'pool_id', 'per_user_limit')
+    if not r[1] then
+      fail(-6); done = true
+    elseif r[1] ~= pool_id then
+      fail(-7); done = true
+    elseif r[2] and r[2] ~= '' then
+      limit = tonumber(r[2])
+    end
+  end
+  if not done and expired then fail(-2); done = true end
+  if not done and limit and user ~= '' then
+    local held = tonumber(rcall('HGET', reward_users, user) or '0')
+    if held + count > limit then fail(-3); done = true end
+  end
+  if not done and rcall('LLEN', avail_key) < count then fail(-1); done = true end
+
+  if not done then
+    local codes = rcall('LPOP', avail_key, count)
+    local entry = pool_id .. US .. 'a' .. US .. now .. US .. US .. user .. US .. reward .. US .. purchase_id
+    for j = 1, count do
+      local code = codes[j]
+      -- Most strings are issued once: HSETNX is the one call they need.
+      if rcall('HSETNX', issued, code, entry) == 0 then
+        rcall('HSET', issued, code, rcall('HGET', issued, code) .. RS .. entry)
+      end
+    end
+    rcall('RPUSH', log, unpack(codes))
+    if user ~= '' then rcall('RPUSH', user_key, unpack(codes)) end
+    if reward ~= '' then
+      if user ~= '' then rcall('HINCRBY', reward_users, user, count) end
+      for j = 1, count do
+        event({'type', 'REDEEMED_VOUCHER', 'time', now, 'user_id', user, 'reward_id', reward,
+               'pool_id', pool_id, 'code', codes[j], 'purchase_id', purchase_id})
+      end
+    end
+    issued_total = issued_total + count
+    local available = rcall('LLEN', avail_key)
+    if fingerprint ~= '' then
+      rcall('SET', idem_key, fingerprint .. US .. now .. US .. purchase_id .. US .. available
+            .. US .. table.concat(codes, ','), 'EX', idem_ttl)
+    end
+    answer(1, available, now, purchase_id, codes)
+  end
+end
+
+if issued_total > 0 then rcall('HINCRBY', pool, 'assigned', issued_total) end
+local available = rcall('LLEN', avail_key)
+out[1] = available
+
+-- Low-stock alerts: one event per threshold crossed, re-armed only by a refill.
+if issued_total > 0 then
+  local armed = rcall('HGET', pool, 'armed') or ''
+  if armed ~= '' then
+    local still = {}
+    for t in string.gmatch(armed, '[^,]+') do
+      if available <= tonumber(t) then
+        event({'type', 'POOL_LOW', 'time', now, 'pool_id', pool_id, 'threshold', t, 'available', available})
+      else
+        still[#still + 1] = t
+      end
+    end
+    rcall('HSET', pool, 'armed', table.concat(still, ','))
+  end
+  if available == 0 and rcall('HGET', pool, 'exhausted_armed') == '1' then
+    rcall('HSET', pool, 'exhausted_armed', '0')
+    event({'type', 'POOL_EXHAUSTED', 'time', now, 'pool_id', pool_id, 'available', 0})
+  end
+end
+return out

@@ -1,0 +1,1 @@
+"""Litestar controllers: thin handlers that parse, authorize, call the store, answer."""

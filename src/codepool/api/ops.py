@@ -1,0 +1,43 @@
+"""Liveness, readiness and metrics: no auth, cheap."""
+
+from __future__ import annotations
+
+from litestar import Controller, MediaType, Response, get
+
+from codepool import errors
+from codepool.api.deps import Svc
+from codepool.models import Health
+
+
+class OpsController(Controller):
+    path = "/"
+    tags = ["operations"]
+    include_in_schema = True
+
+    @get("/healthz", cache_control=None)
+    async def healthz(self) -> Health:
+        """The process answers."""
+        return Health(status="ok")
+
+    @get("/readyz")
+    async def readyz(self, services: Svc) -> Health:
+        """Redis answers; 503 otherwise."""
+        try:
+            await services.client.ping()
+        except Exception as exc:
+            raise errors.NotReady("redis is not reachable", reason=type(exc).__name__) from None
+        return Health(status="ready")
+
+    @get("/metrics", media_type=MediaType.TEXT)
+    async def metrics(self, services: Svc) -> Response[str]:
+        """Prometheus text: issue calls and requests served by this worker."""
+        issuer = services.issuer
+        lines = [
+            "# HELP codepool_issue_script_calls_total issue.lua calls made by this worker.",
+            "# TYPE codepool_issue_script_calls_total counter",
+            f"codepool_issue_script_calls_total {issuer.calls}",
+            "# HELP codepool_issue_requests_total issue/purchase requests served by those calls.",
+            "# TYPE codepool_issue_requests_total counter",
+            f"codepool_issue_requests_total {issuer.requests}",
+        ]
+        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -1,0 +1,237 @@
+"""Pools, their codes (upload, list, export) and admin issuing."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.params import FromQuery, JSONBody
+from litestar.response import Stream
+
+from codepool import errors
+from codepool.api.deps import Caller, Svc, idempotency
+from codepool.api.params import Count, PathStr, Skip, StatusFilter
+from codepool.auth import authorize
+from codepool.codeparse import parser_for
+from codepool.models import (
+    CodeEntry,
+    IssuedCode,
+    IssueIn,
+    IssueOut,
+    Page,
+    Pool,
+    PoolIn,
+    PoolPatch,
+    PoolSummary,
+    Status,
+    UploadResult,
+)
+from codepool.scripts import Status as ScriptStatus
+from codepool.store.issuing import IssueRequest, IssueResult
+
+
+def raise_for_issue(result: IssueResult, pool_id: str) -> None:
+    """Turn a failed issue status into its API error."""
+    match result.status:
+        case ScriptStatus.OK | ScriptStatus.REPLAYED:
+            return
+        case ScriptStatus.EXHAUSTED:
+            raise errors.PoolExhausted(pool_id=pool_id, available=result.available)
+        case ScriptStatus.EXPIRED:
+            raise errors.PoolExpired(pool_id=pool_id)
+        case ScriptStatus.PER_USER_LIMIT:
+            raise errors.PerUserLimitReached()
+        case ScriptStatus.IDEMPOTENCY_MISMATCH:
+            raise errors.IdempotencyKeyReused()
+        case ScriptStatus.NO_POOL:
+            raise errors.PoolNotFound(id=pool_id)
+        case _:
+            raise errors.RewardNotFound()
+
+
+async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator[bytes]:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    announced = request.headers.get("content-length")
+    if announced is not None and announced.isdigit() and int(announced) > limit:
+        raise errors.PayloadTooLarge(limit=limit)
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise errors.PayloadTooLarge(limit=limit)
+        yield chunk
+
+
+class PoolController(Controller):
+    path = "/v1/projects/{project_id:str}/pools"
+    tags = ["pools"]
+
+    @post("/", status_code=201)
+    async def create_pool(
+        self, project_id: PathStr, data: JSONBody[PoolIn], principal: Caller, services: Svc
+    ) -> Pool:
+        """Create a pool; its name must be unique in the project."""
+        authorize(principal, project_id, "admin")
+        await services.projects.get(project_id)
+        return await services.pools.create(project_id, data)
+
+    @get("/")
+    async def list_pools(
+        self,
+        project_id: PathStr,
+        principal: Caller,
+        services: Svc,
+        skip: Skip = 0,
+        count: Count = 20,
+    ) -> Page[PoolSummary]:
+        """List the project's pools with their totals."""
+        authorize(principal, project_id, "admin")
+        await services.projects.get(project_id)
+        return await services.pools.list(project_id, skip, count)
+
+    @get("/{pool_id:str}")
+    async def get_pool(
+        self, project_id: PathStr, pool_id: PathStr, principal: Caller, services: Svc
+    ) -> Pool:
+        """A pool with its exact counters."""
+        authorize(principal, project_id, "admin")
+        return await services.pools.get(project_id, pool_id)
+
+    @patch("/{pool_id:str}")
+    async def patch_pool(
+        self,
+        project_id: PathStr,
+        pool_id: PathStr,
+        data: JSONBody[PoolPatch],
+        principal: Caller,
+        services: Svc,
+    ) -> Pool:
+        """Change name, thresholds, notify or expiry."""
+        authorize(principal, project_id, "admin")
+        return await services.pools.patch(project_id, pool_id, data)
+
+    @delete("/{pool_id:str}", status_code=204)
+    async def delete_pool(
+        self, project_id: PathStr, pool_id: PathStr, principal: Caller, services: Svc
+    ) -> None:
+        """Delete a pool and its codes; refused while a reward draws from it."""
+        authorize(principal, project_id, "admin")
+        await services.pools.delete(project_id, pool_id)
+
+    @post("/{pool_id:str}/codes", status_code=200, request_max_body_size=None)
+    async def upload_codes(
+        self,
+        project_id: PathStr,
+        pool_id: PathStr,
+        request: Request[Any, Any, Any],
+        principal: Caller,
+        services: Svc,
+        duplicates: FromQuery[Literal["allow", "skip"]] = "allow",
+    ) -> UploadResult:
+        """Upload or refill codes (text/plain, text/csv or JSON); all or nothing."""
+        authorize(principal, project_id, "admin")
+        parser = parser_for(request.headers.get("content-type"))
+        body = _limited(request, services.settings.max_upload_bytes)
+        return await services.codes.upload(project_id, pool_id, body, parser, duplicates)
+
+    @get("/{pool_id:str}/codes")
+    async def list_codes(
+        self,
+        project_id: PathStr,
+        pool_id: PathStr,
+        principal: Caller,
+        services: Svc,
+        status: StatusFilter = None,
+        skip: Skip = 0,
+        count: Count = 20,
+    ) -> Page[CodeEntry]:
+        """List a pool's code instances, optionally of one status."""
+        authorize(principal, project_id, "admin")
+        return await services.codes.list(project_id, pool_id, status, skip, count)
+
+    @get("/{pool_id:str}/codes.csv")
+    async def export_codes(
+        self,
+        project_id: PathStr,
+        pool_id: PathStr,
+        principal: Caller,
+        services: Svc,
+        status: StatusFilter = None,
+    ) -> Stream:
+        """Every code instance of the pool as CSV, streamed."""
+        authorize(principal, project_id, "admin")
+        await services.pools.ensure(project_id, pool_id)
+        statuses: frozenset[Status] = (
+            frozenset({"available", "assigned", "redeemed"})
+            if status is None
+            else frozenset({status})
+        )
+
+        async def rows() -> AsyncIterator[bytes]:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(
+                ["code", "status", "assigned_time", "redeemed_time", "user_id", "reward_id"]
+            )
+            async for batch in services.codes.entries(project_id, pool_id, statuses):
+                writer.writerows(
+                    (
+                        e.code,
+                        e.status,
+                        _num(e.assigned_time),
+                        _num(e.redeemed_time),
+                        e.user_id or "",
+                        e.reward_id or "",
+                    )
+                    for e in batch
+                )
+                yield buffer.getvalue().encode()
+                buffer.seek(0)
+                buffer.truncate()
+            if buffer.tell():
+                yield buffer.getvalue().encode()
+
+        return Stream(
+            rows(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{pool_id}.csv"'},
+        )
+
+    @post("/{pool_id:str}/issue", status_code=200)
+    async def issue_codes(
+        self,
+        project_id: PathStr,
+        pool_id: PathStr,
+        data: JSONBody[IssueIn],
+        request: Request[Any, Any, Any],
+        principal: Caller,
+        services: Svc,
+    ) -> IssueOut:
+        """Hand out `count` codes at once (partner fulfilment); all or nothing."""
+        authorize(principal, project_id, "admin")
+        digest, fingerprint = idempotency(
+            request, principal, f"issue\x1f{data.count}\x1f{data.user_id or ''}"
+        )
+        result = await services.issuer.issue(
+            project_id,
+            pool_id,
+            IssueRequest(
+                count=data.count,
+                user_id=data.user_id,
+                idempotency_digest=digest,
+                fingerprint=fingerprint,
+            ),
+        )
+        raise_for_issue(result, pool_id)
+        at = result.assigned_time or 0.0
+        return IssueOut(
+            codes=[IssuedCode(code=c, assigned_time=at) for c in result.codes],
+            available=result.available,
+        )
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(value)

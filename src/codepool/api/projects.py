@@ -1,0 +1,56 @@
+"""Projects and their API keys."""
+
+from __future__ import annotations
+
+from litestar import Controller, delete, get, post
+from litestar.params import JSONBody
+
+from codepool.api.deps import Caller, Svc
+from codepool.api.params import Count, PathStr, Skip
+from codepool.auth import authorize
+from codepool.models import KeyCreated, KeyIn, KeyInfo, Page, Project, ProjectIn, ProjectSummary
+
+
+class ProjectController(Controller):
+    path = "/v1/projects"
+    tags = ["projects"]
+
+    @post("/", status_code=201)
+    async def create_project(
+        self, data: JSONBody[ProjectIn], principal: Caller, services: Svc
+    ) -> Project:
+        """Create a project (root only); answers its secrets once."""
+        authorize(principal, None)
+        return await services.projects.create(data)
+
+    @get("/")
+    async def list_projects(
+        self, principal: Caller, services: Svc, skip: Skip = 0, count: Count = 20
+    ) -> Page[ProjectSummary]:
+        """List projects (root only)."""
+        authorize(principal, None)
+        return await services.projects.list(skip, count)
+
+    @post("/{project_id:str}/keys", status_code=201)
+    async def create_key(
+        self, project_id: PathStr, data: JSONBody[KeyIn], principal: Caller, services: Svc
+    ) -> KeyCreated:
+        """Create an admin or pos API key; the key is shown only in this answer."""
+        authorize(principal, project_id, "admin")
+        return await services.projects.create_key(project_id, data)
+
+    @get("/{project_id:str}/keys")
+    async def list_keys(
+        self, project_id: PathStr, principal: Caller, services: Svc
+    ) -> list[KeyInfo]:
+        """List the project's API keys (never their secrets)."""
+        authorize(principal, project_id, "admin")
+        return await services.projects.list_keys(project_id)
+
+    @delete("/{project_id:str}/keys/{key_id:str}", status_code=204)
+    async def delete_key(
+        self, project_id: PathStr, key_id: PathStr, principal: Caller, services: Svc
+    ) -> None:
+        """Revoke an API key; it stops working at once."""
+        authorize(principal, project_id, "admin")
+        await services.projects.delete_key(project_id, key_id)

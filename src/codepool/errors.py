@@ -1,0 +1,67 @@
+"""Every error codepool answers with: one exception per error code, one status table.
+
+Handlers and the store raise these; ``app.py`` turns any of them (and Litestar's own
+errors) into the one error shape ``{"error": {"code", "message", "details"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CodepoolError(Exception):
+    """Base of every error that reaches a client. Subclasses fix code and status."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or self.default_message
+        self.details: dict[str, Any] = details
+        super().__init__(self.message)
+
+
+def _error(code: str, status: int, message: str) -> type[CodepoolError]:
+    name = "".join(part.capitalize() for part in code.split("_")) + "Error"
+    cls = type(name, (CodepoolError,), {"code": code, "status": status, "default_message": message})
+    ERRORS[code] = cls
+    return cls
+
+
+ERRORS: dict[str, type[CodepoolError]] = {}
+
+# The table: code -> HTTP status, default message.
+BadRequest = _error("invalid_request", 400, "the request is not valid")
+Unauthorized = _error("unauthorized", 401, "missing or invalid credentials")
+Forbidden = _error("forbidden", 403, "this credential may not do that")
+NotFound = _error("not_found", 404, "no such resource")
+ProjectNotFound = _error("project_not_found", 404, "no such project")
+PoolNotFound = _error("pool_not_found", 404, "no such pool")
+RewardNotFound = _error("reward_not_found", 404, "no such reward")
+KeyNotFound = _error("key_not_found", 404, "no such API key")
+UnknownCode = _error("unknown_code", 404, "no such code in this project")
+MethodNotAllowed = _error("method_not_allowed", 405, "method not allowed here")
+ProjectExists = _error("project_exists", 409, "a project with this id already exists")
+PoolNameTaken = _error("pool_name_taken", 409, "a pool with this name already exists")
+PoolInUse = _error("pool_in_use", 409, "a reward still draws from this pool")
+PoolExhausted = _error("pool_exhausted", 409, "not enough codes left in the pool")
+PerUserLimitReached = _error(
+    "per_user_limit_reached", 409, "the user holds the most this reward allows"
+)
+NotIssued = _error("not_issued", 409, "the code was never handed out")
+AlreadyRedeemed = _error("already_redeemed", 409, "the code was already redeemed")
+NotAssigned = _error("not_assigned", 409, "no assigned instance of this code to release")
+UploadInProgress = _error(
+    "upload_in_progress", 409, "another duplicates=skip upload is running on this pool"
+)
+IdempotencyKeyReused = _error(
+    "idempotency_key_reused", 422, "this Idempotency-Key was used with a different request"
+)
+PoolExpired = _error("pool_expired", 410, "the pool has expired")
+PayloadTooLarge = _error("payload_too_large", 413, "the request body is larger than allowed")
+UnsupportedMediaType = _error("unsupported_media_type", 415, "unsupported Content-Type")
+InvalidCodes = _error("invalid_codes", 422, "the upload holds invalid codes; nothing was stored")
+InternalError = _error("internal_error", 500, "internal error")
+RedisUnavailable = _error("redis_unavailable", 503, "the store is not reachable")
+NotReady = _error("not_ready", 503, "the service is not ready")

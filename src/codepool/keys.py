@@ -1,0 +1,117 @@
+"""Every Redis key name codepool uses, in one place.
+
+All keys of a project share the ``{project}`` hash tag, so every atomic step (one Lua
+script) touches a single cluster slot and the same scripts run unchanged on Redis
+Cluster. The only cross-project key is the project registry.
+"""
+
+from __future__ import annotations
+
+PREFIX = "cp"
+
+# Global: the set of project ids. Written after the project hash exists, read by
+# listings and background jobs; never part of a multi-key atomic step.
+PROJECTS = f"{PREFIX}:projects"
+
+
+def _p(project: str) -> str:
+    return f"{PREFIX}:{{{project}}}"
+
+
+def project(project: str) -> str:
+    """Hash: id, name, created_at, user_token_secret, webhook_secret."""
+    return f"{_p(project)}:project"
+
+
+def api_keys(project: str) -> str:
+    """Hash: key id -> JSON record (id, role, name, sha256 of the secret, created_at)."""
+    return f"{_p(project)}:apikeys"
+
+
+def pools(project: str) -> str:
+    """Set of pool ids."""
+    return f"{_p(project)}:pools"
+
+
+def pool_names(project: str) -> str:
+    """Hash: pool name -> pool id (keeps names unique within the project)."""
+    return f"{_p(project)}:poolnames"
+
+
+def pool(project: str, pool_id: str) -> str:
+    """Hash: the pool's metadata and exact counters (total, assigned, redeemed)."""
+    return f"{_p(project)}:pool:{pool_id}"
+
+
+def pool_available(project: str, pool_id: str) -> str:
+    """List of available code strings, popped from the left."""
+    return f"{_p(project)}:pool:{pool_id}:avail"
+
+
+def pool_log(project: str, pool_id: str) -> str:
+    """List: one code string per instance that left `available`, in hand-out order."""
+    return f"{_p(project)}:pool:{pool_id}:log"
+
+
+def pool_purge(project: str, pool_id: str) -> str:
+    """List: a deleted pool's hand-out log, waiting for its issued records to be dropped."""
+    return f"{_p(project)}:pool:{pool_id}:purge"
+
+
+def pool_staging(project: str, pool_id: str, upload_id: str) -> str:
+    """List: codes of an upload that is validated but not yet committed."""
+    return f"{_p(project)}:pool:{pool_id}:stage:{upload_id}"
+
+
+def pool_staging_seen(project: str, pool_id: str, upload_id: str) -> str:
+    """Set: codes seen by a ``duplicates=skip`` upload (pool contents + upload so far)."""
+    return f"{_p(project)}:pool:{pool_id}:stageseen:{upload_id}"
+
+
+def pool_upload_lock(project: str, pool_id: str) -> str:
+    """String with TTL: held by the one ``duplicates=skip`` upload running on a pool."""
+    return f"{_p(project)}:pool:{pool_id}:uploadlock"
+
+
+def issued(project: str) -> str:
+    """Hash: code string -> records of its instances that were handed out.
+
+    Only issued codes have an entry, so memory follows what was handed out, not what
+    was uploaded. See lua/issue.lua for the record format.
+    """
+    return f"{_p(project)}:issued"
+
+
+def events(project: str) -> str:
+    """Stream of the project's events (REDEEMED_VOUCHER, VOUCHER_USED, POOL_LOW, ...)."""
+    return f"{_p(project)}:events"
+
+
+def idempotency(project: str, digest: str) -> str:
+    """String with TTL: the first answer to a request with a given Idempotency-Key."""
+    return f"{_p(project)}:idem:{digest}"
+
+
+def rewards(project: str) -> str:
+    """Set of reward ids."""
+    return f"{_p(project)}:rewards"
+
+
+def reward(project: str, reward_id: str) -> str:
+    """Hash: the reward's fields."""
+    return f"{_p(project)}:reward:{reward_id}"
+
+
+def reward_users(project: str, reward_id: str) -> str:
+    """Hash: user id -> codes of this reward the user holds (per-user limit)."""
+    return f"{_p(project)}:reward:{reward_id}:users"
+
+
+def pool_rewards(project: str, pool_id: str) -> str:
+    """Set: ids of the rewards that draw from the pool (the pool's ``used_by``)."""
+    return f"{_p(project)}:pool:{pool_id}:rewards"
+
+
+def user_codes(project: str, user_id: str) -> str:
+    """List: code strings handed to a user, oldest first."""
+    return f"{_p(project)}:user:{user_id}:codes"

@@ -1,0 +1,189 @@
+"""msgspec Structs: what the API takes and answers, and what is stored beside Redis hashes.
+
+Inbound Structs forbid unknown fields, so a typo in a field name is a 400, not a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+# Ids are short URL-safe strings; they also appear inside Redis key names.
+Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# A user id is whatever the customer's system uses; no control characters, as it is
+# stored inside \31/\30-separated records.
+UserId = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,128}$")]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Email = Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
+Url = Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=2000)]
+Threshold = Annotated[int, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=1, le=1000)]
+Role = Literal["admin", "pos"]
+Status = Literal["available", "assigned", "redeemed"]
+
+
+class Inbound(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of request bodies."""
+
+
+# -- projects and keys ---------------------------------------------------------------
+
+
+class ProjectIn(Inbound):
+    name: Name
+    id: Id | None = None
+
+
+class Project(Struct, kw_only=True):
+    id: str
+    name: str
+    created_at: float
+    user_token_secret: str
+    webhook_secret: str
+
+
+class ProjectSummary(Struct, kw_only=True):
+    id: str
+    name: str
+    created_at: float
+
+
+class KeyIn(Inbound):
+    role: Role
+    name: Name
+
+
+class KeyCreated(Struct, kw_only=True):
+    id: str
+    role: str
+    name: str
+    created_at: float
+    key: str  # shown once; only its hash is stored
+
+
+class KeyInfo(Struct, kw_only=True):
+    id: str
+    role: str
+    name: str
+    created_at: float
+
+
+class StoredKey(Struct, kw_only=True):
+    """An API key as stored: the secret only as a SHA-256 hex digest."""
+
+    id: str
+    role: str
+    name: str
+    created_at: float
+    secret_sha256: str
+
+
+# -- pools ---------------------------------------------------------------------------
+
+
+class Notify(Struct, forbid_unknown_fields=True, kw_only=True):
+    emails: list[Email] = []
+    webhook_url: Url | None = None
+
+
+class PoolIn(Inbound):
+    name: Name
+    low_stock_thresholds: Annotated[list[Threshold], Meta(max_length=20)] = []
+    notify: Notify = msgspec.field(default_factory=Notify)
+    expires_at: float | None = None
+
+
+class PoolPatch(Inbound):
+    name: Name | UnsetType = UNSET
+    low_stock_thresholds: Annotated[list[Threshold], Meta(max_length=20)] | UnsetType = UNSET
+    notify: Notify | UnsetType = UNSET
+    expires_at: float | None | UnsetType = UNSET
+
+
+class Pool(Struct, kw_only=True):
+    id: str
+    name: str
+    project_id: str
+    total: int
+    available: int
+    assigned: int
+    redeemed: int
+    used_by: list[str]
+    low_stock_thresholds: list[int]
+    notify: Notify
+    expires_at: float | None
+    created_at: float
+
+
+class PoolSummary(Struct, kw_only=True):
+    id: str
+    name: str
+    total: int
+    available: int
+
+
+# -- codes ---------------------------------------------------------------------------
+
+
+class UploadResult(Struct, kw_only=True):
+    added: int
+    skipped: int
+    total: int
+    available: int
+
+
+class CodeEntry(Struct, kw_only=True):
+    code: str
+    status: Status
+    assigned_time: float | None = None
+    redeemed_time: float | None = None
+    user_id: str | None = None
+    reward_id: str | None = None
+
+
+class IssueIn(Inbound):
+    count: Count = 1
+    user_id: UserId | None = None
+
+
+class IssuedCode(Struct, kw_only=True):
+    code: str
+    assigned_time: float
+
+
+class IssueOut(Struct, kw_only=True):
+    codes: list[IssuedCode]
+    available: int
+
+
+# -- lists ---------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Page(Struct, Generic[T], kw_only=True):
+    data: list[T]
+    matched: int
+    matched_limited: bool
+    skip: int
+    limit: int
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+class ErrorBody(Struct, kw_only=True):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorOut(Struct, kw_only=True):
+    error: ErrorBody
+
+
+class Health(Struct, kw_only=True):
+    status: str

@@ -1,0 +1,38 @@
+"""The per-process object graph the handlers use, built once by the app's lifespan."""
+
+from __future__ import annotations
+
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from codepool.issuer import Issuer
+from codepool.settings import Settings
+from codepool.store.base import Backend
+from codepool.store.codes import CodeStore
+from codepool.store.pools import PoolStore
+from codepool.store.projects import ProjectStore
+
+
+def make_client(settings: Settings) -> Redis:
+    """A client over a blocking pool: under a burst, requests wait for a connection
+    instead of failing with 'too many connections'."""
+    if settings.redis_url is None:
+        raise RuntimeError("CODEPOOL_REDIS_URL is not set (codepool serve sets it)")
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_max_connections, timeout=20
+    )
+    # from_pool: closing the client also closes the pool and its connections.
+    return Redis.from_pool(pool)
+
+
+class Services:
+    def __init__(self, client: Redis, settings: Settings) -> None:
+        self.settings = settings
+        self.client = client
+        self.backend = Backend(client, settings)
+        self.projects = ProjectStore(self.backend)
+        self.pools = PoolStore(self.backend)
+        self.codes = CodeStore(self.backend)
+        self.issuer = Issuer(self.backend, settings.issue_batch_max)
+
+    async def close(self) -> None:
+        await self.issuer.close()

@@ -1,0 +1,41 @@
+"""What every part of the store shares: the client, the scripts, the settings."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from redis.asyncio import Redis
+
+from codepool.scripts import Scripts
+from codepool.settings import Settings
+
+
+class Backend:
+    """One Redis client with its registered scripts, plus the settings they need."""
+
+    def __init__(self, client: Redis, settings: Settings) -> None:
+        self.client = client
+        self.scripts = Scripts(client)
+        self.settings = settings
+
+
+def new_id() -> str:
+    """A short URL-safe id (72 random bits)."""
+    return secrets.token_urlsafe(9)
+
+
+def now() -> float:
+    return time.time()
+
+
+def text(value: bytes | str | None) -> str:
+    """Redis answers bytes (decode_responses is off for speed); fields are UTF-8."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def opt_float(value: bytes | str | None) -> float | None:
+    raw = text(value)
+    return float(raw) if raw else None

@@ -1,0 +1,81 @@
+"""One call of lua/issue.lua for a batch of issue/purchase requests on one pool."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from codepool import keys
+from codepool.scripts import Status
+from codepool.store.base import Backend, now
+
+
+class IssueRequest(msgspec.Struct, frozen=True, kw_only=True):
+    count: int
+    user_id: str | None = None
+    reward_id: str | None = None
+    # Idempotency: the key's digest (names the record) and the request's fingerprint
+    # (tells a retry from a different request under the same key).
+    idempotency_digest: str | None = None
+    fingerprint: str | None = None
+    purchase_id: str = ""
+
+
+class IssueResult(msgspec.Struct, frozen=True, kw_only=True):
+    status: Status
+    available: int
+    assigned_time: float | None
+    purchase_id: str | None
+    codes: list[str]
+
+
+async def issue_batch(
+    backend: Backend, project_id: str, pool_id: str, requests: Sequence[IssueRequest]
+) -> list[IssueResult]:
+    """Run one atomic issue step for every request, in order."""
+    pool_key = keys.pool(project_id, pool_id)
+    key_list = [
+        pool_key,
+        keys.pool_available(project_id, pool_id),
+        keys.issued(project_id),
+        keys.pool_log(project_id, pool_id),
+        keys.events(project_id),
+    ]
+    settings = backend.settings
+    args: list[Any] = [
+        now(),
+        pool_id,
+        settings.events_maxlen,
+        settings.idempotency_ttl,
+        len(requests),
+    ]
+    for r in requests:
+        # Unused per-request keys point at the pool hash: same slot, never touched.
+        key_list += [
+            keys.idempotency(project_id, r.idempotency_digest)
+            if r.idempotency_digest
+            else pool_key,
+            keys.user_codes(project_id, r.user_id) if r.user_id else pool_key,
+            keys.reward(project_id, r.reward_id) if r.reward_id else pool_key,
+            keys.reward_users(project_id, r.reward_id) if r.reward_id else pool_key,
+        ]
+        args += [r.count, r.user_id or "", r.reward_id or "", r.fingerprint or "", r.purchase_id]
+    raw = await backend.scripts.run("issue", key_list, args)
+    results: list[IssueResult] = []
+    i = 1
+    for _ in requests:
+        status, available, at, purchase_id, n = raw[i : i + 5]
+        codes = [c.decode() for c in raw[i + 5 : i + 5 + n]]
+        i += 5 + n
+        results.append(
+            IssueResult(
+                status=Status(status),
+                available=int(available),
+                assigned_time=float(at) if at else None,
+                purchase_id=purchase_id.decode() or None,
+                codes=codes,
+            )
+        )
+    return results

@@ -1,0 +1,55 @@
+"""The issued record of a code string, as lua/issue.lua writes it.
+
+Value of the project's issued hash (field = code string): one entry per instance of
+the string that left `available`, entries separated by \\x1e, fields by \\x1f:
+pool_id, status (a|r), assigned_time, redeemed_time, user_id, reward_id, purchase_id.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from codepool.models import CodeEntry
+
+RS, US = b"\x1e", b"\x1f"
+_STATUS: dict[bytes, Literal["assigned", "redeemed"]] = {b"a": "assigned", b"r": "redeemed"}
+
+
+class Instance(msgspec.Struct, frozen=True, kw_only=True):
+    pool_id: str
+    status: Literal["assigned", "redeemed"]
+    assigned_time: float
+    redeemed_time: float | None
+    user_id: str | None
+    reward_id: str | None
+    purchase_id: str | None
+
+    def entry(self, code: str) -> CodeEntry:
+        return CodeEntry(
+            code=code,
+            status=self.status,
+            assigned_time=self.assigned_time,
+            redeemed_time=self.redeemed_time,
+            user_id=self.user_id,
+            reward_id=self.reward_id,
+        )
+
+
+def parse_record(record: bytes) -> list[Instance]:
+    instances = []
+    for raw in record.split(RS):
+        pool_id, status, at, rt, user, reward, purchase = raw.split(US)
+        instances.append(
+            Instance(
+                pool_id=pool_id.decode(),
+                status=_STATUS[status],
+                assigned_time=float(at),
+                redeemed_time=float(rt) if rt else None,
+                user_id=user.decode() or None,
+                reward_id=reward.decode() or None,
+                purchase_id=purchase.decode() or None,
+            )
+        )
+    return instances

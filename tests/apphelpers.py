@@ -1,0 +1,88 @@
+"""Helpers for HTTP-level tests: an app over a given Redis, a project with keys, a pool."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import msgspec
+from litestar import Litestar
+from redis.asyncio import Redis
+
+from codepool.app import create_app
+from codepool.settings import Settings, load_settings
+
+ROOT_KEY = "root-test-key"
+
+
+class Client(httpx.AsyncClient):
+    """An HTTP client wired straight into an app, in the test's own event loop (Litestar's
+    AsyncTestClient runs the app in a thread with another loop, where a Redis client made
+    by the test cannot be used)."""
+
+    def __init__(self, app: Litestar) -> None:
+        super().__init__(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+        self.app = app
+
+
+def settings_for_tests(**overrides: Any) -> Settings:
+    return load_settings({}, root_key=ROOT_KEY, **overrides)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+ROOT = auth(ROOT_KEY)
+
+
+@asynccontextmanager
+async def serve_app(app: Litestar) -> AsyncIterator[Client]:
+    async with app.lifespan(), Client(app) as client:
+        yield client
+
+
+@asynccontextmanager
+async def app_client(redis: Redis, **overrides: Any) -> AsyncIterator[Client]:
+    async with serve_app(create_app(settings_for_tests(**overrides), client=redis)) as client:
+        yield client
+
+
+class Tenant(msgspec.Struct, kw_only=True):
+    """A project with an admin and a pos key, as the tests use it."""
+
+    id: str
+    admin: dict[str, str]
+    pos: dict[str, str]
+    project: dict[str, Any]
+
+
+async def make_tenant(client: Client, project_id: str = "acme") -> Tenant:
+    r = await client.post("/v1/projects", json={"id": project_id, "name": project_id.title()}, headers=ROOT)
+    assert r.status_code == 201, r.text
+    project = r.json()
+    keys = {}
+    for role in ("admin", "pos"):
+        k = await client.post(f"/v1/projects/{project_id}/keys", json={"role": role, "name": role}, headers=ROOT)
+        assert k.status_code == 201, k.text
+        keys[role] = auth(k.json()["key"])
+    return Tenant(id=project_id, admin=keys["admin"], pos=keys["pos"], project=project)
+
+
+async def make_pool(
+    client: Client, tenant: Tenant, codes: list[str] | None = None, **fields: Any
+) -> dict[str, Any]:
+    body = {"name": fields.pop("name", "pool-1"), **fields}
+    r = await client.post(f"/v1/projects/{tenant.id}/pools", json=body, headers=tenant.admin)
+    assert r.status_code == 201, r.text
+    pool: dict[str, Any] = r.json()
+    if codes:
+        u = await client.post(
+            f"/v1/projects/{tenant.id}/pools/{pool['id']}/codes",
+            content="\n".join(codes),
+            headers={**tenant.admin, "Content-Type": "text/plain"},
+        )
+        assert u.status_code == 200, u.text
+    return pool

@@ -1,0 +1,54 @@
+"""`codepool serve` as a process: it starts, serves, and leaves nothing behind when stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.servers import descendants, pid_alive, start_serve, wait_gone
+
+from codepool.embedded import redis_servers_in
+
+pytestmark = pytest.mark.e2e
+
+
+def test_sigterm_stops_workers_then_the_embedded_redis(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with start_serve(data_dir, workers=2) as server:
+        response = httpx.get(f"{server.url}/healthz", trust_env=False)
+        assert response.status_code == 200
+        redis_pids = redis_servers_in(data_dir / "redis")
+        assert len(redis_pids) == 1, "serve must start exactly one embedded redis-server"
+        children = descendants(server.pid)
+        assert set(redis_pids) < set(children)  # redis plus the workers
+
+        exit_code = server.terminate(timeout=15.0)
+
+        assert exit_code == 0, server.log_tail()
+        # serve stops (and reaps) redis itself before exiting: nothing to wait for.
+        assert [pid for pid in children if pid_alive(pid)] == []
+        assert redis_servers_in(data_dir / "redis") == []
+        # It said where Redis ran and what it served.
+        log = server.log_tail(200)
+        assert f"embedded Redis (pid {redis_pids[0]}) at unix://" in log
+        assert f"serving {server.url} with 2 worker(s)" in log
+
+
+def test_sigkill_of_serve_takes_redis_and_workers_down(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with start_serve(data_dir, workers=2) as server:
+        children = descendants(server.pid)
+        assert len(redis_servers_in(data_dir / "redis")) == 1
+        # No cleanup code runs: only PR_SET_PDEATHSIG stands between us and orphans.
+        os.kill(server.pid, signal.SIGKILL)
+        server.process.wait()
+        assert wait_gone(children, timeout=10.0) == []
+        assert redis_servers_in(data_dir / "redis") == []
+
+    # The data directory is free again (lock released, no stray server).
+    with start_serve(data_dir, workers=1) as again:
+        assert httpx.get(f"{again.url}/healthz", trust_env=False).status_code == 200
+        assert again.terminate() == 0

@@ -1,0 +1,243 @@
+"""Every script in lua/, run on fakeredis and on a real redis-server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from codepool import keys
+from codepool.scripts import Scripts, Status, script_sources
+from codepool.settings import load_settings
+from codepool.store.base import Backend
+from codepool.store.codes import CodeStore
+from codepool.store.issuing import IssueRequest, issue_batch
+from codepool.store.records import parse_record
+
+P, POOL = "proj", "pool1"
+LUA = Path(__file__).resolve().parents[2] / "lua"
+
+
+def test_every_lua_file_is_registered() -> None:
+    on_disk = {p.stem for p in LUA.glob("*.lua")}
+    assert on_disk == set(script_sources())
+    for name, source in script_sources().items():
+        assert "--[[" in source.split("\n", 1)[0], f"{name}.lua must open with its header"
+        assert "KEYS[1]" in source and "Returns:" in source, f"{name}.lua header incomplete"
+        assert '\n--@include "' not in source, f"{name}.lua include not resolved"
+
+
+async def test_every_script_loads(redis: Redis) -> None:
+    scripts = Scripts(redis)
+    for name, source in script_sources().items():
+        sha = await redis.script_load(source)
+        assert sha, name
+    assert scripts.names == sorted(script_sources())
+
+
+async def _pool(b: Backend, thresholds: str = "", expires_at: str = "") -> None:
+    created = await b.scripts.run(
+        "create_pool",
+        [keys.pool_names(P), keys.pools(P), keys.pool(P, POOL)],
+        [POOL, "Pool", 1.0, expires_at, thresholds, "{}"],
+    )
+    assert created == 1
+
+
+async def _fill(b: Backend, codes: list[str], upload_id: str = "u") -> list[int]:
+    staging = keys.pool_staging(P, POOL, upload_id)
+    await b.client.rpush(staging, *codes)
+    result: list[int] = await b.scripts.run(
+        "commit_upload", [keys.pool(P, POOL), keys.pool_available(P, POOL), staging], [3, upload_id]
+    )
+    while result[0] > 0:
+        result = await b.scripts.run(
+            "commit_upload", [keys.pool(P, POOL), keys.pool_available(P, POOL), staging], [3, upload_id]
+        )
+    return result
+
+
+async def _counters(b: Backend) -> tuple[int, int, int]:
+    total, assigned, redeemed = await b.client.hmget(keys.pool(P, POOL), "total", "assigned", "redeemed")
+    avail = await b.client.llen(keys.pool_available(P, POOL))
+    assert int(total) == avail + int(assigned) + int(redeemed)
+    return int(total), avail, int(assigned)
+
+
+@pytest.fixture
+def backend(redis: Redis) -> Backend:
+    return Backend(redis, load_settings({}))
+
+
+async def test_create_pool_rejects_taken_name_and_id(backend: Backend) -> None:
+    await _pool(backend)
+    again = await backend.scripts.run(
+        "create_pool", [keys.pool_names(P), keys.pools(P), keys.pool(P, "other")], ["other", "Pool", 1, "", "", "{}"]
+    )
+    assert again == -1
+    same_id = await backend.scripts.run(
+        "create_pool", [keys.pool_names(P), keys.pools(P), keys.pool(P, POOL)], [POOL, "New", 1, "", "", "{}"]
+    )
+    assert same_id == -2
+
+
+async def test_commit_renames_into_empty_pool_and_appends_in_slices(backend: Backend) -> None:
+    await _pool(backend)
+    assert await _fill(backend, ["A", "B"], "u1") == [0, 2, 2]
+    # Not empty now: the second upload is moved 3 at a time, order kept.
+    assert await _fill(backend, ["C", "D", "E", "F", "G"], "u2") == [0, 7, 7]
+    assert await backend.client.lrange(keys.pool_available(P, POOL), 0, -1) == [
+        b"A", b"B", b"C", b"D", b"E", b"F", b"G"
+    ]
+    fields = await backend.client.hkeys(keys.pool(P, POOL))
+    assert not [f for f in fields if f.startswith(b"committing:")]
+
+
+async def test_commit_into_deleted_pool_drops_staging(backend: Backend) -> None:
+    staging = keys.pool_staging(P, POOL, "u")
+    await backend.client.rpush(staging, "A")
+    result = await backend.scripts.run(
+        "commit_upload", [keys.pool(P, POOL), keys.pool_available(P, POOL), staging], [10, "u"]
+    )
+    assert result == [-5]
+    assert not await backend.client.exists(staging)
+
+
+async def test_issue_is_all_or_nothing_and_counts_exact(backend: Backend) -> None:
+    await _pool(backend)
+    await _fill(backend, [f"C{i}" for i in range(5)])
+    results = await issue_batch(
+        backend, P, POOL, [IssueRequest(count=3, user_id="u1"), IssueRequest(count=3), IssueRequest(count=2)]
+    )
+    assert [r.status for r in results] == [Status.OK, Status.EXHAUSTED, Status.OK]
+    assert results[0].codes == ["C0", "C1", "C2"] and results[2].codes == ["C3", "C4"]
+    assert results[1].codes == []
+    assert await _counters(backend) == (5, 0, 5)
+    record = await backend.client.hget(keys.issued(P), "C0")
+    inst = parse_record(record)
+    assert [(i.pool_id, i.status, i.user_id) for i in inst] == [(POOL, "assigned", "u1")]
+    assert await backend.client.lrange(keys.user_codes(P, "u1"), 0, -1) == [b"C0", b"C1", b"C2"]
+    assert await backend.client.lrange(keys.pool_log(P, POOL), 0, -1) == [b"C0", b"C1", b"C2", b"C3", b"C4"]
+
+
+async def test_issue_duplicate_strings_are_separate_instances(backend: Backend) -> None:
+    await _pool(backend)
+    await _fill(backend, ["SAVE10", "SAVE10", "SAVE10"])
+    results = await issue_batch(backend, P, POOL, [IssueRequest(count=1, user_id=f"u{i}") for i in range(3)])
+    assert [r.codes for r in results] == [["SAVE10"]] * 3
+    inst = parse_record(await backend.client.hget(keys.issued(P), "SAVE10"))
+    assert [i.user_id for i in inst] == ["u0", "u1", "u2"]
+
+
+async def test_issue_idempotency_replay_and_mismatch(backend: Backend) -> None:
+    await _pool(backend)
+    await _fill(backend, ["A", "B", "C"])
+    first = IssueRequest(count=1, idempotency_digest="d1", fingerprint="f1")
+    r1 = await issue_batch(backend, P, POOL, [first])
+    r2 = await issue_batch(backend, P, POOL, [first, IssueRequest(count=1, idempotency_digest="d1", fingerprint="zz")])
+    assert r1[0].status == Status.OK
+    assert r2[0].status == Status.REPLAYED and r2[0].codes == r1[0].codes
+    assert r2[0].available == r1[0].available == 2
+    assert r2[1].status == Status.IDEMPOTENCY_MISMATCH
+    assert await _counters(backend) == (3, 2, 1)
+    ttl = await backend.client.ttl(keys.idempotency(P, "d1"))
+    assert 0 < ttl <= 24 * 3600
+
+
+async def test_issue_expired_and_missing_pool(backend: Backend) -> None:
+    await _pool(backend, expires_at="1000")
+    await _fill(backend, ["A"])
+    assert (await issue_batch(backend, P, POOL, [IssueRequest(count=1)]))[0].status == Status.EXPIRED
+    missing = await issue_batch(backend, P, "nope", [IssueRequest(count=1)])
+    assert missing[0].status == Status.NO_POOL
+    assert await _counters(backend) == (1, 1, 0)
+
+
+async def test_thresholds_fire_once_per_crossing_and_rearm_on_refill(backend: Backend) -> None:
+    await _pool(backend, thresholds="3,1")
+    await _fill(backend, [f"C{i}" for i in range(5)], "u1")
+
+    async def types() -> list[tuple[bytes, bytes]]:
+        entries = await backend.client.xrange(keys.events(P))
+        return [(f[b"type"], f.get(b"threshold", b"")) for _, f in entries]
+
+    await issue_batch(backend, P, POOL, [IssueRequest(count=1)])  # 4 left
+    assert await types() == []
+    await issue_batch(backend, P, POOL, [IssueRequest(count=1)])  # 3 left: crosses 3
+    await issue_batch(backend, P, POOL, [IssueRequest(count=1)])  # 2 left: nothing new
+    assert await types() == [(b"POOL_LOW", b"3")]
+    await issue_batch(backend, P, POOL, [IssueRequest(count=2)])  # 0 left: crosses 1, exhausted
+    assert await types() == [(b"POOL_LOW", b"3"), (b"POOL_LOW", b"1"), (b"POOL_EXHAUSTED", b"")]
+    await _fill(backend, [f"D{i}" for i in range(2)], "u2")  # 2 left: re-arms 1 only
+    await issue_batch(backend, P, POOL, [IssueRequest(count=1)])  # 1 left: crosses 1 again
+    assert (await types())[-1] == (b"POOL_LOW", b"1")
+    assert len(await types()) == 4
+
+
+async def test_update_pool_renames_and_rearms(backend: Backend) -> None:
+    await _pool(backend)
+    await _fill(backend, ["A", "B", "C"])
+    args = [keys.pool_names(P), keys.pool(P, POOL), keys.pool_available(P, POOL)]
+    assert await backend.scripts.run("update_pool", args, [POOL, "Renamed", "5,2", "", "-"]) == 1
+    assert await backend.client.hget(keys.pool_names(P), "Renamed") == POOL.encode()
+    assert not await backend.client.hexists(keys.pool_names(P), "Pool")
+    # Stock is 3: threshold 2 is armed, 5 is already passed (no crossing, no alert).
+    assert await backend.client.hget(keys.pool(P, POOL), "armed") == b"2"
+    assert await backend.scripts.run("update_pool", args, ["missing", "", "", "", ""]) in (1, -5)
+
+
+async def test_delete_pool_refuses_in_use_and_purges_issued(backend: Backend) -> None:
+    await _pool(backend)
+    await _fill(backend, ["A", "B", "C"])
+    await issue_batch(backend, P, POOL, [IssueRequest(count=2)])
+    delete_keys = [
+        keys.pool_names(P), keys.pools(P), keys.pool(P, POOL), keys.pool_available(P, POOL),
+        keys.pool_log(P, POOL), keys.pool_rewards(P, POOL), keys.pool_purge(P, POOL),
+    ]
+    await backend.client.sadd(keys.pool_rewards(P, POOL), "r1")
+    assert await backend.scripts.run("delete_pool", delete_keys, [POOL]) == -1
+    await backend.client.srem(keys.pool_rewards(P, POOL), "r1")
+    assert await backend.scripts.run("delete_pool", delete_keys, [POOL]) == 1
+    left = await backend.scripts.run("purge_issued", [keys.pool_purge(P, POOL), keys.issued(P)], [POOL, 1])
+    assert left == 1
+    assert await backend.scripts.run("purge_issued", [keys.pool_purge(P, POOL), keys.issued(P)], [POOL, 1]) == 0
+    assert not await backend.client.exists(keys.issued(P), keys.pool(P, POOL), keys.pool_available(P, POOL))
+    assert await backend.scripts.run("delete_pool", delete_keys, [POOL]) == -5
+
+
+async def test_skip_mode_staging_skips_pool_and_upload_duplicates(backend: Backend) -> None:
+    await _pool(backend)
+    await _fill(backend, ["A", "B", "C"])
+    await issue_batch(backend, P, POOL, [IssueRequest(count=1)])  # A handed out
+    seen, staging = keys.pool_staging_seen(P, POOL, "s"), keys.pool_staging(P, POOL, "s")
+    read = await backend.scripts.run("seed_seen", [keys.pool_available(P, POOL), seen], [0, 100, 60])
+    assert read == 2
+    staged = await backend.scripts.run("stage_skip", [staging, seen, keys.issued(P)], [POOL, 60, "A", "B", "D", "D", "E"])
+    assert staged == [2, 3]
+    assert await backend.client.lrange(staging, 0, -1) == [b"D", b"E"]
+
+
+async def test_read_log_pairs_codes_with_records(backend: Backend) -> None:
+    await _pool(backend)
+    await _fill(backend, ["A", "B"])
+    await issue_batch(backend, P, POOL, [IssueRequest(count=2, user_id="u")])
+    flat = await backend.scripts.run("read_log", [keys.pool_log(P, POOL), keys.issued(P)], [1, 10])
+    assert flat[0] == b"B" and parse_record(flat[1])[0].user_id == "u"
+
+
+async def test_resume_commit_after_interruption(backend: Backend) -> None:
+    await _pool(backend)
+    await _fill(backend, ["A"])
+    staging = keys.pool_staging(P, POOL, "crash")
+    await backend.client.rpush(staging, "B", "C", "D", "E")
+    # One slice moved, then the process "dies": the mark stays behind.
+    first = await backend.scripts.run(
+        "commit_upload", [keys.pool(P, POOL), keys.pool_available(P, POOL), staging], [2, "crash"]
+    )
+    assert first == [2, 3, 3]
+    assert await backend.client.hexists(keys.pool(P, POOL), "committing:crash")
+    await backend.client.sadd(keys.pools(P), POOL)
+    assert await CodeStore(backend).resume_commits(P) == 1
+    assert await _counters(backend) == (5, 5, 0)
+    assert not await backend.client.hexists(keys.pool(P, POOL), "committing:crash")

@@ -1,0 +1,266 @@
+"""Run ``codepool serve`` as a real process for end-to-end tests.
+
+``start_serve`` starts it in its own process group with its own environment and returns
+once ``GET /healthz`` answers 200. Use the result as a context manager so a failing test
+never leaves a server (or its redis-server) behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+__all__ = [
+    "ServeError",
+    "ServeProcess",
+    "descendants",
+    "free_port",
+    "pid_alive",
+    "start_serve",
+    "wait_gone",
+]
+
+ROOT_KEY = "test-root"
+_LOG_TAIL_LINES = 40
+
+
+class ServeError(RuntimeError):
+    """``codepool serve`` did not come up (the message holds the tail of its output)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process; a zombie counts as dead.
+
+    Processes reparented to an init that does not reap (as in some containers) stay
+    zombies forever, yet they are gone for every purpose here.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    # The state letter follows the parenthesised command name, which may contain spaces.
+    return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of all live processes below ``pid`` (children, grandchildren...), via /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, ppid = fields[0], int(fields[1])
+        if state not in {"Z", "X"}:
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return sorted(found)
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Poll until none of ``pids`` is alive or ``timeout`` passes; returns the survivors.
+
+    Polling, because they are not our children: there is nothing to wait() on.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [pid for pid in pids if pid_alive(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.02)
+
+
+class ServeProcess:
+    """A running ``codepool serve``; ``url`` is its base URL (no trailing slash)."""
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        *,
+        url: str,
+        root_key: str,
+        data_dir: Path,
+        log_path: Path,
+    ) -> None:
+        self.process = process
+        self.url = url
+        self.root_key = root_key
+        self.data_dir = data_dir
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def __repr__(self) -> str:
+        return f"ServeProcess(pid={self.pid}, url={self.url!r})"
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last lines of the server's stdout and stderr."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no output)"
+        return "\n".join(text.splitlines()[-lines:]) or "(no output)"
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then wait for the exit code; if it does not exit in time, kill() and raise.
+
+        Raises subprocess.TimeoutExpired so a test that expects a graceful stop fails.
+        """
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL the server, its workers and its redis-server, and reap the server.
+
+        The embedded redis-server runs in a process group of its own (see embedded.py), so
+        killing the server's group alone would spare it: its pids are collected first,
+        while they are still the server's descendants.
+        """
+        below = descendants(self.pid) if self.process.poll() is None else []
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)  # start_new_session: its pgid is its pid
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+        survivors = wait_gone(below, timeout=10.0)
+        if survivors:
+            raise ServeError(f"processes {survivors} survived SIGKILL")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Whatever the test did: nothing of this server may outlive it.
+        if self.process.poll() is None:
+            self.kill()
+
+
+def serve_env(
+    data_dir: Path, *, env: dict[str, str] | None = None, redis_url: str | None = None
+) -> dict[str, str]:
+    """The environment ``start_serve`` gives the server.
+
+    Starts from ours without any CODEPOOL_* variable, so a developer's settings never
+    leak into a test; ``env`` is applied last and may override anything.
+    """
+    result = {k: v for k, v in os.environ.items() if not k.startswith("CODEPOOL_")}
+    result.update(
+        CODEPOOL_DATA_DIR=str(data_dir),
+        CODEPOOL_ROOT_KEY=ROOT_KEY,
+        # Complete output in the log when a test fails.
+        PYTHONUNBUFFERED="1",
+    )
+    if redis_url is not None:
+        result["CODEPOOL_REDIS_URL"] = redis_url
+    result.update(env or {})
+    return result
+
+
+def start_serve(
+    data_dir: Path,
+    *,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    redis_url: str | None = None,
+    timeout: float = 30.0,
+) -> ServeProcess:
+    """Start ``python -m codepool serve`` on a free port and wait for ``GET /healthz`` = 200.
+
+    Without ``redis_url`` the server starts its embedded Redis under ``data_dir/redis``.
+    Its output goes to ``data_dir.parent / "serve-<port>.log"`` (outside data_dir, which
+    belongs to the server).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = data_dir.parent / f"serve-{port}.log"
+    full_env = serve_env(data_dir, env=env, redis_url=redis_url)
+    argv = [sys.executable, "-m", "codepool", "serve", "--port", str(port)]
+    argv += ["--workers", str(workers)]
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            argv,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            # Own session and process group: kill() can take the whole tree down, and a
+            # Ctrl-C of the test run does not reach it before the fixtures clean up.
+            start_new_session=True,
+        )
+    server = ServeProcess(
+        process,
+        url=f"http://127.0.0.1:{port}",
+        root_key=full_env["CODEPOOL_ROOT_KEY"],
+        data_dir=data_dir,
+        log_path=log_path,
+    )
+    try:
+        _wait_healthy(server, timeout)
+    except BaseException:
+        server.kill()
+        raise
+    return server
+
+
+def _wait_healthy(server: ServeProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    # trust_env=False: a proxy from the environment must not see requests to 127.0.0.1.
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while True:
+            code = server.process.poll()
+            if code is not None:
+                raise ServeError(
+                    f"codepool serve exited with code {code} before /healthz answered:\n"
+                    f"{server.log_tail()}"
+                )
+            with contextlib.suppress(httpx.TransportError):
+                if client.get(f"{server.url}/healthz").status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise ServeError(
+                    f"codepool serve gave no 200 on /healthz within {timeout:g} s:\n"
+                    f"{server.log_tail()}"
+                )
+            # Pause, but notice at once if it dies meanwhile.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.process.wait(0.05)
