@@ -43,6 +43,10 @@ def _bodies(codes: list[str]) -> dict[str, tuple[str, Callable[[], bytes]]]:
         ),
         "csv, all fields quoted": (
             "text/csv",
+            lambda: "".join(f'"{c}","7","spring promo"\r\n' for c in codes).encode(),
+        ),
+        "csv, quoted, comma in col 3": (
+            "text/csv",
             lambda: ("".join(f'"{c}","7","promo, spring"\r\n' for c in codes)).encode(),
         ),
         "json": ("application/json", lambda: json.dumps({"codes": codes}).encode()),

@@ -28,7 +28,8 @@
   \31 codes joined by ","
 
   Returns: {available after the batch, then per request:
-            status, available, assigned_time, purchase_id, n, code_1 .. code_n}
+            status, available, assigned_time, purchase_id, hide_code (0|1), n,
+            code_1 .. code_n}
   status: 1 ok, 2 ok (replayed from the idempotency record),
           -1 pool exhausted, -2 pool expired, -3 per-user limit reached,
           -4 idempotency key reused with another request, -5 no such pool,
@@ -45,16 +46,17 @@ local function event(fields) add_event(events, maxlen, fields) end
 
 local out = {0}
 
-local function answer(status, available, at, purchase_id, codes)
+local function answer(status, available, at, purchase_id, hide, codes)
   out[#out + 1] = status
   out[#out + 1] = available
   out[#out + 1] = at
   out[#out + 1] = purchase_id
+  out[#out + 1] = hide
   out[#out + 1] = #codes
   for i = 1, #codes do out[#out + 1] = codes[i] end
 end
 
-local function fail(status) answer(status, 0, '', '', {}) end
+local function fail(status) answer(status, 0, '', '', 0, {}) end
 
 local meta = rcall('HMGET', pool, 'name', 'expires_at')
 if not meta[1] then
@@ -71,8 +73,19 @@ for i = 0, n - 1 do
   local count, user, reward = tonumber(ARGV[ab]), ARGV[ab + 1], ARGV[ab + 2]
   local fingerprint, purchase_id = ARGV[ab + 3], ARGV[ab + 4]
 
-  local done = false
-  if fingerprint ~= '' then
+  local done, limit, hide = false, nil, 0
+  if reward ~= '' then
+    local r = rcall('HMGET', reward_key, 'pool_id', 'per_user_limit', 'hide_code')
+    if not r[1] then
+      fail(-6); done = true
+    elseif r[1] ~= pool_id then
+      fail(-7); done = true
+    else
+      if r[2] and r[2] ~= '' then limit = tonumber(r[2]) end
+      if r[3] == '1' then hide = 1 end
+    end
+  end
+  if not done and fingerprint ~= '' then
     local prior = rcall('GET', idem_key)
     if prior then
       local f = split(prior, US)
@@ -81,21 +94,9 @@ for i = 0, n - 1 do
       else
         local codes = {}
         if f[5] ~= '' then codes = split(f[5], ',') end
-        answer(2, tonumber(f[4]), f[2], f[3], codes)
+        answer(2, tonumber(f[4]), f[2], f[3], hide, codes)
       end
       done = true
-    end
-  end
-
-  local limit = nil
-  if not done and reward ~= '' then
-    local r = rcall('HMGET', reward_key, 'pool_id', 'per_user_limit')
-    if not r[1] then
-      fail(-6); done = true
-    elseif r[1] ~= pool_id then
-      fail(-7); done = true
-    elseif r[2] and r[2] ~= '' then
-      limit = tonumber(r[2])
     end
   end
   if not done and expired then fail(-2); done = true end
@@ -130,7 +131,7 @@ for i = 0, n - 1 do
       rcall('SET', idem_key, fingerprint .. US .. now .. US .. purchase_id .. US .. available
             .. US .. table.concat(codes, ','), 'EX', idem_ttl)
     end
-    answer(1, available, now, purchase_id, codes)
+    answer(1, available, now, purchase_id, hide, codes)
   end
 end
 

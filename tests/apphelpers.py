@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import jwt
 import msgspec
 from litestar import Litestar
 from redis.asyncio import Redis
@@ -86,3 +88,19 @@ async def make_pool(
         )
         assert u.status_code == 200, u.text
     return pool
+
+
+def user_token(tenant: Tenant, user_id: str, *, ttl: float | None = 3600, secret: str | None = None) -> dict[str, str]:
+    """Authorization header of a user JWT (HS256, signed with the project's secret)."""
+    claims: dict[str, Any] = {"sub": user_id}
+    if ttl is not None:
+        claims["exp"] = int(time.time() + ttl)
+    return auth(jwt.encode(claims, secret or tenant.project["user_token_secret"], algorithm="HS256"))
+
+
+async def make_reward(client: Client, tenant: Tenant, pool_id: str, **fields: Any) -> dict[str, Any]:
+    body = {"name": fields.pop("name", "Reward"), "pool_id": pool_id, **fields}
+    r = await client.post(f"/v1/projects/{tenant.id}/rewards", json=body, headers=tenant.admin)
+    assert r.status_code == 201, r.text
+    reward: dict[str, Any] = r.json()
+    return reward

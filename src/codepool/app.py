@@ -20,6 +20,8 @@ from codepool.api.deps import DEPENDENCIES
 from codepool.api.ops import OpsController
 from codepool.api.pools import PoolController
 from codepool.api.projects import ProjectController
+from codepool.api.rewards import RewardController
+from codepool.api.trace import TraceController
 from codepool.models import ErrorBody, ErrorOut
 from codepool.services import Services, make_client
 from codepool.settings import Settings, load_settings
@@ -94,7 +96,7 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
                 await redis.aclose()
 
     return Litestar(
-        route_handlers=[OpsController, ProjectController, PoolController],
+        route_handlers=[OpsController, ProjectController, PoolController, RewardController, TraceController],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],
         exception_handlers={

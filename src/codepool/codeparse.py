@@ -163,8 +163,11 @@ def _fast_codes(joined: bytes, parts: list[bytes] | None = None) -> list[bytes] 
 
 def _trim_entries(joined: bytes) -> bytes:
     """Drop blanks around the newline-separated entries."""
-    # A few replace() passes strip the usual single blank (", " lists) far faster than a
-    # regex substitution; deeper blank runs get the regex.
+    # One replace() covers the ", " of pasted lists far faster than a regex substitution;
+    # a few more passes cover padded columns, and only deep blank runs need the regex.
+    joined = joined.replace(b"\n ", b"\n").strip(b" \t")
+    if b" " not in joined and b"\t" not in joined:
+        return joined
     for _ in range(2):
         joined = (
             joined.replace(b"\n ", b"\n")
@@ -174,7 +177,7 @@ def _trim_entries(joined: bytes) -> bytes:
         )
     if b"\n " in joined or b" \n" in joined or b"\n\t" in joined or b"\t\n" in joined:
         joined = _TRIM_AROUND_NL.sub(b"\n", joined)
-    return joined.strip(b" \t")
+    return joined
 
 
 def _fast_unicode_codes(joined: bytes) -> list[bytes] | None:
@@ -399,11 +402,14 @@ class CsvParser(_TextParser):
             return []
         data = bytes(self._tail) + chunk if self._tail else chunk
         cut += len(data) - len(chunk)
-        # Only when quotes cannot hide a line break is the last one surely a row end.
-        if b'"' not in data:
-            codes = self._block(data[:cut])
+        block = data[:cut]
+        codes = _simple_csv_codes(block)
+        if codes is not None:
+            codes = self._accept(codes, block)
             rest = cut
         else:
+            # Quotes may hide line breaks, so the last one need not end a row: parse
+            # row by row as far as rows are complete.
             codes, rest = self._rows(data)
         self._tail = bytearray(data[rest:])
         self._pending_lf = rest == len(data) and data[-1] == 0x0D
@@ -437,11 +443,8 @@ class CsvParser(_TextParser):
         self._header_done = True
         return first.lower() == b"code"
 
-    def _block(self, block: bytes) -> list[bytes]:
-        """Codes of a block of complete rows (it ends with a line break)."""
-        codes = _simple_csv_codes(block)
-        if codes is None:
-            return self._rows(block)[0]
+    def _accept(self, codes: list[bytes], block: bytes) -> list[bytes]:
+        """Book the codes ``_simple_csv_codes`` found in ``block``."""
         if codes and not self._header_done and self._header(codes[0]):
             del codes[0]
         self._entries += len(codes)
@@ -504,7 +507,11 @@ def _simple_csv_codes(block: bytes) -> list[bytes] | None:
     each token holds an even number of quotes, no quoted field spans a separator (its
     opening quote would leave an odd count in the token where it starts).
     """
-    norm = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in block else block
+    norm = block
+    if b"\r" in norm:
+        norm = norm.replace(b"\r\n", b"\n")
+        if b"\r" in norm:  # old Mac line ends, rare: spare the common case this pass
+            norm = norm.replace(b"\r", b"\n")
     syntax = norm.translate(None, _NOT_CSV_SYNTAX)  # just the quotes, commas and newlines
     if b'"' in syntax:
         # Tokens' quotes sit next to each other here; pairs cancel, an odd one remains.

@@ -159,6 +159,84 @@ class IssueOut(Struct, kw_only=True):
     available: int
 
 
+# -- rewards and purchases -------------------------------------------------------------
+
+Metadata = Annotated[dict[str, Any], Meta(max_length=100)]
+Limit = Annotated[int, Meta(ge=1)]
+
+
+class RewardIn(Inbound):
+    name: Name
+    pool_id: Id
+    hide_code: bool = False
+    per_user_limit: Limit | None = None
+    metadata: Metadata = {}
+    id: Id | None = None
+
+
+class RewardPatch(Inbound):
+    name: Name | UnsetType = UNSET
+    pool_id: Id | UnsetType = UNSET
+    hide_code: bool | UnsetType = UNSET
+    per_user_limit: Limit | None | UnsetType = UNSET
+    metadata: Metadata | UnsetType = UNSET
+
+
+class Reward(Struct, kw_only=True):
+    id: str
+    name: str
+    pool_id: str
+    hide_code: bool
+    per_user_limit: int | None
+    metadata: dict[str, Any]
+    created_at: float
+    available: int
+
+
+class PurchaseIn(Inbound):
+    user_id: UserId | None = None  # admins buy on behalf of a user; users buy for themselves
+
+
+class Purchase(Struct, kw_only=True):
+    purchase_id: str
+    reward_id: str
+    user_id: str
+    code: str | None  # None for a hide_code reward
+    assigned_time: float
+
+
+class Voucher(Struct, kw_only=True):
+    code: str | None  # None for a user looking at a hide_code reward's voucher
+    status: Status
+    pool_id: str
+    reward_id: str | None
+    purchase_id: str | None
+    assigned_time: float
+    redeemed_time: float | None
+
+
+EventType = Literal[
+    "REDEEMED_VOUCHER", "VOUCHER_USED", "VOUCHER_RELEASED", "POOL_LOW", "POOL_EXHAUSTED"
+]
+
+
+class Event(Struct, kw_only=True, omit_defaults=True):
+    id: str
+    type: str
+    time: float
+    user_id: str | None = None
+    reward_id: str | None = None
+    pool_id: str | None = None
+    code: str | None = None
+    purchase_id: str | None = None
+    threshold: int | None = None
+    available: int | None = None
+
+
+class SecretRotateIn(Inbound):
+    secret: Literal["user_token_secret", "webhook_secret"]
+
+
 # -- lists ---------------------------------------------------------------------------
 
 T = TypeVar("T")

@@ -10,6 +10,8 @@ from codepool.store.base import Backend
 from codepool.store.codes import CodeStore
 from codepool.store.pools import PoolStore
 from codepool.store.projects import ProjectStore
+from codepool.store.rewards import RewardStore
+from codepool.store.trace import TraceStore
 
 
 def make_client(settings: Settings) -> Redis:
@@ -32,6 +34,8 @@ class Services:
         self.projects = ProjectStore(self.backend)
         self.pools = PoolStore(self.backend)
         self.codes = CodeStore(self.backend)
+        self.rewards = RewardStore(self.backend)
+        self.trace = TraceStore(self.backend)
         self.issuer = Issuer(self.backend, settings.issue_batch_max)
 
     async def close(self) -> None:

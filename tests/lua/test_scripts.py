@@ -218,11 +218,11 @@ async def test_skip_mode_staging_skips_pool_and_upload_duplicates(backend: Backe
     assert await backend.client.lrange(staging, 0, -1) == [b"D", b"E"]
 
 
-async def test_read_log_pairs_codes_with_records(backend: Backend) -> None:
+async def test_read_codes_pairs_codes_with_records(backend: Backend) -> None:
     await _pool(backend)
     await _fill(backend, ["A", "B"])
     await issue_batch(backend, P, POOL, [IssueRequest(count=2, user_id="u")])
-    flat = await backend.scripts.run("read_log", [keys.pool_log(P, POOL), keys.issued(P)], [1, 10])
+    flat = await backend.scripts.run("read_codes", [keys.pool_log(P, POOL), keys.issued(P)], [1, 10])
     assert flat[0] == b"B" and parse_record(flat[1])[0].user_id == "u"
 
 

@@ -29,27 +29,8 @@ from codepool.models import (
     Status,
     UploadResult,
 )
-from codepool.scripts import Status as ScriptStatus
-from codepool.store.issuing import IssueRequest, IssueResult
-
-
-def raise_for_issue(result: IssueResult, pool_id: str) -> None:
-    """Turn a failed issue status into its API error."""
-    match result.status:
-        case ScriptStatus.OK | ScriptStatus.REPLAYED:
-            return
-        case ScriptStatus.EXHAUSTED:
-            raise errors.PoolExhausted(pool_id=pool_id, available=result.available)
-        case ScriptStatus.EXPIRED:
-            raise errors.PoolExpired(pool_id=pool_id)
-        case ScriptStatus.PER_USER_LIMIT:
-            raise errors.PerUserLimitReached()
-        case ScriptStatus.IDEMPOTENCY_MISMATCH:
-            raise errors.IdempotencyKeyReused()
-        case ScriptStatus.NO_POOL:
-            raise errors.PoolNotFound(id=pool_id)
-        case _:
-            raise errors.RewardNotFound()
+from codepool.purchases import raise_for_issue
+from codepool.store.issuing import IssueRequest
 
 
 async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator[bytes]:

@@ -8,7 +8,16 @@ from litestar.params import JSONBody
 from codepool.api.deps import Caller, Svc
 from codepool.api.params import Count, PathStr, Skip
 from codepool.auth import authorize
-from codepool.models import KeyCreated, KeyIn, KeyInfo, Page, Project, ProjectIn, ProjectSummary
+from codepool.models import (
+    KeyCreated,
+    KeyIn,
+    KeyInfo,
+    Page,
+    Project,
+    ProjectIn,
+    ProjectSummary,
+    SecretRotateIn,
+)
 
 
 class ProjectController(Controller):
@@ -54,3 +63,11 @@ class ProjectController(Controller):
         """Revoke an API key; it stops working at once."""
         authorize(principal, project_id, "admin")
         await services.projects.delete_key(project_id, key_id)
+
+    @post("/{project_id:str}/secrets/rotate", status_code=200)
+    async def rotate_secret(
+        self, project_id: PathStr, data: JSONBody[SecretRotateIn], principal: Caller, services: Svc
+    ) -> Project:
+        """Replace the user-token or webhook secret; tokens signed with the old one stop working."""
+        authorize(principal, project_id, "admin")
+        return await services.projects.rotate_secret(project_id, data.secret)

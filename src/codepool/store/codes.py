@@ -10,7 +10,7 @@ from codepool import errors, keys
 from codepool.codeparse import CodeParser
 from codepool.models import CodeEntry, Page, Status, UploadResult
 from codepool.store.base import Backend, new_id
-from codepool.store.records import parse_record
+from codepool.store.records import walk
 
 Duplicates = Literal["allow", "skip"]
 
@@ -21,7 +21,7 @@ PARSE_BYTES = 1 << 20
 STAGE_CODES = 10_000
 # Codes moved per commit_upload call when the pool is not empty (each call ~ms).
 COMMIT_SLICE = 20_000
-# Codes read per seed_seen / read_log call.
+# Codes read per seed_seen / read_codes call.
 READ_SLICE = 5_000
 # Staging keys of an upload that died mid-way expire by themselves.
 STAGING_TTL = 6 * 3600
@@ -201,26 +201,7 @@ class CodeStore:
         if statuses == {"available"}:
             return
         log, issued = keys.pool_log(project_id, pool_id), keys.issued(project_id)
-        # A string handed out k > 1 times from this pool sits k times in the log; all
-        # its instances are listed at its first sighting. Only such strings are
-        # remembered, so memory follows the number of repeated strings.
-        repeated: set[bytes] = set()
-        start = 0
-        while True:
-            flat = await self._b.scripts.run("read_log", [log, issued], [start, READ_SLICE])
-            batch: list[CodeEntry] = []
-            for code, record in zip(flat[::2], flat[1::2], strict=True):
-                if not record:
-                    continue
-                mine = [i for i in parse_record(record) if i.pool_id == pool_id]
-                if len(mine) > 1:
-                    if code in repeated:
-                        continue
-                    repeated.add(code)
-                text_code = code.decode()
-                batch.extend(i.entry(text_code) for i in mine if i.status in statuses)
-            if batch:
-                yield batch
-            if len(flat) < 2 * READ_SLICE:
-                break
-            start += READ_SLICE
+        async for batch in walk(self._b, log, issued, lambda i: i.pool_id == pool_id, READ_SLICE):
+            entries = [i.entry(code) for code, i in batch if i.status in statuses]
+            if entries:
+                yield entries

@@ -28,6 +28,7 @@ class IssueResult(msgspec.Struct, frozen=True, kw_only=True):
     available: int
     assigned_time: float | None
     purchase_id: str | None
+    hide_code: bool
     codes: list[str]
 
 
@@ -66,15 +67,16 @@ async def issue_batch(
     results: list[IssueResult] = []
     i = 1
     for _ in requests:
-        status, available, at, purchase_id, n = raw[i : i + 5]
-        codes = [c.decode() for c in raw[i + 5 : i + 5 + n]]
-        i += 5 + n
+        status, available, at, purchase_id, hide, n = raw[i : i + 6]
+        codes = [c.decode() for c in raw[i + 6 : i + 6 + n]]
+        i += 6 + n
         results.append(
             IssueResult(
                 status=Status(status),
                 available=int(available),
                 assigned_time=float(at) if at else None,
                 purchase_id=purchase_id.decode() or None,
+                hide_code=hide == 1,
                 codes=codes,
             )
         )

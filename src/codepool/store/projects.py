@@ -87,6 +87,11 @@ class ProjectStore:
             webhook_secret=fields["webhook_secret"],
         )
 
+    async def rotate_secret(self, project_id: str, field: str) -> Project:
+        await self.get(project_id)
+        await self._b.client.hset(keys.project(project_id), field, secrets.token_urlsafe(32))
+        return await self.get(project_id)
+
     async def exists(self, project_id: str) -> bool:
         return bool(await self._b.client.exists(keys.project(project_id)))
 

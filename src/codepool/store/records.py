@@ -7,11 +7,13 @@ pool_id, status (a|r), assigned_time, redeemed_time, user_id, reward_id, purchas
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 import msgspec
 
 from codepool.models import CodeEntry
+from codepool.store.base import Backend
 
 RS, US = b"\x1e", b"\x1f"
 _STATUS: dict[bytes, Literal["assigned", "redeemed"]] = {b"a": "assigned", b"r": "redeemed"}
@@ -53,3 +55,34 @@ def parse_record(record: bytes) -> list[Instance]:
             )
         )
     return instances
+
+
+async def walk(
+    backend: Backend, code_list: str, issued: str, belongs: Callable[[Instance], bool], slice_size: int = 5000
+) -> AsyncIterator[list[tuple[str, Instance]]]:
+    """The instances behind a list of codes (a pool's log, a user's codes), in list order.
+
+    A string handed out k > 1 times stands k times in the list; all its instances that
+    ``belongs`` accepts are given at its first sighting. Only such strings are
+    remembered, so memory follows the number of repeated strings, not the list.
+    """
+    repeated: set[bytes] = set()
+    start = 0
+    while True:
+        flat = await backend.scripts.run("read_codes", [code_list, issued], [start, slice_size])
+        batch: list[tuple[str, Instance]] = []
+        for code, record in zip(flat[::2], flat[1::2], strict=True):
+            if not record:
+                continue
+            mine = [i for i in parse_record(record) if belongs(i)]
+            if len(mine) > 1:
+                if code in repeated:
+                    continue
+                repeated.add(code)
+            text_code = code.decode()
+            batch.extend((text_code, i) for i in mine)
+        if batch:
+            yield batch
+        if len(flat) < 2 * slice_size:
+            return
+        start += slice_size

@@ -1,8 +1,8 @@
 --[[
-  Read one slice of a pool's hand-out log together with the issued records of the
-  codes in it, in one consistent step (for listings and CSV export).
+  Read one slice of a list of code strings (a pool's hand-out log, a user's codes)
+  together with the issued records of those codes, in one consistent step.
 
-  KEYS[1] pool log   KEYS[2] issued hash
+  KEYS[1] list of codes   KEYS[2] issued hash
   ARGV[1] start index   ARGV[2] slice size
   Returns: {code_1, record_1, code_2, record_2, ...} (record "" if none)
 ]]

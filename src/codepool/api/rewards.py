@@ -1,0 +1,92 @@
+"""Rewards and purchases: the flash-sale path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.params import JSONBody
+
+from codepool import errors
+from codepool.api.deps import Caller, Svc, idempotency
+from codepool.api.params import Count, PathStr, Skip
+from codepool.auth import authorize
+from codepool.models import Page, Purchase, PurchaseIn, Reward, RewardIn, RewardPatch
+from codepool.purchases import purchase
+
+
+class RewardController(Controller):
+    path = "/v1/projects/{project_id:str}/rewards"
+    tags = ["rewards"]
+
+    @post("/", status_code=201)
+    async def create_reward(
+        self, project_id: PathStr, data: JSONBody[RewardIn], principal: Caller, services: Svc
+    ) -> Reward:
+        """Create a reward drawing from one of the project's pools."""
+        authorize(principal, project_id, "admin")
+        await services.projects.get(project_id)
+        return await services.rewards.create(project_id, data)
+
+    @get("/")
+    async def list_rewards(
+        self, project_id: PathStr, principal: Caller, services: Svc, skip: Skip = 0, count: Count = 20
+    ) -> Page[Reward]:
+        """Admins see every reward; users only those they could buy now."""
+        authorize(principal, project_id, "admin", "user")
+        await services.projects.get(project_id)
+        return await services.rewards.list(
+            project_id, skip, count, visible_to_users=principal.role == "user"
+        )
+
+    @get("/{reward_id:str}")
+    async def get_reward(self, project_id: PathStr, reward_id: PathStr, principal: Caller, services: Svc) -> Reward:
+        """One reward, with its pool's available count."""
+        authorize(principal, project_id, "admin", "user")
+        return await services.rewards.get(project_id, reward_id)
+
+    @patch("/{reward_id:str}")
+    async def patch_reward(
+        self, project_id: PathStr, reward_id: PathStr, data: JSONBody[RewardPatch], principal: Caller, services: Svc
+    ) -> Reward:
+        """Change a reward (also its pool)."""
+        authorize(principal, project_id, "admin")
+        return await services.rewards.patch(project_id, reward_id, data)
+
+    @delete("/{reward_id:str}", status_code=204)
+    async def delete_reward(self, project_id: PathStr, reward_id: PathStr, principal: Caller, services: Svc) -> None:
+        """Delete a reward; codes it handed out keep their history."""
+        authorize(principal, project_id, "admin")
+        await services.rewards.delete(project_id, reward_id)
+
+    @post("/{reward_id:str}/purchase", status_code=201)
+    async def purchase_reward(
+        self,
+        project_id: PathStr,
+        reward_id: PathStr,
+        request: Request[Any, Any, Any],
+        principal: Caller,
+        services: Svc,
+        data: JSONBody[PurchaseIn | None] = None,
+    ) -> Purchase:
+        """Buy one code: a user for themselves, an admin on behalf of `user_id`."""
+        authorize(principal, project_id, "admin", "user")
+        asked_for = data.user_id if data else None
+        if principal.role == "user":
+            if asked_for is not None and asked_for != principal.user_id:
+                raise errors.Forbidden("a user can only purchase for themselves")
+            user_id = principal.user_id
+        else:
+            user_id = asked_for
+        if not user_id:
+            raise errors.BadRequest("user_id is required when an admin purchases for a user")
+        digest, fingerprint = idempotency(request, principal, f"purchase\x1f{reward_id}\x1f{user_id}")
+        return await purchase(
+            services.issuer,
+            services.rewards,
+            project_id,
+            reward_id,
+            user_id,
+            idempotency_digest=digest,
+            fingerprint=fingerprint,
+        )
