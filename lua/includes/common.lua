@@ -29,3 +29,50 @@ end
 local function add_event(stream, maxlen, fields)
   return rcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
 end
+
+-- A key name from a template keys.py made with "\0" where the id goes. Scripts that
+-- learn an id from a record (the pool of a code) derive its keys this way; the
+-- template carries the {project} hash tag, so the key is in the script's slot.
+local function fill(template, id)
+  local at = string.find(template, '\0', 1, true)
+  return string.sub(template, 1, at - 1) .. id .. string.sub(template, at + 1)
+end
+
+-- Issued records: instances separated by RS; fields by US, in this order.
+local function parse_record(record)
+  local out = {}
+  for _, raw in ipairs(split(record, RS)) do
+    local f = split(raw, US)
+    out[#out + 1] = {pool = f[1], status = f[2], at = f[3], rt = f[4], user = f[5], reward = f[6], purchase = f[7]}
+  end
+  return out
+end
+
+local function join_record(instances)
+  local parts = {}
+  for i, inst in ipairs(instances) do
+    parts[i] = table.concat({inst.pool, inst.status, inst.at, inst.rt, inst.user, inst.reward, inst.purchase}, US)
+  end
+  return table.concat(parts, RS)
+end
+
+-- The answer validate/redeem/release give about one instance.
+local function describe(code_status, inst)
+  return {code_status, inst.pool, inst.status == 'r' and 'redeemed' or 'assigned', inst.at, inst.rt,
+          inst.user, inst.reward, inst.purchase}
+end
+
+-- Where a code with no issued record is: {-11, pool id} if some pool holds it
+-- available (never handed out), else {-10} (unknown). LPOS is a linear scan of each
+-- pool, paid only for codes that were never issued.
+local function not_issued_or_unknown(pools_set, avail_template, code)
+  for _, pool_id in ipairs(rcall('SMEMBERS', pools_set)) do
+    if rcall('LPOS', fill(avail_template, pool_id), code) then return {-11, pool_id} end
+  end
+  return {-10}
+end
+
+local function expired(pool_key, now)
+  local at = rcall('HGET', pool_key, 'expires_at')
+  return at and at ~= '' and tonumber(now) >= tonumber(at)
+end

@@ -19,6 +19,7 @@ from codepool import __version__, errors
 from codepool.api.deps import DEPENDENCIES
 from codepool.api.ops import OpsController
 from codepool.api.pools import PoolController
+from codepool.api.pos import PosController
 from codepool.api.projects import ProjectController
 from codepool.api.rewards import RewardController
 from codepool.api.trace import TraceController
@@ -96,7 +97,14 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
                 await redis.aclose()
 
     return Litestar(
-        route_handlers=[OpsController, ProjectController, PoolController, RewardController, TraceController],
+        route_handlers=[
+            OpsController,
+            ProjectController,
+            PoolController,
+            RewardController,
+            PosController,
+            TraceController,
+        ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],
         exception_handlers={

@@ -11,8 +11,15 @@ Errors are all-or-nothing for the caller: a bad entry never makes ``feed`` raise
 parser records the first ``MAX_REPORTED_ERRORS`` bad entries with their position, counts
 every one, and ``close`` raises ``InvalidCodes`` if there was any. Once a bad entry has been
 seen, ``feed`` and ``close`` return no more codes (the caller discards the upload anyway)
-but keep counting entries and errors over the whole body. A body that is malformed as a
-whole (broken JSON, an unterminated CSV quote) raises ``BadRequest`` at once.
+but keep counting entries and errors over the whole body. An entry with several faults
+reports the first of: invalid_utf8, control_character, whitespace, comma, too_long.
+A body that is malformed as a whole (broken JSON, an unterminated CSV quote) raises
+``BadRequest`` at once.
+
+Deliberate choices: a leading UTF-8 BOM is dropped; in text/plain and CSV only blanks
+(space, tab) are trimmed, any other whitespace is an error; a CSV row with an empty first
+column counts as blank; JSON strings are not trimmed and ``""`` is ignored like an empty
+entry (so error indexes count non-empty strings, as for the other formats).
 """
 
 from __future__ import annotations
@@ -552,9 +559,12 @@ class JsonParser(_Parser):
         self._events: list[tuple[str, str, Any]] = ijson.sendable_list()
         self._coro = ijson.parse_coro(self._events)
         self._position = 0  # array index of the next item, for messages
-        self._state = "start"  # start -> object -> array -> object -> done
+        self._state = "start"  # start -> object -> key -> array -> after -> done
+        self._blank = True  # nothing but whitespace so far
 
     def _feed(self, chunk: bytes) -> list[bytes]:
+        if self._blank and chunk.strip():
+            self._blank = False
         try:
             self._coro.send(chunk)
         except ijson.JSONError as exc:
@@ -562,6 +572,8 @@ class JsonParser(_Parser):
         return self._drain()
 
     def _finish(self) -> list[bytes]:
+        if self._blank:
+            raise BadRequest('the body is empty; expected {"codes": [...]}')
         try:
             self._coro.close()
         except ijson.JSONError as exc:

@@ -233,6 +233,39 @@ class Event(Struct, kw_only=True, omit_defaults=True):
     available: int | None = None
 
 
+CodeText = Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class CodeIn(Inbound):
+    code: CodeText
+
+
+class Validation(Struct, kw_only=True):
+    valid: bool
+    status: Status | None
+    reason: Literal["unknown_code", "not_issued", "already_redeemed", "pool_expired"] | None = None
+    pool_id: str | None = None
+    reward_id: str | None = None
+    user_id: str | None = None
+    purchase_id: str | None = None
+    assigned_time: float | None = None
+    redeemed_time: float | None = None
+
+
+class CodeInstance(Struct, kw_only=True):
+    """One instance of a code as redeem/release answer it."""
+
+    code: str
+    status: Status
+    pool_id: str
+    reward_id: str | None
+    user_id: str | None
+    purchase_id: str | None
+    assigned_time: float | None
+    redeemed_time: float | None
+    available: int | None = None  # after a release: the pool's available count
+
+
 class SecretRotateIn(Inbound):
     secret: Literal["user_token_secret", "webhook_secret"]
 

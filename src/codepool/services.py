@@ -9,6 +9,7 @@ from codepool.settings import Settings
 from codepool.store.base import Backend
 from codepool.store.codes import CodeStore
 from codepool.store.pools import PoolStore
+from codepool.store.pos import PosStore
 from codepool.store.projects import ProjectStore
 from codepool.store.rewards import RewardStore
 from codepool.store.trace import TraceStore
@@ -36,6 +37,7 @@ class Services:
         self.codes = CodeStore(self.backend)
         self.rewards = RewardStore(self.backend)
         self.trace = TraceStore(self.backend)
+        self.pos = PosStore(self.backend)
         self.issuer = Issuer(self.backend, settings.issue_batch_max)
 
     async def close(self) -> None:

@@ -1,0 +1,41 @@
+--[[
+  Burn one assigned instance of a presented code, exactly once.
+
+  KEYS[1] issued hash   KEYS[2] pools set   KEYS[3] events stream
+  ARGV[1] code   ARGV[2] now   ARGV[3] events maxlen
+  ARGV[4] pool hash template   ARGV[5] available list template (keys.py, "\0" = pool id)
+  Returns: like validate.lua; status 1 = redeemed now (the instance, now 'redeemed'),
+  -2 pool expired (nothing changed), -12 already redeemed (the latest redeemed
+  instance, with its redeemed_time), -11 not issued, -10 unknown code
+]]
+local rcall = redis.call
+--@include "common.lua"
+local code, now, maxlen, pool_t, avail_t = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+
+local record = rcall('HGET', KEYS[1], code)
+if not record then return not_issued_or_unknown(KEYS[2], avail_t, code) end
+
+local instances = parse_record(record)
+local expired_one, redeemed_one = nil, nil
+for _, inst in ipairs(instances) do
+  local pool_key = fill(pool_t, inst.pool)
+  if rcall('EXISTS', pool_key) == 1 then
+    if inst.status == 'a' then
+      if not expired(pool_key, now) then
+        inst.status, inst.rt = 'r', now
+        rcall('HSET', KEYS[1], code, join_record(instances))
+        rcall('HINCRBY', pool_key, 'assigned', -1)
+        rcall('HINCRBY', pool_key, 'redeemed', 1)
+        add_event(KEYS[3], maxlen, {'type', 'VOUCHER_USED', 'time', now, 'code', code, 'pool_id', inst.pool,
+                                    'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase})
+        return describe(1, inst)
+      end
+      expired_one = expired_one or inst
+    elseif not redeemed_one or tonumber(inst.rt) > tonumber(redeemed_one.rt) then
+      redeemed_one = inst
+    end
+  end
+end
+if expired_one then return describe(-2, expired_one) end
+if redeemed_one then return describe(-12, redeemed_one) end
+return not_issued_or_unknown(KEYS[2], avail_t, code)

@@ -1,0 +1,33 @@
+--[[
+  Tell a point of sale what a presented code is, changing nothing.
+
+  KEYS[1] issued hash   KEYS[2] pools set
+  ARGV[1] code   ARGV[2] now
+  ARGV[3] pool hash template   ARGV[4] available list template (keys.py, "\0" = pool id)
+  Returns: {status, pool_id, instance status, assigned_time, redeemed_time, user_id,
+            reward_id, purchase_id} for an issued code, {-11, pool_id} or {-10} else.
+  status: 1 valid (an assigned instance, pool not expired), -2 pool expired,
+          -12 already redeemed (every instance), -11 not issued, -10 unknown code
+]]
+local rcall = redis.call
+--@include "common.lua"
+local code, now, pool_t, avail_t = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+
+local record = rcall('HGET', KEYS[1], code)
+if not record then return not_issued_or_unknown(KEYS[2], avail_t, code) end
+
+local expired_one, redeemed_one = nil, nil
+for _, inst in ipairs(parse_record(record)) do
+  local pool_key = fill(pool_t, inst.pool)
+  if rcall('EXISTS', pool_key) == 1 then  -- a deleted pool's records are being purged
+    if inst.status == 'a' then
+      if not expired(pool_key, now) then return describe(1, inst) end
+      expired_one = expired_one or inst
+    else
+      redeemed_one = inst
+    end
+  end
+end
+if expired_one then return describe(-2, expired_one) end
+if redeemed_one then return describe(-12, redeemed_one) end
+return not_issued_or_unknown(KEYS[2], avail_t, code)

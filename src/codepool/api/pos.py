@@ -1,0 +1,34 @@
+"""Point of sale: validate, redeem, release a presented code."""
+
+from __future__ import annotations
+
+from litestar import Controller, post
+from litestar.params import JSONBody
+
+from codepool.api.deps import Caller, Svc
+from codepool.api.params import PathStr
+from codepool.auth import authorize
+from codepool.models import CodeIn, CodeInstance, Validation
+
+
+class PosController(Controller):
+    path = "/v1/projects/{project_id:str}/codes"
+    tags = ["point of sale"]
+
+    @post("/validate", status_code=200)
+    async def validate(self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc) -> Validation:
+        """Is this code genuine, issued and unused? Changes nothing."""
+        authorize(principal, project_id, "pos", "admin")
+        return await services.pos.validate(project_id, data.code)
+
+    @post("/redeem", status_code=200)
+    async def redeem(self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc) -> CodeInstance:
+        """Burn one assigned instance of the code, exactly once."""
+        authorize(principal, project_id, "pos", "admin")
+        return await services.pos.redeem(project_id, data.code)
+
+    @post("/release", status_code=200)
+    async def release(self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc) -> CodeInstance:
+        """Give an assigned, unredeemed instance back to its pool (a failed checkout)."""
+        authorize(principal, project_id, "admin")
+        return await services.pos.release(project_id, data.code)

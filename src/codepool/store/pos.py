@@ -1,0 +1,111 @@
+"""Point of sale: validate (read-only), redeem and release; one script call each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codepool import errors, keys
+from codepool.models import CodeInstance, Validation
+from codepool.store.base import Backend, now, text
+
+OK, EXPIRED, UNKNOWN, NOT_ISSUED, REDEEMED = 1, -2, -10, -11, -12
+# keys.py builds the templates: "\0" stands where the script puts the id it reads.
+_ID = "\0"
+
+
+def _templates(project_id: str) -> dict[str, str]:
+    return {
+        "pool": keys.pool(project_id, _ID),
+        "avail": keys.pool_available(project_id, _ID),
+        "log": keys.pool_log(project_id, _ID),
+        "user": keys.user_codes(project_id, _ID),
+        "reward_users": keys.reward_users(project_id, _ID),
+    }
+
+
+def _opt(value: Any) -> str | None:
+    return text(value) or None
+
+
+def _time(value: Any) -> float | None:
+    raw = text(value)
+    return float(raw) if raw else None
+
+
+def _instance(code: str, raw: list[Any]) -> CodeInstance:
+    return CodeInstance(
+        code=code,
+        pool_id=text(raw[1]),
+        status="redeemed" if text(raw[2]) == "redeemed" else "assigned",
+        assigned_time=_time(raw[3]),
+        redeemed_time=_time(raw[4]),
+        user_id=_opt(raw[5]),
+        reward_id=_opt(raw[6]),
+        purchase_id=_opt(raw[7]),
+    )
+
+
+def _raise_for(code: str, raw: list[Any]) -> None:
+    status = int(raw[0])
+    if status == UNKNOWN:
+        raise errors.UnknownCode(code=code)
+    if status == NOT_ISSUED:
+        raise errors.NotIssued(code=code, pool_id=text(raw[1]))
+    if status == REDEEMED:
+        inst = _instance(code, raw)
+        raise errors.AlreadyRedeemed(code=code, pool_id=inst.pool_id, redeemed_time=inst.redeemed_time)
+    if status == EXPIRED:
+        raise errors.PoolExpired(code=code, pool_id=text(raw[1]))
+
+
+class PosStore:
+    def __init__(self, backend: Backend) -> None:
+        self._b = backend
+
+    async def validate(self, project_id: str, code: str) -> Validation:
+        t = _templates(project_id)
+        raw = await self._b.scripts.run(
+            "validate", [keys.issued(project_id), keys.pools(project_id)], [code, now(), t["pool"], t["avail"]]
+        )
+        status = int(raw[0])
+        if status == UNKNOWN:
+            return Validation(valid=False, status=None, reason="unknown_code")
+        if status == NOT_ISSUED:
+            return Validation(valid=False, status="available", reason="not_issued", pool_id=text(raw[1]))
+        inst = _instance(code, raw)
+        reason = {OK: None, EXPIRED: "pool_expired", REDEEMED: "already_redeemed"}[status]
+        return Validation(
+            valid=status == OK,
+            status=inst.status,
+            reason=reason,  # type: ignore[arg-type]
+            pool_id=inst.pool_id,
+            reward_id=inst.reward_id,
+            user_id=inst.user_id,
+            purchase_id=inst.purchase_id,
+            assigned_time=inst.assigned_time,
+            redeemed_time=inst.redeemed_time,
+        )
+
+    async def redeem(self, project_id: str, code: str) -> CodeInstance:
+        t = _templates(project_id)
+        raw = await self._b.scripts.run(
+            "redeem",
+            [keys.issued(project_id), keys.pools(project_id), keys.events(project_id)],
+            [code, now(), self._b.settings.events_maxlen, t["pool"], t["avail"]],
+        )
+        _raise_for(code, raw)
+        return _instance(code, raw)
+
+    async def release(self, project_id: str, code: str) -> CodeInstance:
+        t = _templates(project_id)
+        raw = await self._b.scripts.run(
+            "release",
+            [keys.issued(project_id), keys.pools(project_id), keys.events(project_id)],
+            [code, now(), self._b.settings.events_maxlen, t["pool"], t["avail"], t["log"], t["user"],
+             t["reward_users"]],
+        )
+        _raise_for(code, raw)
+        inst = _instance(code, raw)
+        inst.status = "available"
+        inst.available = int(raw[8])
+        return inst
