@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import jwt
@@ -25,7 +25,9 @@ class Client(httpx.AsyncClient):
     by the test cannot be used)."""
 
     def __init__(self, app: Litestar) -> None:
-        super().__init__(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+        # httpx types its ASGI app loosely; Litestar's __call__ is stricter but compatible.
+        transport = httpx.ASGITransport(app=cast(Any, app))
+        super().__init__(transport=transport, base_url="http://testserver")
         self.app = app
 
 
@@ -62,12 +64,16 @@ class Tenant(msgspec.Struct, kw_only=True):
 
 
 async def make_tenant(client: Client, project_id: str = "acme") -> Tenant:
-    r = await client.post("/v1/projects", json={"id": project_id, "name": project_id.title()}, headers=ROOT)
+    r = await client.post(
+        "/v1/projects", json={"id": project_id, "name": project_id.title()}, headers=ROOT
+    )
     assert r.status_code == 201, r.text
     project = r.json()
     keys = {}
     for role in ("admin", "pos"):
-        k = await client.post(f"/v1/projects/{project_id}/keys", json={"role": role, "name": role}, headers=ROOT)
+        k = await client.post(
+            f"/v1/projects/{project_id}/keys", json={"role": role, "name": role}, headers=ROOT
+        )
         assert k.status_code == 201, k.text
         keys[role] = auth(k.json()["key"])
     return Tenant(id=project_id, admin=keys["admin"], pos=keys["pos"], project=project)
@@ -90,15 +96,21 @@ async def make_pool(
     return pool
 
 
-def user_token(tenant: Tenant, user_id: str, *, ttl: float | None = 3600, secret: str | None = None) -> dict[str, str]:
+def user_token(
+    tenant: Tenant, user_id: str, *, ttl: float | None = 3600, secret: str | None = None
+) -> dict[str, str]:
     """Authorization header of a user JWT (HS256, signed with the project's secret)."""
     claims: dict[str, Any] = {"sub": user_id}
     if ttl is not None:
         claims["exp"] = int(time.time() + ttl)
-    return auth(jwt.encode(claims, secret or tenant.project["user_token_secret"], algorithm="HS256"))
+    return auth(
+        jwt.encode(claims, secret or tenant.project["user_token_secret"], algorithm="HS256")
+    )
 
 
-async def make_reward(client: Client, tenant: Tenant, pool_id: str, **fields: Any) -> dict[str, Any]:
+async def make_reward(
+    client: Client, tenant: Tenant, pool_id: str, **fields: Any
+) -> dict[str, Any]:
     body = {"name": fields.pop("name", "Reward"), "pool_id": pool_id, **fields}
     r = await client.post(f"/v1/projects/{tenant.id}/rewards", json=body, headers=tenant.admin)
     assert r.status_code == 201, r.text

@@ -100,7 +100,7 @@ class PoolPatch(Inbound):
     name: Name | UnsetType = UNSET
     low_stock_thresholds: Annotated[list[Threshold], Meta(max_length=20)] | UnsetType = UNSET
     notify: Notify | UnsetType = UNSET
-    expires_at: float | None | UnsetType = UNSET
+    expires_at: float | UnsetType | None = UNSET
 
 
 class Pool(Struct, kw_only=True):
@@ -178,7 +178,7 @@ class RewardPatch(Inbound):
     name: Name | UnsetType = UNSET
     pool_id: Id | UnsetType = UNSET
     hide_code: bool | UnsetType = UNSET
-    per_user_limit: Limit | None | UnsetType = UNSET
+    per_user_limit: Limit | UnsetType | None = UNSET
     metadata: Metadata | UnsetType = UNSET
 
 

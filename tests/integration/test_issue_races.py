@@ -12,7 +12,14 @@ import pytest
 from redis.asyncio import Redis
 
 from codepool.app import create_app
-from tests.apphelpers import Client, app_client, make_pool, make_tenant, serve_app, settings_for_tests
+from tests.apphelpers import (
+    Client,
+    app_client,
+    make_pool,
+    make_tenant,
+    serve_app,
+    settings_for_tests,
+)
 
 pytestmark = pytest.mark.real
 WORKERS = 3
@@ -27,7 +34,9 @@ async def _workers(stack: AsyncExitStack, url: str) -> list[Client]:
     return clients
 
 
-async def test_hundreds_in_flight_never_share_a_code(real_redis: Redis, redis_server_url: str) -> None:
+async def test_hundreds_in_flight_never_share_a_code(
+    real_redis: Redis, redis_server_url: str
+) -> None:
     async with app_client(real_redis) as setup:
         t = await make_tenant(setup)
         pool = await make_pool(setup, t, [f"CODE-{i:05d}" for i in range(3000)])
@@ -36,7 +45,9 @@ async def test_hundreds_in_flight_never_share_a_code(real_redis: Redis, redis_se
         workers = await _workers(stack, redis_server_url)
 
         async def one(i: int) -> list[str]:
-            r = await workers[i % WORKERS].post(url, json={"count": 1 + i % 5, "user_id": f"u{i}"}, headers=t.admin)
+            r = await workers[i % WORKERS].post(
+                url, json={"count": 1 + i % 5, "user_id": f"u{i}"}, headers=t.admin
+            )
             assert r.status_code == 200, r.text
             return [c["code"] for c in r.json()["codes"]]
 
@@ -44,8 +55,14 @@ async def test_hundreds_in_flight_never_share_a_code(real_redis: Redis, redis_se
         issued = [code for batch in batches for code in batch]
         assert len(issued) == sum(1 + i % 5 for i in range(600)) == 1800
         assert len(set(issued)) == len(issued), "a code was handed out twice"
-        pool_now = (await workers[0].get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()
-        assert pool_now["assigned"] == 1800 and pool_now["available"] == 1200 and pool_now["total"] == 3000
+        pool_now = (
+            await workers[0].get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)
+        ).json()
+        assert (
+            pool_now["assigned"] == 1800
+            and pool_now["available"] == 1200
+            and pool_now["total"] == 3000
+        )
         # Coalescing: far fewer script calls than requests.
         calls = sum(_issuer(w).calls for w in workers)
         served = sum(_issuer(w).requests for w in workers)
@@ -56,7 +73,9 @@ def _issuer(client: Client) -> Any:
     return client.app.state.services.issuer
 
 
-async def test_exactly_available_requests_win_the_last_codes(real_redis: Redis, redis_server_url: str) -> None:
+async def test_exactly_available_requests_win_the_last_codes(
+    real_redis: Redis, redis_server_url: str
+) -> None:
     async with app_client(real_redis) as setup:
         t = await make_tenant(setup)
         pool = await make_pool(setup, t, [f"LAST-{i}" for i in range(50)])
@@ -64,13 +83,18 @@ async def test_exactly_available_requests_win_the_last_codes(real_redis: Redis, 
     async with AsyncExitStack() as stack:
         workers = await _workers(stack, redis_server_url)
         responses = await asyncio.gather(
-            *(workers[i % WORKERS].post(url, json={"user_id": f"u{i}"}, headers=t.admin) for i in range(400))
+            *(
+                workers[i % WORKERS].post(url, json={"user_id": f"u{i}"}, headers=t.admin)
+                for i in range(400)
+            )
         )
     statuses = Counter(r.status_code for r in responses)
     assert statuses == {200: 50, 409: 350}
     codes = [r.json()["codes"][0]["code"] for r in responses if r.status_code == 200]
     assert sorted(codes) == sorted(f"LAST-{i}" for i in range(50))
-    assert all(r.json()["error"]["code"] == "pool_exhausted" for r in responses if r.status_code == 409)
+    assert all(
+        r.json()["error"]["code"] == "pool_exhausted" for r in responses if r.status_code == 409
+    )
 
 
 async def test_all_or_nothing_bulk_requests_race(real_redis: Redis, redis_server_url: str) -> None:
@@ -81,9 +105,14 @@ async def test_all_or_nothing_bulk_requests_race(real_redis: Redis, redis_server
     async with AsyncExitStack() as stack:
         workers = await _workers(stack, redis_server_url)
         responses = await asyncio.gather(
-            *(workers[i % WORKERS].post(url, json={"count": 300}, headers=t.admin) for i in range(10))
+            *(
+                workers[i % WORKERS].post(url, json={"count": 300}, headers=t.admin)
+                for i in range(10)
+            )
         )
-        p = (await workers[0].get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()
+        p = (
+            await workers[0].get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)
+        ).json()
     ok = [r for r in responses if r.status_code == 200]
     assert len(ok) == 3  # 3 x 300 fit in 1000; nobody gets a partial batch
     assert all(len(r.json()["codes"]) == 300 for r in ok)
@@ -102,7 +131,9 @@ async def test_retries_with_one_key_take_one_code(real_redis: Redis, redis_serve
         responses = await asyncio.gather(
             *(workers[i % WORKERS].post(url, json={"count": 2}, headers=headers) for i in range(30))
         )
-        p = (await workers[0].get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()
+        p = (
+            await workers[0].get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)
+        ).json()
     bodies = {tuple(c["code"] for c in r.json()["codes"]) for r in responses}
     assert {r.status_code for r in responses} == {200} and len(bodies) == 1
     assert p["assigned"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -10,10 +11,11 @@ from redis.asyncio import Redis
 from codepool import keys
 from codepool.scripts import Scripts, Status, script_sources
 from codepool.settings import load_settings
-from codepool.store.base import Backend
+from codepool.store.base import Backend, text
 from codepool.store.codes import CodeStore
 from codepool.store.issuing import IssueRequest, issue_batch
 from codepool.store.records import parse_record
+from codepool.store.trace import StreamEntries
 
 P, POOL = "proj", "pool1"
 LUA = Path(__file__).resolve().parents[2] / "lua"
@@ -53,16 +55,25 @@ async def _fill(b: Backend, codes: list[str], upload_id: str = "u") -> list[int]
     )
     while result[0] > 0:
         result = await b.scripts.run(
-            "commit_upload", [keys.pool(P, POOL), keys.pool_available(P, POOL), staging], [3, upload_id]
+            "commit_upload",
+            [keys.pool(P, POOL), keys.pool_available(P, POOL), staging],
+            [3, upload_id],
         )
     return result
 
 
 async def _counters(b: Backend) -> tuple[int, int, int]:
-    total, assigned, redeemed = await b.client.hmget(keys.pool(P, POOL), "total", "assigned", "redeemed")
+    raw = await b.client.hmget(keys.pool(P, POOL), "total", "assigned", "redeemed")
+    total, assigned, redeemed = (int(text(v)) for v in raw)
     avail = await b.client.llen(keys.pool_available(P, POOL))
-    assert int(total) == avail + int(assigned) + int(redeemed)
-    return int(total), avail, int(assigned)
+    assert total == avail + assigned + redeemed
+    return total, avail, assigned
+
+
+async def _record(b: Backend, code: str) -> bytes:
+    record = await b.client.hget(keys.issued(P), code)
+    assert isinstance(record, bytes)
+    return record
 
 
 @pytest.fixture
@@ -73,11 +84,15 @@ def backend(redis: Redis) -> Backend:
 async def test_create_pool_rejects_taken_name_and_id(backend: Backend) -> None:
     await _pool(backend)
     again = await backend.scripts.run(
-        "create_pool", [keys.pool_names(P), keys.pools(P), keys.pool(P, "other")], ["other", "Pool", 1, "", "", "{}"]
+        "create_pool",
+        [keys.pool_names(P), keys.pools(P), keys.pool(P, "other")],
+        ["other", "Pool", 1, "", "", "{}"],
     )
     assert again == -1
     same_id = await backend.scripts.run(
-        "create_pool", [keys.pool_names(P), keys.pools(P), keys.pool(P, POOL)], [POOL, "New", 1, "", "", "{}"]
+        "create_pool",
+        [keys.pool_names(P), keys.pools(P), keys.pool(P, POOL)],
+        [POOL, "New", 1, "", "", "{}"],
     )
     assert same_id == -2
 
@@ -88,10 +103,16 @@ async def test_commit_renames_into_empty_pool_and_appends_in_slices(backend: Bac
     # Not empty now: the second upload is moved 3 at a time, order kept.
     assert await _fill(backend, ["C", "D", "E", "F", "G"], "u2") == [0, 7, 7]
     assert await backend.client.lrange(keys.pool_available(P, POOL), 0, -1) == [
-        b"A", b"B", b"C", b"D", b"E", b"F", b"G"
+        b"A",
+        b"B",
+        b"C",
+        b"D",
+        b"E",
+        b"F",
+        b"G",
     ]
-    fields = await backend.client.hkeys(keys.pool(P, POOL))
-    assert not [f for f in fields if f.startswith(b"committing:")]
+    fields = map(text, await backend.client.hkeys(keys.pool(P, POOL)))
+    assert not [f for f in fields if f.startswith("committing:")]
 
 
 async def test_commit_into_deleted_pool_drops_staging(backend: Backend) -> None:
@@ -108,25 +129,35 @@ async def test_issue_is_all_or_nothing_and_counts_exact(backend: Backend) -> Non
     await _pool(backend)
     await _fill(backend, [f"C{i}" for i in range(5)])
     results = await issue_batch(
-        backend, P, POOL, [IssueRequest(count=3, user_id="u1"), IssueRequest(count=3), IssueRequest(count=2)]
+        backend,
+        P,
+        POOL,
+        [IssueRequest(count=3, user_id="u1"), IssueRequest(count=3), IssueRequest(count=2)],
     )
     assert [r.status for r in results] == [Status.OK, Status.EXHAUSTED, Status.OK]
     assert results[0].codes == ["C0", "C1", "C2"] and results[2].codes == ["C3", "C4"]
     assert results[1].codes == []
     assert await _counters(backend) == (5, 0, 5)
-    record = await backend.client.hget(keys.issued(P), "C0")
-    inst = parse_record(record)
+    inst = parse_record(await _record(backend, "C0"))
     assert [(i.pool_id, i.status, i.user_id) for i in inst] == [(POOL, "assigned", "u1")]
     assert await backend.client.lrange(keys.user_codes(P, "u1"), 0, -1) == [b"C0", b"C1", b"C2"]
-    assert await backend.client.lrange(keys.pool_log(P, POOL), 0, -1) == [b"C0", b"C1", b"C2", b"C3", b"C4"]
+    assert await backend.client.lrange(keys.pool_log(P, POOL), 0, -1) == [
+        b"C0",
+        b"C1",
+        b"C2",
+        b"C3",
+        b"C4",
+    ]
 
 
 async def test_issue_duplicate_strings_are_separate_instances(backend: Backend) -> None:
     await _pool(backend)
     await _fill(backend, ["SAVE10", "SAVE10", "SAVE10"])
-    results = await issue_batch(backend, P, POOL, [IssueRequest(count=1, user_id=f"u{i}") for i in range(3)])
+    results = await issue_batch(
+        backend, P, POOL, [IssueRequest(count=1, user_id=f"u{i}") for i in range(3)]
+    )
     assert [r.codes for r in results] == [["SAVE10"]] * 3
-    inst = parse_record(await backend.client.hget(keys.issued(P), "SAVE10"))
+    inst = parse_record(await _record(backend, "SAVE10"))
     assert [i.user_id for i in inst] == ["u0", "u1", "u2"]
 
 
@@ -135,7 +166,9 @@ async def test_issue_idempotency_replay_and_mismatch(backend: Backend) -> None:
     await _fill(backend, ["A", "B", "C"])
     first = IssueRequest(count=1, idempotency_digest="d1", fingerprint="f1")
     r1 = await issue_batch(backend, P, POOL, [first])
-    r2 = await issue_batch(backend, P, POOL, [first, IssueRequest(count=1, idempotency_digest="d1", fingerprint="zz")])
+    r2 = await issue_batch(
+        backend, P, POOL, [first, IssueRequest(count=1, idempotency_digest="d1", fingerprint="zz")]
+    )
     assert r1[0].status == Status.OK
     assert r2[0].status == Status.REPLAYED and r2[0].codes == r1[0].codes
     assert r2[0].available == r1[0].available == 2
@@ -148,7 +181,9 @@ async def test_issue_idempotency_replay_and_mismatch(backend: Backend) -> None:
 async def test_issue_expired_and_missing_pool(backend: Backend) -> None:
     await _pool(backend, expires_at="1000")
     await _fill(backend, ["A"])
-    assert (await issue_batch(backend, P, POOL, [IssueRequest(count=1)]))[0].status == Status.EXPIRED
+    assert (await issue_batch(backend, P, POOL, [IssueRequest(count=1)]))[
+        0
+    ].status == Status.EXPIRED
     missing = await issue_batch(backend, P, "nope", [IssueRequest(count=1)])
     assert missing[0].status == Status.NO_POOL
     assert await _counters(backend) == (1, 1, 0)
@@ -159,7 +194,7 @@ async def test_thresholds_fire_once_per_crossing_and_rearm_on_refill(backend: Ba
     await _fill(backend, [f"C{i}" for i in range(5)], "u1")
 
     async def types() -> list[tuple[bytes, bytes]]:
-        entries = await backend.client.xrange(keys.events(P))
+        entries = cast(StreamEntries, await backend.client.xrange(keys.events(P)))
         return [(f[b"type"], f.get(b"threshold", b"")) for _, f in entries]
 
     await issue_batch(backend, P, POOL, [IssueRequest(count=1)])  # 4 left
@@ -192,17 +227,31 @@ async def test_delete_pool_refuses_in_use_and_purges_issued(backend: Backend) ->
     await _fill(backend, ["A", "B", "C"])
     await issue_batch(backend, P, POOL, [IssueRequest(count=2)])
     delete_keys = [
-        keys.pool_names(P), keys.pools(P), keys.pool(P, POOL), keys.pool_available(P, POOL),
-        keys.pool_log(P, POOL), keys.pool_rewards(P, POOL), keys.pool_purge(P, POOL),
+        keys.pool_names(P),
+        keys.pools(P),
+        keys.pool(P, POOL),
+        keys.pool_available(P, POOL),
+        keys.pool_log(P, POOL),
+        keys.pool_rewards(P, POOL),
+        keys.pool_purge(P, POOL),
     ]
     await backend.client.sadd(keys.pool_rewards(P, POOL), "r1")
     assert await backend.scripts.run("delete_pool", delete_keys, [POOL]) == -1
     await backend.client.srem(keys.pool_rewards(P, POOL), "r1")
     assert await backend.scripts.run("delete_pool", delete_keys, [POOL]) == 1
-    left = await backend.scripts.run("purge_issued", [keys.pool_purge(P, POOL), keys.issued(P)], [POOL, 1])
+    left = await backend.scripts.run(
+        "purge_issued", [keys.pool_purge(P, POOL), keys.issued(P)], [POOL, 1]
+    )
     assert left == 1
-    assert await backend.scripts.run("purge_issued", [keys.pool_purge(P, POOL), keys.issued(P)], [POOL, 1]) == 0
-    assert not await backend.client.exists(keys.issued(P), keys.pool(P, POOL), keys.pool_available(P, POOL))
+    assert (
+        await backend.scripts.run(
+            "purge_issued", [keys.pool_purge(P, POOL), keys.issued(P)], [POOL, 1]
+        )
+        == 0
+    )
+    assert not await backend.client.exists(
+        keys.issued(P), keys.pool(P, POOL), keys.pool_available(P, POOL)
+    )
     assert await backend.scripts.run("delete_pool", delete_keys, [POOL]) == -5
 
 
@@ -211,9 +260,13 @@ async def test_skip_mode_staging_skips_pool_and_upload_duplicates(backend: Backe
     await _fill(backend, ["A", "B", "C"])
     await issue_batch(backend, P, POOL, [IssueRequest(count=1)])  # A handed out
     seen, staging = keys.pool_staging_seen(P, POOL, "s"), keys.pool_staging(P, POOL, "s")
-    read = await backend.scripts.run("seed_seen", [keys.pool_available(P, POOL), seen], [0, 100, 60])
+    read = await backend.scripts.run(
+        "seed_seen", [keys.pool_available(P, POOL), seen], [0, 100, 60]
+    )
     assert read == 2
-    staged = await backend.scripts.run("stage_skip", [staging, seen, keys.issued(P)], [POOL, 60, "A", "B", "D", "D", "E"])
+    staged = await backend.scripts.run(
+        "stage_skip", [staging, seen, keys.issued(P)], [POOL, 60, "A", "B", "D", "D", "E"]
+    )
     assert staged == [2, 3]
     assert await backend.client.lrange(staging, 0, -1) == [b"D", b"E"]
 
@@ -222,7 +275,9 @@ async def test_read_codes_pairs_codes_with_records(backend: Backend) -> None:
     await _pool(backend)
     await _fill(backend, ["A", "B"])
     await issue_batch(backend, P, POOL, [IssueRequest(count=2, user_id="u")])
-    flat = await backend.scripts.run("read_codes", [keys.pool_log(P, POOL), keys.issued(P)], [1, 10])
+    flat = await backend.scripts.run(
+        "read_codes", [keys.pool_log(P, POOL), keys.issued(P)], [1, 10]
+    )
     assert flat[0] == b"B" and parse_record(flat[1])[0].user_id == "u"
 
 

@@ -20,10 +20,16 @@ async def test_upload_text_csv_json_and_refill(redis: Redis) -> None:
         t = await make_tenant(c)
         pool = await make_pool(c, t)
         url = _codes_url(t, pool["id"])
-        r = await c.post(url, content=" A1, B2,,\nC3\r\n\n", headers={**t.admin, "Content-Type": "text/plain"})
+        r = await c.post(
+            url, content=" A1, B2,,\nC3\r\n\n", headers={**t.admin, "Content-Type": "text/plain"}
+        )
         assert r.status_code == 200, r.text
         assert r.json() == {"added": 3, "skipped": 0, "total": 3, "available": 3}
-        r = await c.post(url, content="code,value\nD4,5\n\"E5\",6\n", headers={**t.admin, "Content-Type": "text/csv"})
+        r = await c.post(
+            url,
+            content='code,value\nD4,5\n"E5",6\n',
+            headers={**t.admin, "Content-Type": "text/csv"},
+        )
         assert r.json() == {"added": 2, "skipped": 0, "total": 5, "available": 5}
         r = await c.post(url, json={"codes": ["F6", "A1"]}, headers=t.admin)
         assert r.json() == {"added": 2, "skipped": 0, "total": 7, "available": 7}
@@ -37,13 +43,21 @@ async def test_upload_skip_duplicates(redis: Redis) -> None:
         t = await make_tenant(c)
         pool = await make_pool(c, t, ["A", "B", "C"])
         url = _codes_url(t, pool["id"])
-        issued = await c.post(f"/v1/projects/{t.id}/pools/{pool['id']}/issue", json={"count": 1}, headers=t.admin)
+        issued = await c.post(
+            f"/v1/projects/{t.id}/pools/{pool['id']}/issue", json={"count": 1}, headers=t.admin
+        )
         assert issued.json()["codes"][0]["code"] == "A"
         r = await c.post(
-            f"{url}?duplicates=skip", content="A\nB\nD\nD\nE", headers={**t.admin, "Content-Type": "text/plain"}
+            f"{url}?duplicates=skip",
+            content="A\nB\nD\nD\nE",
+            headers={**t.admin, "Content-Type": "text/plain"},
         )
         assert r.json() == {"added": 2, "skipped": 3, "total": 5, "available": 4}
-        r = await c.post(f"{url}?duplicates=bogus", content="Z", headers={**t.admin, "Content-Type": "text/plain"})
+        r = await c.post(
+            f"{url}?duplicates=bogus",
+            content="Z",
+            headers={**t.admin, "Content-Type": "text/plain"},
+        )
         assert r.status_code == 400
 
 
@@ -74,7 +88,9 @@ async def test_bad_upload_after_many_good_chunks_stores_nothing(redis: Redis) ->
         # Well past one parse step (1 MiB), so good codes were already staged.
         good = "\n".join(f"CODE{i:08d}" for i in range(150_000))
         r = await c.post(
-            _codes_url(t, pool["id"]), content=good + "\nBAD,\x01", headers={**t.admin, "Content-Type": "text/plain"}
+            _codes_url(t, pool["id"]),
+            content=good + "\nBAD,\x01",
+            headers={**t.admin, "Content-Type": "text/plain"},
         )
         assert r.status_code == 422
         p = (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()
@@ -87,15 +103,25 @@ async def test_upload_limits_and_media_types(redis: Redis) -> None:
         t = await make_tenant(c)
         pool = await make_pool(c, t)
         url = _codes_url(t, pool["id"])
-        r = await c.post(url, content="A\n" * 100, headers={**t.admin, "Content-Type": "text/plain"})
+        r = await c.post(
+            url, content="A\n" * 100, headers={**t.admin, "Content-Type": "text/plain"}
+        )
         assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
-        r = await c.post(url, content=b"<xml/>", headers={**t.admin, "Content-Type": "application/xml"})
+        r = await c.post(
+            url, content=b"<xml/>", headers={**t.admin, "Content-Type": "application/xml"}
+        )
         assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
         r = await c.post(url, json={"codes": [1, 2]}, headers=t.admin)
         assert r.status_code == 400
-        r = await c.post(f"/v1/projects/{t.id}/pools/missing/codes", content="A", headers={**t.admin, "Content-Type": "text/plain"})
+        r = await c.post(
+            f"/v1/projects/{t.id}/pools/missing/codes",
+            content="A",
+            headers={**t.admin, "Content-Type": "text/plain"},
+        )
         assert r.status_code == 404
-        assert (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()["total"] == 0
+        assert (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()[
+            "total"
+        ] == 0
 
 
 async def test_issue_exhaustion_and_counts(redis: Redis) -> None:
@@ -129,10 +155,14 @@ async def test_issue_idempotency(redis: Redis) -> None:
         assert first.status_code == again.status_code == 200
         assert first.json() == again.json()
         other = await c.post(url, json={"count": 2}, headers=h)
-        assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+        assert (
+            other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+        )
         p = (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()
         assert p["assigned"] == 1
-        assert (await c.post(url, json={"count": 1}, headers={**t.admin, "Idempotency-Key": ""})).status_code == 400
+        assert (
+            await c.post(url, json={"count": 1}, headers={**t.admin, "Idempotency-Key": ""})
+        ).status_code == 400
 
 
 async def test_listing_by_status_and_csv_export(redis: Redis) -> None:
@@ -145,7 +175,10 @@ async def test_listing_by_status_and_csv_export(redis: Redis) -> None:
         assigned = (await c.get(f"{base}/codes?status=assigned", headers=t.admin)).json()
         assert assigned["matched"] == 4
         assert [(e["code"], e["user_id"]) for e in assigned["data"]] == [
-            ("A", "bob"), ("B", "bob"), ("C", "bob"), ("D", None)
+            ("A", "bob"),
+            ("B", "bob"),
+            ("C", "bob"),
+            ("D", None),
         ]
         available = (await c.get(f"{base}/codes?status=available", headers=t.admin)).json()
         assert [e["code"] for e in available["data"]] == ["A"] and available["matched"] == 1

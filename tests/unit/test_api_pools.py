@@ -16,7 +16,10 @@ async def test_pool_lifecycle(redis: Redis) -> None:
             json={
                 "name": "Summer",
                 "low_stock_thresholds": [10, 100],
-                "notify": {"emails": ["ops@example.com"], "webhook_url": "https://hooks.example.com/x"},
+                "notify": {
+                    "emails": ["ops@example.com"],
+                    "webhook_url": "https://hooks.example.com/x",
+                },
                 "expires_at": 4102444800.0,
             },
             headers=t.admin,
@@ -36,14 +39,20 @@ async def test_pool_lifecycle(redis: Redis) -> None:
         listed = (await c.get(base, headers=t.admin)).json()
         assert listed["matched"] == 2
         by_name = {p["name"]: p for p in listed["data"]}
-        assert by_name["Winter"] == {"id": other["id"], "name": "Winter", "total": 3, "available": 3}
+        assert by_name["Winter"] == {
+            "id": other["id"],
+            "name": "Winter",
+            "total": 3,
+            "available": 3,
+        }
         page = (await c.get(f"{base}?skip=1&count=1", headers=t.admin)).json()
         assert len(page["data"]) == 1 and page["skip"] == 1 and page["limit"] == 1
 
         p = await c.patch(f"{base}/{pool['id']}", json={"name": "Winter"}, headers=t.admin)
         assert p.status_code == 409
         p = await c.patch(
-            f"{base}/{pool['id']}", json={"name": "Autumn", "expires_at": None, "low_stock_thresholds": []},
+            f"{base}/{pool['id']}",
+            json={"name": "Autumn", "expires_at": None, "low_stock_thresholds": []},
             headers=t.admin,
         )
         assert p.status_code == 200, p.text
@@ -85,7 +94,9 @@ async def test_deleting_a_pool_forgets_its_issued_codes(redis: Redis) -> None:
         t = await make_tenant(c)
         pool = await make_pool(c, t, ["A", "B", "C"])
         base = f"/v1/projects/{t.id}/pools/{pool['id']}"
-        assert (await c.post(f"{base}/issue", json={"count": 2}, headers=t.admin)).status_code == 200
+        assert (
+            await c.post(f"{base}/issue", json={"count": 2}, headers=t.admin)
+        ).status_code == 200
         assert (await c.delete(base, headers=t.admin)).status_code == 204
         assert not await redis.exists(f"cp:{{{t.id}}}:issued")
         leftovers = [k async for k in redis.scan_iter(match=f"cp:{{{t.id}}}:pool:{pool['id']}*")]

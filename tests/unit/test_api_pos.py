@@ -7,11 +7,23 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tests.apphelpers import Client, Tenant, app_client, make_pool, make_reward, make_tenant, user_token
+from tests.apphelpers import (
+    Client,
+    Tenant,
+    app_client,
+    make_pool,
+    make_reward,
+    make_tenant,
+    user_token,
+)
 
 
-async def _pos(c: Client, t: Tenant, action: str, code: str, headers: dict[str, str] | None = None) -> Any:
-    return await c.post(f"/v1/projects/{t.id}/codes/{action}", json={"code": code}, headers=headers or t.pos)
+async def _pos(
+    c: Client, t: Tenant, action: str, code: str, headers: dict[str, str] | None = None
+) -> Any:
+    return await c.post(
+        f"/v1/projects/{t.id}/codes/{action}", json={"code": code}, headers=headers or t.pos
+    )
 
 
 async def _counts(c: Client, t: Tenant, pool_id: str) -> tuple[int, int, int, int]:
@@ -25,17 +37,39 @@ async def test_validate_redeem_lifecycle(redis: Redis) -> None:
         t = await make_tenant(c)
         pool = await make_pool(c, t, ["A1", "B2"])
         reward = await make_reward(c, t, pool["id"])
-        bought = (await c.post(f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase", headers=user_token(t, "kim"))).json()
+        bought = (
+            await c.post(
+                f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase", headers=user_token(t, "kim")
+            )
+        ).json()
         assert bought["code"] == "A1"
 
         v = (await _pos(c, t, "validate", "ZZZ")).json()
-        assert v == {"valid": False, "status": None, "reason": "unknown_code", "pool_id": None, "reward_id": None,
-                     "user_id": None, "purchase_id": None, "assigned_time": None, "redeemed_time": None}
+        assert v == {
+            "valid": False,
+            "status": None,
+            "reason": "unknown_code",
+            "pool_id": None,
+            "reward_id": None,
+            "user_id": None,
+            "purchase_id": None,
+            "assigned_time": None,
+            "redeemed_time": None,
+        }
         v = (await _pos(c, t, "validate", "B2")).json()
-        assert (v["valid"], v["status"], v["reason"], v["pool_id"]) == (False, "available", "not_issued", pool["id"])
+        assert (v["valid"], v["status"], v["reason"], v["pool_id"]) == (
+            False,
+            "available",
+            "not_issued",
+            pool["id"],
+        )
         v = (await _pos(c, t, "validate", "A1")).json()
         assert (v["valid"], v["status"], v["reason"]) == (True, "assigned", None)
-        assert (v["user_id"], v["reward_id"], v["purchase_id"]) == ("kim", reward["id"], bought["purchase_id"])
+        assert (v["user_id"], v["reward_id"], v["purchase_id"]) == (
+            "kim",
+            reward["id"],
+            bought["purchase_id"],
+        )
         assert v["assigned_time"] == bought["assigned_time"] and v["redeemed_time"] is None
         assert await _counts(c, t, pool["id"]) == (2, 1, 1, 0)  # validate changed nothing
 
@@ -49,21 +83,41 @@ async def test_validate_redeem_lifecycle(redis: Redis) -> None:
         again = await _pos(c, t, "redeem", "A1")
         assert again.status_code == 409
         err = again.json()["error"]
-        assert err["code"] == "already_redeemed" and err["details"]["redeemed_time"] == used["redeemed_time"]
+        assert (
+            err["code"] == "already_redeemed"
+            and err["details"]["redeemed_time"] == used["redeemed_time"]
+        )
         v = (await _pos(c, t, "validate", "A1")).json()
-        assert (v["valid"], v["status"], v["reason"], v["redeemed_time"]) == (False, "redeemed", "already_redeemed", used["redeemed_time"])
+        assert (v["valid"], v["status"], v["reason"], v["redeemed_time"]) == (
+            False,
+            "redeemed",
+            "already_redeemed",
+            used["redeemed_time"],
+        )
         r = await _pos(c, t, "redeem", "B2")
         assert r.status_code == 409 and r.json()["error"]["code"] == "not_issued"
         r = await _pos(c, t, "redeem", "NOPE")
         assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_code"
         assert (await _pos(c, t, "redeem", "")).status_code == 400
 
-        events = (await c.get(f"/v1/projects/{t.id}/events?type=VOUCHER_USED", headers=t.admin)).json()["data"]
+        events = (
+            await c.get(f"/v1/projects/{t.id}/events?type=VOUCHER_USED", headers=t.admin)
+        ).json()["data"]
         assert [(e["code"], e["user_id"]) for e in events] == [("A1", "kim")]
-        vouchers = (await c.get(f"/v1/projects/{t.id}/users/kim/vouchers", headers=t.admin)).json()["data"]
-        assert [(x["code"], x["status"], x["redeemed_time"]) for x in vouchers] == [("A1", "redeemed", used["redeemed_time"])]
-        listed = (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}/codes?status=redeemed", headers=t.admin)).json()
-        assert [(x["code"], x["redeemed_time"]) for x in listed["data"]] == [("A1", used["redeemed_time"])]
+        vouchers = (await c.get(f"/v1/projects/{t.id}/users/kim/vouchers", headers=t.admin)).json()[
+            "data"
+        ]
+        assert [(x["code"], x["status"], x["redeemed_time"]) for x in vouchers] == [
+            ("A1", "redeemed", used["redeemed_time"])
+        ]
+        listed = (
+            await c.get(
+                f"/v1/projects/{t.id}/pools/{pool['id']}/codes?status=redeemed", headers=t.admin
+            )
+        ).json()
+        assert [(x["code"], x["redeemed_time"]) for x in listed["data"]] == [
+            ("A1", used["redeemed_time"])
+        ]
 
 
 async def test_a_string_uploaded_thrice_redeems_once_per_issued_instance(redis: Redis) -> None:
@@ -97,11 +151,17 @@ async def test_release_and_reissue(redis: Redis) -> None:
         assert (await _pos(c, t, "release", "R1")).status_code == 403
         r = await _pos(c, t, "release", "R1", t.admin)
         assert r.status_code == 200, r.text
-        assert (r.json()["status"], r.json()["user_id"], r.json()["available"]) == ("available", "lee", 2)
+        assert (r.json()["status"], r.json()["user_id"], r.json()["available"]) == (
+            "available",
+            "lee",
+            2,
+        )
         assert await _counts(c, t, pool["id"]) == (2, 2, 0, 0)
         v = (await _pos(c, t, "validate", "R1")).json()
         assert v["reason"] == "not_issued"
-        assert (await c.get(f"/v1/projects/{t.id}/users/lee/vouchers", headers=t.admin)).json()["matched"] == 0
+        assert (await c.get(f"/v1/projects/{t.id}/users/lee/vouchers", headers=t.admin)).json()[
+            "matched"
+        ] == 0
         # The hold is given back: the user may buy again; R1 went to the back of the line.
         assert (await c.post(buy, headers=lee)).json()["code"] == "R2"
         assert (await c.post(buy, headers=user_token(t, "max"))).json()["code"] == "R1"
@@ -109,11 +169,19 @@ async def test_release_and_reissue(redis: Redis) -> None:
         r = await _pos(c, t, "release", "R1", t.admin)
         assert r.status_code == 409 and r.json()["error"]["code"] == "already_redeemed"
         assert (await _pos(c, t, "release", "NOPE", t.admin)).status_code == 404
-        types = [e["type"] for e in (await c.get(f"/v1/projects/{t.id}/events?count=100", headers=t.admin)).json()["data"]]
+        types = [
+            e["type"]
+            for e in (await c.get(f"/v1/projects/{t.id}/events?count=100", headers=t.admin)).json()[
+                "data"
+            ]
+        ]
         assert types.count("VOUCHER_RELEASED") == 1 and types.count("VOUCHER_USED") == 1
-        listed = (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}/codes", headers=t.admin)).json()
+        listed = (
+            await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}/codes", headers=t.admin)
+        ).json()
         assert sorted((x["code"], x["status"], x["user_id"]) for x in listed["data"]) == [
-            ("R1", "redeemed", "max"), ("R2", "assigned", "lee")
+            ("R1", "redeemed", "max"),
+            ("R2", "assigned", "lee"),
         ]
 
 

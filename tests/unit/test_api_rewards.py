@@ -16,23 +16,51 @@ async def test_reward_crud_and_pool_used_by(redis: Redis) -> None:
         pool = await make_pool(c, t, ["A", "B"])
         other = await make_pool(c, t, ["Z"], name="other")
         base = f"/v1/projects/{t.id}/rewards"
-        reward = await make_reward(c, t, pool["id"], name="Coffee", per_user_limit=2, metadata={"sku": "c1"})
-        assert reward["available"] == 2 and reward["hide_code"] is False and reward["metadata"] == {"sku": "c1"}
-        assert (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()["used_by"] == [reward["id"]]
+        reward = await make_reward(
+            c, t, pool["id"], name="Coffee", per_user_limit=2, metadata={"sku": "c1"}
+        )
+        assert (
+            reward["available"] == 2
+            and reward["hide_code"] is False
+            and reward["metadata"] == {"sku": "c1"}
+        )
+        assert (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()[
+            "used_by"
+        ] == [reward["id"]]
         in_use = await c.delete(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)
         assert in_use.status_code == 409 and in_use.json()["error"]["code"] == "pool_in_use"
         assert in_use.json()["error"]["details"]["used_by"] == [reward["id"]]
         missing_pool = await c.post(base, json={"name": "x", "pool_id": "nope"}, headers=t.admin)
         assert missing_pool.status_code == 404
-        moved = await c.patch(f"{base}/{reward['id']}", json={"pool_id": other["id"], "per_user_limit": None}, headers=t.admin)
-        assert moved.status_code == 200 and moved.json()["pool_id"] == other["id"] and moved.json()["available"] == 1
+        moved = await c.patch(
+            f"{base}/{reward['id']}",
+            json={"pool_id": other["id"], "per_user_limit": None},
+            headers=t.admin,
+        )
+        assert (
+            moved.status_code == 200
+            and moved.json()["pool_id"] == other["id"]
+            and moved.json()["available"] == 1
+        )
         assert moved.json()["per_user_limit"] is None
-        assert (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()["used_by"] == []
-        assert (await c.delete(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).status_code == 204
+        assert (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()[
+            "used_by"
+        ] == []
+        assert (
+            await c.delete(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)
+        ).status_code == 204
         assert (await c.delete(f"{base}/{reward['id']}", headers=t.admin)).status_code == 204
         assert (await c.get(f"{base}/{reward['id']}", headers=t.admin)).status_code == 404
-        assert (await c.get(f"/v1/projects/{t.id}/pools/{other['id']}", headers=t.admin)).json()["used_by"] == []
-        assert (await c.post(base, json={"name": "x", "pool_id": other["id"], "per_user_limit": 0}, headers=t.admin)).status_code == 400
+        assert (await c.get(f"/v1/projects/{t.id}/pools/{other['id']}", headers=t.admin)).json()[
+            "used_by"
+        ] == []
+        assert (
+            await c.post(
+                base,
+                json={"name": "x", "pool_id": other["id"], "per_user_limit": 0},
+                headers=t.admin,
+            )
+        ).status_code == 400
 
 
 async def test_user_purchase_flow_and_trace(redis: Redis) -> None:
@@ -45,7 +73,11 @@ async def test_user_purchase_flow_and_trace(redis: Redis) -> None:
         r = await c.post(url, headers=alice)
         assert r.status_code == 201, r.text
         bought = r.json()
-        assert bought["user_id"] == "alice" and bought["code"] == "A" and bought["reward_id"] == reward["id"]
+        assert (
+            bought["user_id"] == "alice"
+            and bought["code"] == "A"
+            and bought["reward_id"] == reward["id"]
+        )
         assert bought["purchase_id"] and bought["assigned_time"] > 0
         # Admin on behalf of a user; a user may not buy for someone else.
         r = await c.post(url, json={"user_id": "bob"}, headers=t.admin)
@@ -60,20 +92,41 @@ async def test_user_purchase_flow_and_trace(redis: Redis) -> None:
         assert all(e["pool_id"] == pool["id"] and e["reward_id"] == reward["id"] for e in purchases)
         mine = (await c.get(f"/v1/projects/{t.id}/events", headers=alice)).json()
         assert [e["code"] for e in mine["data"]] == ["A"]
-        assert (await c.get(f"/v1/projects/{t.id}/events?user_id=bob", headers=alice)).status_code == 403
-        by_user = (await c.get(f"/v1/projects/{t.id}/events?user_id=bob&type=REDEEMED_VOUCHER", headers=t.admin)).json()
+        assert (
+            await c.get(f"/v1/projects/{t.id}/events?user_id=bob", headers=alice)
+        ).status_code == 403
+        by_user = (
+            await c.get(
+                f"/v1/projects/{t.id}/events?user_id=bob&type=REDEEMED_VOUCHER", headers=t.admin
+            )
+        ).json()
         assert [e["code"] for e in by_user["data"]] == ["B"]
-        after = (await c.get(f"/v1/projects/{t.id}/events?after={purchases[0]['id']}", headers=t.admin)).json()
+        after = (
+            await c.get(f"/v1/projects/{t.id}/events?after={purchases[0]['id']}", headers=t.admin)
+        ).json()
         assert purchases[0]["id"] not in [e["id"] for e in after["data"]]
-        assert (await c.get(f"/v1/projects/{t.id}/events?after=yesterday", headers=t.admin)).status_code == 400
-        assert (await c.get(f"/v1/projects/{t.id}/events?type=NOPE", headers=t.admin)).status_code == 400
+        assert (
+            await c.get(f"/v1/projects/{t.id}/events?after=yesterday", headers=t.admin)
+        ).status_code == 400
+        assert (
+            await c.get(f"/v1/projects/{t.id}/events?type=NOPE", headers=t.admin)
+        ).status_code == 400
 
         vouchers = (await c.get(f"/v1/projects/{t.id}/users/alice/vouchers", headers=alice)).json()
         assert vouchers["matched"] == 1
         v = vouchers["data"][0]
-        assert (v["code"], v["status"], v["pool_id"], v["purchase_id"]) == ("A", "assigned", pool["id"], bought["purchase_id"])
-        assert (await c.get(f"/v1/projects/{t.id}/users/bob/vouchers", headers=alice)).status_code == 403
-        assert (await c.get(f"/v1/projects/{t.id}/users/bob/vouchers", headers=t.admin)).json()["data"][0]["code"] == "B"
+        assert (v["code"], v["status"], v["pool_id"], v["purchase_id"]) == (
+            "A",
+            "assigned",
+            pool["id"],
+            bought["purchase_id"],
+        )
+        assert (
+            await c.get(f"/v1/projects/{t.id}/users/bob/vouchers", headers=alice)
+        ).status_code == 403
+        assert (await c.get(f"/v1/projects/{t.id}/users/bob/vouchers", headers=t.admin)).json()[
+            "data"
+        ][0]["code"] == "B"
 
 
 async def test_hide_code_takes_a_code_but_does_not_show_it(redis: Redis) -> None:
@@ -89,9 +142,13 @@ async def test_hide_code_takes_a_code_but_does_not_show_it(redis: Redis) -> None
         assert r.status_code == 409 and r.json()["error"]["code"] == "pool_exhausted"
         own = (await c.get(f"/v1/projects/{t.id}/users/carol/vouchers", headers=carol)).json()
         assert own["data"][0]["code"] is None
-        admin_view = (await c.get(f"/v1/projects/{t.id}/users/carol/vouchers", headers=t.admin)).json()
+        admin_view = (
+            await c.get(f"/v1/projects/{t.id}/users/carol/vouchers", headers=t.admin)
+        ).json()
         assert admin_view["data"][0]["code"] == "SECRET1"
-        events = (await c.get(f"/v1/projects/{t.id}/events?type=REDEEMED_VOUCHER", headers=t.admin)).json()
+        events = (
+            await c.get(f"/v1/projects/{t.id}/events?type=REDEEMED_VOUCHER", headers=t.admin)
+        ).json()
         assert events["data"][0]["code"] == "SECRET1"
 
 
@@ -115,7 +172,11 @@ async def test_per_user_limit_expiry_and_listing_by_role(redis: Redis) -> None:
         assert r.status_code == 410 and r.json()["error"]["code"] == "pool_expired"
 
         admin_list = (await c.get(f"/v1/projects/{t.id}/rewards", headers=t.admin)).json()
-        assert {r["name"]: r["available"] for r in admin_list["data"]} == {"limited": 2, "sold out": 0, "too late": 1}
+        assert {r["name"]: r["available"] for r in admin_list["data"]} == {
+            "limited": 2,
+            "sold out": 0,
+            "too late": 1,
+        }
         user_list = (await c.get(f"/v1/projects/{t.id}/rewards", headers=erin)).json()
         assert [r["name"] for r in user_list["data"]] == ["limited"] and user_list["matched"] == 1
         assert (await c.get(f"/v1/projects/{t.id}/rewards", headers=t.pos)).status_code == 403
@@ -152,8 +213,12 @@ async def test_bad_user_tokens_are_refused(redis: Redis) -> None:
         good = user_token(a, "u")["Authorization"]
         head, payload, sig = good.split(".")
         tampered_sig = sig[:-2] + ("AA" if not sig.endswith("AA") else "BB")
-        assert (await c.get(url, headers={"Authorization": f"{head}.{payload}.{tampered_sig}"})).status_code == 401
-        forged = jwt.encode({"sub": "u"}, "a-guess-that-is-long-enough-for-hs256!!", algorithm="HS256")
+        assert (
+            await c.get(url, headers={"Authorization": f"{head}.{payload}.{tampered_sig}"})
+        ).status_code == 401
+        forged = jwt.encode(
+            {"sub": "u"}, "a-guess-that-is-long-enough-for-hs256!!", algorithm="HS256"
+        )
         assert (await c.get(url, headers=auth(forged))).status_code == 401
         none_alg = jwt.encode({"sub": "u"}, None, algorithm="none")
         assert (await c.get(url, headers=auth(none_alg))).status_code == 401
@@ -161,14 +226,28 @@ async def test_bad_user_tokens_are_refused(redis: Redis) -> None:
         assert (await c.get(url, headers=auth(no_sub))).status_code == 401
         # B's token is worthless in A, and A's in B.
         assert (await c.get(url, headers=user_token(b, "u"))).status_code == 401
-        assert (await c.post(f"{url}/{reward['id']}/purchase", headers=user_token(b, "u"))).status_code == 401
-        assert (await c.get(f"/v1/projects/{b.id}/rewards", headers=user_token(a, "u"))).status_code == 401
+        assert (
+            await c.post(f"{url}/{reward['id']}/purchase", headers=user_token(b, "u"))
+        ).status_code == 401
+        assert (
+            await c.get(f"/v1/projects/{b.id}/rewards", headers=user_token(a, "u"))
+        ).status_code == 401
         # Users have no business outside rewards, events and their vouchers.
-        assert (await c.get(f"/v1/projects/{a.id}/pools", headers=user_token(a, "u"))).status_code == 403
+        assert (
+            await c.get(f"/v1/projects/{a.id}/pools", headers=user_token(a, "u"))
+        ).status_code == 403
         # Rotating the secret invalidates tokens signed with the old one.
         old = user_token(a, "u")
-        r = await c.post(f"/v1/projects/{a.id}/secrets/rotate", json={"secret": "user_token_secret"}, headers=a.admin)
+        r = await c.post(
+            f"/v1/projects/{a.id}/secrets/rotate",
+            json={"secret": "user_token_secret"},
+            headers=a.admin,
+        )
         assert r.status_code == 200
         assert (await c.get(url, headers=old)).status_code == 401
-        assert (await c.get(url, headers=user_token(a, "u", secret=r.json()["user_token_secret"]))).status_code == 200
-        assert (await c.post(f"/v1/projects/{a.id}/secrets/rotate", json={"secret": "x"}, headers=ROOT)).status_code == 400
+        assert (
+            await c.get(url, headers=user_token(a, "u", secret=r.json()["user_token_secret"]))
+        ).status_code == 200
+        assert (
+            await c.post(f"/v1/projects/{a.id}/secrets/rotate", json={"secret": "x"}, headers=ROOT)
+        ).status_code == 400

@@ -321,6 +321,7 @@ def test_parsers_satisfy_protocol() -> None:
         (b"A1\rB2\rC3\r", [b"A1", b"B2", b"C3"]),
         (b"\t A1 \t,\n\n  B2\t\r\n\r\n,,,C3  ", [b"A1", b"B2", b"C3"]),
         (b"A1 ,  B2 ,\tC3", [b"A1", b"B2", b"C3"]),
+        (b"A1     ,\t \t B2 \t \t\n      C3      ", [b"A1", b"B2", b"C3"]),
         (b"SAVE10, SAVE10, SAVE10", [b"SAVE10"] * 3),  # every instance counts
         (b'"quoted"', [b'"quoted"']),  # no quoting in text/plain: quotes are characters
         ("ÄÖÜ123, ✓-ok\n€5".encode(), ["ÄÖÜ123".encode(), "✓-ok".encode(), "€5".encode()]),
@@ -529,6 +530,7 @@ def test_long_blank_runs_around_an_entry_are_fine(size: int) -> None:
         (b' "A1" ,x\n "B2"\n', [b"A1", b"B2"]),  # blanks around quotes
         (b'" A1\t",x\n', [b"A1"]),  # blanks inside quotes are trimmed too
         (b"  A1  ,x\n\tB2\t\n", [b"A1", b"B2"]),
+        (b"A1      ,x\n      B2\t\t\t\t\n", [b"A1", b"B2"]),
         (b"A1,x\r\nB2,y\r\n", [b"A1", b"B2"]),
         (b"A1,x\rB2,y\r", [b"A1", b"B2"]),
         (b"A1,x\n\n\r\n,y\n  ,z\n\"\",w\nB2", [b"A1", b"B2"]),  # blank rows, empty firsts
@@ -597,6 +599,24 @@ def test_csv_malformed_quoting_is_a_bad_request(body: bytes, line: int) -> None:
         error = bad_request(CSV, body, size)
         assert error.details == {"line": line}
         assert f"line {line}" in error.message
+
+
+def test_csv_text_after_closing_quote_is_rejected_as_soon_as_the_row_ends() -> None:
+    parser = parser_for(CSV)
+    assert parser.feed(b'A1\n"AB"C,x') == [b"A1"]  # the row may still be unfinished
+    with pytest.raises(BadRequest) as info:
+        parser.feed(b"\nB2\n" + b"C3\n" * 1000)
+    assert info.value.details == {"line": 2}
+    assert "closing quote" in info.value.message
+
+
+def test_csv_unterminated_quote_is_reported_at_close() -> None:
+    parser = parser_for(CSV)
+    assert parser.feed(b'A1\n"open,x\nB2\n') == [b"A1"]
+    with pytest.raises(BadRequest) as info:
+        parser.close()
+    assert "unterminated" in info.value.message
+    assert info.value.details == {"line": 2}
 
 
 def test_csv_endless_row_is_rejected_without_buffering_it() -> None:
@@ -760,26 +780,39 @@ def test_empty_chunks_are_harmless() -> None:
 
 PLAIN_ALPHABET = [
     b"A", b"b", b"7", b"-", b"\"", b",", b",", b"\n", b"\r", b"\r\n", b" ", b" ", b"\t",
-    "Ä".encode(), "\u00a0".encode(), "€".encode(), b"\x00", b"\xff", b"\x0b", b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    "Ä".encode(), "\u00a0".encode(), "€".encode(), b"\x00", b"\xff", b"\x0b", b"A" * 65,
 ]  # fmt: skip
 CSV_ALPHABET = [
     b"A", b"b", b"7", b",", b",", b"\n", b"\n", b"\r\n", b"\r", b'"', b'"', b'""', b" ",
-    b"\t", "Ä".encode(), b"code", b"\xff", b"\x00", b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    b"\t", "Ä".encode(), b"code", b"\xff", b"\x00", b"A" * 65,
 ]  # fmt: skip
 # Bodies built from whole rows, so quoted fields are mostly well-formed and the block-level
 # fast paths get exercised, not only the per-row fallback.
-CSV_FIELDS = [b"A1", b"B2", b'"C3"', b'"x, y"', b'"q""q"', b"", b' "D4" ', b"E 5", b'"m\nl"', b"F\xff"]
+CSV_FIRSTS = [b"A1", b"B2", b'"C3"', b'"q""q"', b"", b' "D4" ', "Ä".encode(), b"code"]
+CSV_FIELDS = [*CSV_FIRSTS, b'"x, y"', b'"m\nl"', b'"a\r\n,b"', b"E 5", b'z"z', b'"end"x']
+CSV_SIMPLE = [b"A1", b"B2", b'"C3"', b"", b'""', "Ä".encode(), b"code", b'" x "', b"\t"]
+CSV_BAD_FIRSTS = [b"E 5", b"F\xff", b'"G,7"', b"x" * 129, b'"m\nl"']
+# Half of the bodies avoid everything invalid, so fast paths are compared on valid input too.
+BAD_PIECES = {b"\x00", b"\xff", b"\x0b", "\u00a0".encode(), b"A" * 65}
 
 
 def _random_body(rng: random.Random, alphabet: list[bytes], size: int) -> bytes:
+    if rng.random() < 0.5:
+        alphabet = [piece for piece in alphabet if piece not in BAD_PIECES]
     return b"".join(rng.choice(alphabet) for _ in range(rng.randrange(size)))
 
 
 def _random_csv_rows(rng: random.Random) -> bytes:
+    mode = rng.random()
+    firsts = CSV_FIRSTS + CSV_BAD_FIRSTS if mode < 0.3 else CSV_FIRSTS
+    fields = CSV_SIMPLE if mode > 0.6 else CSV_FIELDS
+    if mode > 0.8:
+        firsts = CSV_SIMPLE
+    columns = rng.randrange(0, 3)
     rows = []
     for _ in range(rng.randrange(1, 40)):
-        cells = [rng.choice(CSV_FIELDS) for _ in range(rng.randrange(1, 4))]
-        rows.append(b",".join(cells) + rng.choice([b"\n", b"\r\n", b"\r"]))
+        cells = [rng.choice(fields) for _ in range(columns + (rng.random() < 0.1))]
+        rows.append(b",".join([rng.choice(firsts), *cells]) + rng.choice([b"\n", b"\r\n"]))
     return b"".join(rows)
 
 

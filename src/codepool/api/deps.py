@@ -13,7 +13,6 @@ from codepool import errors
 from codepool.auth import Principal, authenticate
 from codepool.services import Services
 
-
 # What handlers declare: injected by name (Litestar wants that said explicitly).
 Svc = NamedDependency[Services]
 Caller = NamedDependency[Principal]

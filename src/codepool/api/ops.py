@@ -11,7 +11,7 @@ from codepool.models import Health
 
 class OpsController(Controller):
     path = "/"
-    tags = ["operations"]
+    tags = ("operations",)
     include_in_schema = True
 
     @get("/healthz", cache_control=None)

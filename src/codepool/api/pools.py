@@ -48,7 +48,7 @@ async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator
 
 class PoolController(Controller):
     path = "/v1/projects/{project_id:str}/pools"
-    tags = ["pools"]
+    tags = ("pools",)
 
     @post("/", status_code=201)
     async def create_pool(
@@ -71,7 +71,7 @@ class PoolController(Controller):
         """List the project's pools with their totals."""
         authorize(principal, project_id, "admin")
         await services.projects.get(project_id)
-        return await services.pools.list(project_id, skip, count)
+        return await services.pools.list_page(project_id, skip, count)
 
     @get("/{pool_id:str}")
     async def get_pool(
@@ -131,7 +131,7 @@ class PoolController(Controller):
     ) -> Page[CodeEntry]:
         """List a pool's code instances, optionally of one status."""
         authorize(principal, project_id, "admin")
-        return await services.codes.list(project_id, pool_id, status, skip, count)
+        return await services.codes.list_page(project_id, pool_id, status, skip, count)
 
     @get("/{pool_id:str}/codes.csv")
     async def export_codes(

@@ -13,22 +13,28 @@ from codepool.models import CodeIn, CodeInstance, Validation
 
 class PosController(Controller):
     path = "/v1/projects/{project_id:str}/codes"
-    tags = ["point of sale"]
+    tags = ("point of sale",)
 
     @post("/validate", status_code=200)
-    async def validate(self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc) -> Validation:
+    async def validate(
+        self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc
+    ) -> Validation:
         """Is this code genuine, issued and unused? Changes nothing."""
         authorize(principal, project_id, "pos", "admin")
         return await services.pos.validate(project_id, data.code)
 
     @post("/redeem", status_code=200)
-    async def redeem(self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc) -> CodeInstance:
+    async def redeem(
+        self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc
+    ) -> CodeInstance:
         """Burn one assigned instance of the code, exactly once."""
         authorize(principal, project_id, "pos", "admin")
         return await services.pos.redeem(project_id, data.code)
 
     @post("/release", status_code=200)
-    async def release(self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc) -> CodeInstance:
+    async def release(
+        self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc
+    ) -> CodeInstance:
         """Give an assigned, unredeemed instance back to its pool (a failed checkout)."""
         authorize(principal, project_id, "admin")
         return await services.pos.release(project_id, data.code)

@@ -22,7 +22,7 @@ from codepool.models import (
 
 class ProjectController(Controller):
     path = "/v1/projects"
-    tags = ["projects"]
+    tags = ("projects",)
 
     @post("/", status_code=201)
     async def create_project(
@@ -38,7 +38,7 @@ class ProjectController(Controller):
     ) -> Page[ProjectSummary]:
         """List projects (root only)."""
         authorize(principal, None)
-        return await services.projects.list(skip, count)
+        return await services.projects.list_page(skip, count)
 
     @post("/{project_id:str}/keys", status_code=201)
     async def create_key(

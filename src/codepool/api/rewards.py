@@ -17,7 +17,7 @@ from codepool.purchases import purchase
 
 class RewardController(Controller):
     path = "/v1/projects/{project_id:str}/rewards"
-    tags = ["rewards"]
+    tags = ("rewards",)
 
     @post("/", status_code=201)
     async def create_reward(
@@ -30,31 +30,45 @@ class RewardController(Controller):
 
     @get("/")
     async def list_rewards(
-        self, project_id: PathStr, principal: Caller, services: Svc, skip: Skip = 0, count: Count = 20
+        self,
+        project_id: PathStr,
+        principal: Caller,
+        services: Svc,
+        skip: Skip = 0,
+        count: Count = 20,
     ) -> Page[Reward]:
         """Admins see every reward; users only those they could buy now."""
         authorize(principal, project_id, "admin", "user")
         await services.projects.get(project_id)
-        return await services.rewards.list(
+        return await services.rewards.list_page(
             project_id, skip, count, visible_to_users=principal.role == "user"
         )
 
     @get("/{reward_id:str}")
-    async def get_reward(self, project_id: PathStr, reward_id: PathStr, principal: Caller, services: Svc) -> Reward:
+    async def get_reward(
+        self, project_id: PathStr, reward_id: PathStr, principal: Caller, services: Svc
+    ) -> Reward:
         """One reward, with its pool's available count."""
         authorize(principal, project_id, "admin", "user")
         return await services.rewards.get(project_id, reward_id)
 
     @patch("/{reward_id:str}")
     async def patch_reward(
-        self, project_id: PathStr, reward_id: PathStr, data: JSONBody[RewardPatch], principal: Caller, services: Svc
+        self,
+        project_id: PathStr,
+        reward_id: PathStr,
+        data: JSONBody[RewardPatch],
+        principal: Caller,
+        services: Svc,
     ) -> Reward:
         """Change a reward (also its pool)."""
         authorize(principal, project_id, "admin")
         return await services.rewards.patch(project_id, reward_id, data)
 
     @delete("/{reward_id:str}", status_code=204)
-    async def delete_reward(self, project_id: PathStr, reward_id: PathStr, principal: Caller, services: Svc) -> None:
+    async def delete_reward(
+        self, project_id: PathStr, reward_id: PathStr, principal: Caller, services: Svc
+    ) -> None:
         """Delete a reward; codes it handed out keep their history."""
         authorize(principal, project_id, "admin")
         await services.rewards.delete(project_id, reward_id)
@@ -80,7 +94,9 @@ class RewardController(Controller):
             user_id = asked_for
         if not user_id:
             raise errors.BadRequest("user_id is required when an admin purchases for a user")
-        digest, fingerprint = idempotency(request, principal, f"purchase\x1f{reward_id}\x1f{user_id}")
+        digest, fingerprint = idempotency(
+            request, principal, f"purchase\x1f{reward_id}\x1f{user_id}"
+        )
         return await purchase(
             services.issuer,
             services.rewards,

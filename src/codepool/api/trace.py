@@ -19,7 +19,7 @@ TypeFilter = Annotated[EventType | None, QueryParameter()]
 
 class TraceController(Controller):
     path = "/v1/projects/{project_id:str}"
-    tags = ["trace"]
+    tags = ("trace",)
 
     @get("/events")
     async def list_events(
@@ -28,7 +28,7 @@ class TraceController(Controller):
         principal: Caller,
         services: Svc,
         user_id: OptionalText = None,
-        type: TypeFilter = None,  # noqa: A002 - the API's parameter name
+        type: TypeFilter = None,
         after: OptionalText = None,
         skip: Skip = 0,
         count: Count = 20,

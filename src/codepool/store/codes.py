@@ -9,7 +9,7 @@ from typing import Literal
 from codepool import errors, keys
 from codepool.codeparse import CodeParser
 from codepool.models import CodeEntry, Page, Status, UploadResult
-from codepool.store.base import Backend, new_id
+from codepool.store.base import Backend, new_id, text
 from codepool.store.records import walk
 
 Duplicates = Literal["allow", "skip"]
@@ -146,17 +146,16 @@ class CodeStore:
     async def resume_commits(self, project_id: str) -> int:
         """Finish commits a crash interrupted (marked ``committing:<upload id>``)."""
         resumed = 0
-        for pool_id in [m.decode() for m in await self._b.client.smembers(keys.pools(project_id))]:
-            fields = await self._b.client.hkeys(keys.pool(project_id, pool_id))
-            for field in fields:
-                if field.startswith(b"committing:"):
-                    await self.commit(project_id, pool_id, field.split(b":", 1)[1].decode())
+        for pool_id in [text(m) for m in await self._b.client.smembers(keys.pools(project_id))]:
+            for field in map(text, await self._b.client.hkeys(keys.pool(project_id, pool_id))):
+                if field.startswith("committing:"):
+                    await self.commit(project_id, pool_id, field.split(":", 1)[1])
                     resumed += 1
         return resumed
 
     # -- listing and export ---------------------------------------------------------
 
-    async def list(
+    async def list_page(
         self, project_id: str, pool_id: str, status: Status | None, skip: int, count: int
     ) -> Page[CodeEntry]:
         statuses = ALL_STATUSES if status is None else frozenset({status})
@@ -194,7 +193,7 @@ class CodeStore:
             while True:
                 codes = await self._b.client.lrange(avail, start, start + READ_SLICE - 1)
                 if codes:
-                    yield [CodeEntry(code=c.decode(), status="available") for c in codes]
+                    yield [CodeEntry(code=text(c), status="available") for c in codes]
                 if len(codes) < READ_SLICE:
                     break
                 start += READ_SLICE

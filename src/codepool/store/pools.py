@@ -71,7 +71,7 @@ class PoolStore:
         if not await self._b.client.exists(keys.pool(project_id, pool_id)):
             raise errors.PoolNotFound(id=pool_id)
 
-    async def list(self, project_id: str, skip: int, count: int) -> Page[PoolSummary]:
+    async def list_page(self, project_id: str, skip: int, count: int) -> Page[PoolSummary]:
         ids = sorted(text(m) for m in await self._b.client.smembers(keys.pools(project_id)))
         page = ids[skip : skip + count]
         async with self._b.client.pipeline(transaction=True) as pipe:

@@ -53,7 +53,9 @@ def _raise_for(code: str, raw: list[Any]) -> None:
         raise errors.NotIssued(code=code, pool_id=text(raw[1]))
     if status == REDEEMED:
         inst = _instance(code, raw)
-        raise errors.AlreadyRedeemed(code=code, pool_id=inst.pool_id, redeemed_time=inst.redeemed_time)
+        raise errors.AlreadyRedeemed(
+            code=code, pool_id=inst.pool_id, redeemed_time=inst.redeemed_time
+        )
     if status == EXPIRED:
         raise errors.PoolExpired(code=code, pool_id=text(raw[1]))
 
@@ -65,13 +67,17 @@ class PosStore:
     async def validate(self, project_id: str, code: str) -> Validation:
         t = _templates(project_id)
         raw = await self._b.scripts.run(
-            "validate", [keys.issued(project_id), keys.pools(project_id)], [code, now(), t["pool"], t["avail"]]
+            "validate",
+            [keys.issued(project_id), keys.pools(project_id)],
+            [code, now(), t["pool"], t["avail"]],
         )
         status = int(raw[0])
         if status == UNKNOWN:
             return Validation(valid=False, status=None, reason="unknown_code")
         if status == NOT_ISSUED:
-            return Validation(valid=False, status="available", reason="not_issued", pool_id=text(raw[1]))
+            return Validation(
+                valid=False, status="available", reason="not_issued", pool_id=text(raw[1])
+            )
         inst = _instance(code, raw)
         reason = {OK: None, EXPIRED: "pool_expired", REDEEMED: "already_redeemed"}[status]
         return Validation(
@@ -101,8 +107,16 @@ class PosStore:
         raw = await self._b.scripts.run(
             "release",
             [keys.issued(project_id), keys.pools(project_id), keys.events(project_id)],
-            [code, now(), self._b.settings.events_maxlen, t["pool"], t["avail"], t["log"], t["user"],
-             t["reward_users"]],
+            [
+                code,
+                now(),
+                self._b.settings.events_maxlen,
+                t["pool"],
+                t["avail"],
+                t["log"],
+                t["user"],
+                t["reward_users"],
+            ],
         )
         _raise_for(code, raw)
         inst = _instance(code, raw)

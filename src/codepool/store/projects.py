@@ -98,7 +98,7 @@ class ProjectStore:
     async def ids(self) -> list[str]:
         return sorted(text(m) for m in await self._b.client.smembers(keys.PROJECTS))
 
-    async def list(self, skip: int, count: int) -> Page[ProjectSummary]:
+    async def list_page(self, skip: int, count: int) -> Page[ProjectSummary]:
         ids = await self.ids()
         page = ids[skip : skip + count]
         async with self._b.client.pipeline(transaction=False) as pipe:

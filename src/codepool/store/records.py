@@ -58,7 +58,11 @@ def parse_record(record: bytes) -> list[Instance]:
 
 
 async def walk(
-    backend: Backend, code_list: str, issued: str, belongs: Callable[[Instance], bool], slice_size: int = 5000
+    backend: Backend,
+    code_list: str,
+    issued: str,
+    belongs: Callable[[Instance], bool],
+    slice_size: int = 5000,
 ) -> AsyncIterator[list[tuple[str, Instance]]]:
     """The instances behind a list of codes (a pool's log, a user's codes), in list order.
 

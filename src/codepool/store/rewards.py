@@ -79,7 +79,7 @@ class RewardStore:
             for f, avail in zip(found, available, strict=True)
         ]
 
-    async def list(
+    async def list_page(
         self, project_id: str, skip: int, count: int, *, visible_to_users: bool = False
     ) -> Page[Reward]:
         ids = sorted(text(m) for m in await self._b.client.smembers(keys.rewards(project_id)))
@@ -95,11 +95,17 @@ class RewardStore:
             expiry = dict(zip(pool_ids, await pipe.execute(), strict=True))
         t = time.time()
         visible = [
-            r for r in rewards
-            if r.available > 0 and not (text(expiry[r.pool_id]) and float(text(expiry[r.pool_id])) <= t)
+            r
+            for r in rewards
+            if r.available > 0
+            and not (text(expiry[r.pool_id]) and float(text(expiry[r.pool_id])) <= t)
         ]
         return Page(
-            data=visible[skip : skip + count], matched=len(visible), matched_limited=False, skip=skip, limit=count
+            data=visible[skip : skip + count],
+            matched=len(visible),
+            matched_limited=False,
+            skip=skip,
+            limit=count,
         )
 
     async def patch(self, project_id: str, reward_id: str, data: RewardPatch) -> Reward:
@@ -114,7 +120,9 @@ class RewardStore:
             fields += ["metadata", msgspec.json.encode(data.metadata)]
         while True:
             current = await self.get(project_id, reward_id)
-            new_pool = current.pool_id if isinstance(data.pool_id, msgspec.UnsetType) else data.pool_id
+            new_pool = (
+                current.pool_id if isinstance(data.pool_id, msgspec.UnsetType) else data.pool_id
+            )
             result = await self._b.scripts.run(
                 "update_reward",
                 [
@@ -164,7 +172,7 @@ class RewardStore:
         if pool_id is None:
             self._routes.pop(key, None)
             raise errors.RewardNotFound(id=reward_id)
-        route = pool_id.decode()
+        route = text(pool_id)
         if len(self._routes) > 100_000:  # bound the cache; rebuilding it is cheap
             self._routes.clear()
         self._routes[key] = (route, t + ROUTE_TTL)

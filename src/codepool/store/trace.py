@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any, cast
 
 from codepool import errors, keys
 from codepool.models import Event, Page, Voucher
@@ -33,15 +34,14 @@ def after_to_stream_id(after: str | None) -> str:
     return f"({int(seconds * 1000)}-999999999"
 
 
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
     f = {k.decode(): v.decode() for k, v in fields.items()}
-    return Event(
-        id=entry_id.decode(),
-        type=f["type"],
-        time=float(f["time"]),
-        **{name: f[name] for name in _TEXT_FIELDS if f.get(name)},
-        **{name: int(f[name]) for name in _INT_FIELDS if f.get(name)},
-    )
+    optional: dict[str, Any] = {name: f[name] for name in _TEXT_FIELDS if f.get(name)}
+    optional.update({name: int(f[name]) for name in _INT_FIELDS if f.get(name)})
+    return Event(id=entry_id.decode(), type=f["type"], time=float(f["time"]), **optional)
 
 
 class TraceStore:
@@ -65,7 +65,7 @@ class TraceStore:
         matched = scanned = 0
         exhausted = False
         while len(data) < count and scanned < EVENT_SCAN_LIMIT:
-            entries = await self._b.client.xrange(stream, min=start, max="+", count=EVENT_READ)
+            entries = cast(StreamEntries, await self._b.client.xrange(stream, min=start, max="+", count=EVENT_READ))
             scanned += len(entries)
             for entry_id, fields in entries:
                 if event_type and fields.get(b"type", b"").decode() != event_type:
@@ -79,7 +79,9 @@ class TraceStore:
                 exhausted = True
                 break
             start = "(" + entries[-1][0].decode()
-        return Page(data=data, matched=matched, matched_limited=not exhausted, skip=skip, limit=count)
+        return Page(
+            data=data, matched=matched, matched_limited=not exhausted, skip=skip, limit=count
+        )
 
     async def vouchers(
         self, project_id: str, user_id: str, skip: int, count: int, *, hide_codes: bool
@@ -89,7 +91,9 @@ class TraceStore:
         total = await self._b.client.llen(code_list)
         data: list[Voucher] = []
         to_skip = skip
-        async for batch in walk(self._b, code_list, keys.issued(project_id), lambda i: i.user_id == user_id):
+        async for batch in walk(
+            self._b, code_list, keys.issued(project_id), lambda i: i.user_id == user_id
+        ):
             if to_skip >= len(batch):
                 to_skip -= len(batch)
                 continue
@@ -119,7 +123,11 @@ class TraceStore:
         async with self._b.client.pipeline(transaction=False) as pipe:
             for reward_id in reward_ids:
                 pipe.hget(keys.reward(project_id, reward_id), "hide_code")
-            hidden = {r for r, flag in zip(reward_ids, await pipe.execute(), strict=True) if text(flag) == "1"}
+            hidden = {
+                r
+                for r, flag in zip(reward_ids, await pipe.execute(), strict=True)
+                if text(flag) == "1"
+            }
         for v in vouchers:
             if v.reward_id in hidden:
                 v.code = None
