@@ -20,12 +20,15 @@ from typing import Self
 
 import httpx
 
+from codepool.embedded import redis_servers_in
+
 __all__ = [
     "ServeError",
     "ServeProcess",
     "descendants",
     "free_port",
     "pid_alive",
+    "serve_processes",
     "start_serve",
     "wait_gone",
 ]
@@ -81,6 +84,26 @@ def descendants(pid: int) -> list[int]:
         for child in children.get(todo.pop(), []):
             found.append(child)
             todo.append(child)
+    return sorted(found)
+
+
+def serve_processes(data_dir: Path) -> list[int]:
+    """Live pids of every process of the ``codepool serve`` that uses ``data_dir``.
+
+    The server and its workers are found by the CODEPOOL_DATA_DIR in their environment
+    (so also a worker orphaned or forked late), its redis-server by working directory.
+    """
+    wanted = f"CODEPOOL_DATA_DIR={data_dir}".encode()
+    found = set(redis_servers_in(data_dir / "redis"))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if wanted in environ.split(b"\0") and pid_alive(int(entry.name)):
+            found.add(int(entry.name))
     return sorted(found)
 
 
@@ -151,6 +174,8 @@ class ServeProcess:
         while they are still the server's descendants.
         """
         below = descendants(self.pid) if self.process.poll() is None else []
+        # Also whatever of it was orphaned already (found by its data directory).
+        below = sorted({*below, *serve_processes(self.data_dir)} - {self.pid})
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)  # start_new_session: its pgid is its pid
         for pid in below:

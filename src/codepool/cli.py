@@ -62,10 +62,13 @@ def load_app(target: str) -> Callable[..., Any]:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     # granian does not stop its workers when its main process is SIGKILLed: they would go
-    # on serving (with the embedded Redis gone) and hold the port. Stop with the parent.
+    # on serving (with the embedded Redis gone) and hold the port. Die with the parent.
+    # SIGKILL, not SIGTERM: with the main process gone nothing graceful is left to do, and
+    # granian 2.8's worker hangs for good in its SIGTERM handler when the signal lands
+    # during lifespan startup with the parent already dead.
     parent = multiprocessing.parent_process()
     if parent is not None and parent.pid is not None:
-        die_with_parent(parent.pid)
+        die_with_parent(parent.pid, signal.SIGKILL)
     module_name, _, attribute = target.partition(":")
     factory: Callable[[], Callable[..., Any]] = getattr(
         importlib.import_module(module_name), attribute

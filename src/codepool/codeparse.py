@@ -47,6 +47,9 @@ _MAX_PENDING_ENTRY: Final = 1 << 16
 # A CSV row may carry other columns we ignore, but not unboundedly: past this the row is
 # rejected (it is almost certainly an unterminated quote).
 _MAX_CSV_ROW: Final = 1 << 20
+# An unfinished CSV row longer than this is re-parsed only once it has doubled, so a long
+# multi-line quoted field trickling in tiny chunks costs O(n log n), not O(n^2).
+_RESCAN_FLOOR: Final = 1 << 16
 
 _BOM: Final = b"\xef\xbb\xbf"  # spreadsheet exports often start with one
 
@@ -396,6 +399,7 @@ class CsvParser(_TextParser):
     def __init__(self) -> None:
         super().__init__()
         self._header_done = False  # the first non-empty first column was seen
+        self._rescan_at = 0  # buffered size at which to try parsing again
 
     def _feed(self, chunk: bytes) -> list[bytes]:
         if self._pending_lf:
@@ -403,8 +407,8 @@ class CsvParser(_TextParser):
             if not chunk:
                 return []
         cut = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
-        if not cut:  # no row can end in this chunk
-            self._tail += chunk
+        if not cut or len(self._tail) + len(chunk) < self._rescan_at:
+            self._tail += chunk  # no row can end in this chunk, or not worth looking yet
             self._check_row_size()
             return []
         data = bytes(self._tail) + chunk if self._tail else chunk
@@ -421,6 +425,7 @@ class CsvParser(_TextParser):
         self._tail = bytearray(data[rest:])
         self._pending_lf = rest == len(data) and data[-1] == 0x0D
         self._check_row_size()
+        self._rescan_at = 2 * len(self._tail) if len(self._tail) > _RESCAN_FLOOR else 0
         return codes
 
     def _finish(self) -> list[bytes]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.servers import descendants, pid_alive, start_serve, wait_gone
 
 from codepool.embedded import redis_servers_in
+from tests.servers import descendants, pid_alive, serve_processes, start_serve, wait_gone
 
 pytestmark = pytest.mark.e2e
 
@@ -28,9 +28,9 @@ def test_sigterm_stops_workers_then_the_embedded_redis(tmp_path: Path) -> None:
         exit_code = server.terminate(timeout=15.0)
 
         assert exit_code == 0, server.log_tail()
-        # serve stops (and reaps) redis itself before exiting: nothing to wait for.
+        # serve stops (and reaps) redis and its workers before exiting: nothing to wait for.
         assert [pid for pid in children if pid_alive(pid)] == []
-        assert redis_servers_in(data_dir / "redis") == []
+        assert serve_processes(data_dir) == []
         # It said where Redis ran and what it served.
         log = server.log_tail(200)
         assert f"embedded Redis (pid {redis_pids[0]}) at unix://" in log
@@ -46,7 +46,7 @@ def test_sigkill_of_serve_takes_redis_and_workers_down(tmp_path: Path) -> None:
         os.kill(server.pid, signal.SIGKILL)
         server.process.wait()
         assert wait_gone(children, timeout=10.0) == []
-        assert redis_servers_in(data_dir / "redis") == []
+        assert wait_gone(serve_processes(data_dir), timeout=10.0) == []
 
     # The data directory is free again (lock released, no stray server).
     with start_serve(data_dir, workers=1) as again:
