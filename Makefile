@@ -9,15 +9,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 SERVE_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint fmt clean
+.PHONY: help venv run test lint fmt clean bench
 
 help:
 	@echo "make venv    create .venv with codepool and its dev tools"
 	@echo "make run     serve the API on 127.0.0.1:8000 (SERVE_ARGS='--port 9000 --workers 2')"
 	@echo "make test    run the tests (PYTEST_ARGS='-m \"not e2e\" -x')"
+	@echo "make bench   throughput/latency/memory figures (BENCH_ARGS='--codes 1000000')"
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make fmt     ruff format and fix what ruff can"
 	@echo "make clean   remove .venv and caches (keeps var/, the data)"
@@ -25,6 +27,8 @@ help:
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "codepool needs Python >= 3.11: run make with PYTHON=python3.11 (or newer)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -38,6 +42,9 @@ run: venv
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

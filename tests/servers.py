@@ -27,7 +27,9 @@ __all__ = [
     "ServeProcess",
     "descendants",
     "free_port",
+    "group_members",
     "pid_alive",
+    "serve_env",
     "serve_processes",
     "start_serve",
     "wait_gone",
@@ -65,9 +67,9 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
 
 
-def descendants(pid: int) -> list[int]:
-    """Pids of all live processes below ``pid`` (children, grandchildren...), via /proc."""
-    children: dict[int, list[int]] = {}
+def _proc_table() -> list[tuple[int, int, int]]:
+    """(pid, ppid, pgid) of every live process, from /proc (zombies left out)."""
+    table: list[tuple[int, int, int]] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -75,9 +77,16 @@ def descendants(pid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        state, ppid = fields[0], int(fields[1])
-        if state not in {"Z", "X"}:
-            children.setdefault(ppid, []).append(int(entry.name))
+        if fields[0] not in {"Z", "X"}:
+            table.append((int(entry.name), int(fields[1]), int(fields[2])))
+    return table
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of all live processes below ``pid`` (children, grandchildren...), via /proc."""
+    children: dict[int, list[int]] = {}
+    for child, ppid, _ in _proc_table():
+        children.setdefault(ppid, []).append(child)
     found: list[int] = []
     todo = [pid]
     while todo:
@@ -85,6 +94,11 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return sorted(found)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group ``pgid`` (orphans keep their group)."""
+    return sorted(pid for pid, _, group in _proc_table() if group == pgid)
 
 
 def serve_processes(data_dir: Path) -> list[int]:
@@ -131,12 +145,15 @@ class ServeProcess:
         root_key: str,
         data_dir: Path,
         log_path: Path,
+        embedded_redis: bool,
     ) -> None:
         self.process = process
         self.url = url
         self.root_key = root_key
         self.data_dir = data_dir
         self.log_path = log_path
+        # Whether it started its own redis-server (no CODEPOOL_REDIS_URL given).
+        self.embedded_redis = embedded_redis
 
     @property
     def pid(self) -> int:
@@ -170,12 +187,9 @@ class ServeProcess:
         """SIGKILL the server, its workers and its redis-server, and reap the server.
 
         The embedded redis-server runs in a process group of its own (see embedded.py), so
-        killing the server's group alone would spare it: its pids are collected first,
-        while they are still the server's descendants.
+        killing the server's group alone would spare it: it is killed by pid as well.
         """
-        below = descendants(self.pid) if self.process.poll() is None else []
-        # Also whatever of it was orphaned already (found by its data directory).
-        below = sorted({*below, *serve_processes(self.data_dir)} - {self.pid})
+        below = sorted(set(self._own_processes()) - {self.pid})
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)  # start_new_session: its pgid is its pid
         for pid in below:
@@ -185,6 +199,19 @@ class ServeProcess:
         survivors = wait_gone(below, timeout=10.0)
         if survivors:
             raise ServeError(f"processes {survivors} survived SIGKILL")
+
+    def _own_processes(self) -> list[int]:
+        """Everything of this server still alive, including what it orphaned already.
+
+        Its workers are in its process group (kept when orphaned); its embedded
+        redis-server in a group of its own, found by working directory instead.
+        """
+        own = set(group_members(self.pid))
+        if self.process.poll() is None:
+            own.update(descendants(self.pid))
+        if self.embedded_redis:
+            own.update(redis_servers_in(self.data_dir / "redis"))
+        return sorted(own)
 
     def __enter__(self) -> Self:
         return self
@@ -196,7 +223,7 @@ class ServeProcess:
         tb: TracebackType | None,
     ) -> None:
         # Whatever the test did: nothing of this server may outlive it.
-        if self.process.poll() is None:
+        if self.process.poll() is None or self._own_processes():
             self.kill()
 
 
@@ -258,6 +285,7 @@ def start_serve(
         root_key=full_env["CODEPOOL_ROOT_KEY"],
         data_dir=data_dir,
         log_path=log_path,
+        embedded_redis=not full_env.get("CODEPOOL_REDIS_URL"),
     )
     try:
         _wait_healthy(server, timeout)

@@ -88,7 +88,7 @@ def redact_url(url: str) -> str:
 
 def _port(text: str) -> int:
     value = int(text)
-    if not 0 <= value <= 65535:
+    if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a TCP port")
     return value
 
@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, settings)
+    except SettingsError as exc:
+        print(f"codepool: {exc}", file=sys.stderr)
+        return 2
     except EmbeddedRedisError as exc:
         print(f"codepool: {exc}", file=sys.stderr)
         return 1
@@ -190,6 +193,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
             port=args.port,
             interface=Interfaces.ASGI,
             workers=args.workers,
+            # load_app (below) calls the factory itself; this keeps granian's view consistent.
             factory=True,
             log_level=LogLevels(logging.getLevelName(_log_level(settings.log_level)).lower()),
             workers_kill_timeout=WORKERS_KILL_TIMEOUT,

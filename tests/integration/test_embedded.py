@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import redis
 import redis.exceptions
-from tests.servers import pid_alive, wait_gone
 
 import codepool
 from codepool.embedded import (
@@ -26,6 +25,7 @@ from codepool.embedded import (
     redis_server_version,
     redis_servers_in,
 )
+from tests.servers import pid_alive, wait_gone
 
 pytestmark = pytest.mark.real
 

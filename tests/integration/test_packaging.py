@@ -14,20 +14,48 @@ REPO = Path(__file__).resolve().parents[2]
 def test_wheel_carries_and_finds_every_lua_script(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(REPO),
+        ],
         check=True,
         timeout=120,
     )
     (wheel,) = dist.glob("codepool-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     on_disk = sorted(p.name for p in (REPO / "lua").glob("*.lua"))
-    assert sorted(n.split("/")[-1] for n in names if n.startswith("codepool/lua/") and n.endswith(".lua") and "/includes/" not in n) == on_disk
+    assert (
+        sorted(
+            n.split("/")[-1]
+            for n in names
+            if n.startswith("codepool/lua/") and n.endswith(".lua") and "/includes/" not in n
+        )
+        == on_disk
+    )
     assert "codepool/lua/includes/common.lua" in names
     assert "codepool/py.typed" in names
 
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
         check=True,
         timeout=120,
     )
@@ -36,12 +64,18 @@ def test_wheel_carries_and_finds_every_lua_script(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(site)
     probe = (
-        "import codepool.scripts as s, pathlib;"
+        "import codepool.scripts as s;"
         "d = s.lua_dir(); print(d);"
-        "assert str(d).startswith(%r), d;"
-        "print(len(s.script_sources()))" % str(site)
+        f"assert str(d).startswith({str(site)!r}), d;"
+        "print(len(s.script_sources()))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert int(out.stdout.split()[-1]) == len(on_disk)

@@ -65,7 +65,8 @@ class TraceStore:
         matched = scanned = 0
         exhausted = False
         while len(data) < count and scanned < EVENT_SCAN_LIMIT:
-            entries = cast(StreamEntries, await self._b.client.xrange(stream, min=start, max="+", count=EVENT_READ))
+            raw = await self._b.client.xrange(stream, min=start, max="+", count=EVENT_READ)
+            entries = cast(StreamEntries, raw)
             scanned += len(entries)
             for entry_id, fields in entries:
                 if event_type and fields.get(b"type", b"").decode() != event_type:

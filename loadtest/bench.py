@@ -1,0 +1,350 @@
+"""codepool's throughput and latency figures, measured in one run on one server.
+
+    make bench                                     # = python -m loadtest.bench (10M codes)
+    python -m loadtest.bench --codes 1000000 --seconds 5    # quicker
+
+Starts its own embedded Redis and `codepool serve` (2 workers), loads pools, drives
+them with a lean keep-alive client (loadtest/httpload.py) and prints every target as
+measured / goal. Machines here are noisy and small, so HTTP rates are reported as a
+ratio to the same server's /healthz rate measured in the same run, with the same
+client and connection count. Every code any response carried is checked for
+duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import msgspec
+import redis
+
+from codepool.embedded import EmbeddedRedis
+from loadtest import httpload
+
+ROOT_KEY = "bench-root-key"
+HOST = "127.0.0.1"
+
+
+class Target(msgspec.Struct):
+    name: str
+    measured: float
+    goal: float
+    unit: str
+    higher_is_better: bool = True
+
+    @property
+    def met(self) -> bool:
+        return self.measured >= self.goal if self.higher_is_better else self.measured <= self.goal
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_server(
+    data_dir: Path, redis_url: str, workers: int
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEPOOL_")}
+    env.update(
+        CODEPOOL_DATA_DIR=str(data_dir),
+        CODEPOOL_ROOT_KEY=ROOT_KEY,
+        CODEPOOL_REDIS_URL=redis_url,
+        CODEPOOL_LOG_LEVEL="WARNING",
+    )
+    log = (data_dir / "serve.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codepool", "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://{HOST}:{port}/healthz", trust_env=False).status_code == 200:
+                return proc, port
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"server did not start; see {data_dir / 'serve.log'}")
+
+
+def codes(prefix: str, n: int, start: int = 0) -> Iterator[bytes]:
+    """n distinct 10-character codes, in blocks of 10,000 newline-separated."""
+    for block in range(start, start + n, 10_000):
+        yield "".join(
+            f"{prefix}{i:08X}\n" for i in range(block, min(block + 10_000, start + n))
+        ).encode()
+
+
+class Bench:
+    def __init__(self, port: int, args: argparse.Namespace, r: redis.Redis) -> None:
+        self.port = port
+        self.args = args
+        self.redis = r
+        self.http = httpx.Client(base_url=f"http://{HOST}:{port}", timeout=600, trust_env=False)
+        root = {"Authorization": f"Bearer {ROOT_KEY}"}
+        project = self.http.post(
+            "/v1/projects", json={"id": "bench", "name": "Bench"}, headers=root
+        ).json()
+        self.user_secret: str = project["user_token_secret"]
+        key = self.http.post(
+            "/v1/projects/bench/keys", json={"role": "admin", "name": "b"}, headers=root
+        ).json()
+        self.admin = {"Authorization": f"Bearer {key['key']}", "Content-Type": "application/json"}
+        pos = self.http.post(
+            "/v1/projects/bench/keys", json={"role": "pos", "name": "p"}, headers=root
+        ).json()
+        self.pos = {"Authorization": f"Bearer {pos['key']}", "Content-Type": "application/json"}
+
+    def pool(self, name: str, n: int, prefix: str) -> str:
+        pool_id: str = self.http.post(
+            "/v1/projects/bench/pools", json={"name": name}, headers=self.admin
+        ).json()["id"]
+        if n:
+            self.upload(pool_id, n, prefix)
+        return pool_id
+
+    def upload(self, pool_id: str, n: int, prefix: str) -> float:
+        started = time.perf_counter()
+        r = self.http.post(
+            f"/v1/projects/bench/pools/{pool_id}/codes",
+            content=codes(prefix, n),
+            headers={**self.admin, "Content-Type": "text/plain"},
+        )
+        elapsed = time.perf_counter() - started
+        if r.status_code != 200 or r.json()["added"] != n:
+            raise SystemExit(f"upload failed: {r.status_code} {r.text[:300]}")
+        return elapsed
+
+    def load(
+        self,
+        make: httpload.RequestMaker,
+        *,
+        duration: float | None = None,
+        total: int | None = None,
+        keep_bodies: bool = False,
+    ) -> httpload.Result:
+        return asyncio.run(
+            httpload.run(
+                HOST,
+                self.port,
+                make,
+                connections=self.args.connections,
+                duration=duration,
+                total=total,
+                keep_bodies=keep_bodies,
+            )
+        )
+
+    def post(self, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+        return httpload.request("POST", path, f"{HOST}:{self.port}", headers, body)
+
+
+def check_unique(told: list[str], label: str) -> int:
+    dups = len(told) - len(set(told))
+    print(f"  {label}: {len(told)} codes told to clients, {dups} handed out twice")
+    return dups
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def summary(label: str, res: httpload.Result) -> None:
+    print(
+        f"{label}: {res.rate:,.0f} req/s, p50 {ms(res.percentile(50))}, "
+        f"p99 {ms(res.percentile(99))}, statuses {res.statuses}"
+    )
+
+
+class Run:
+    """The measurements, in the order they run; each appends its targets."""
+
+    def __init__(self, b: Bench, r: redis.Redis, args: argparse.Namespace) -> None:
+        self.b, self.r, self.args = b, r, args
+        self.targets: list[Target] = []
+        self.duplicates = 0
+        self.health_rate = 0.0
+        self.told_by_purchase: list[str] = []
+
+    def health(self) -> None:
+        """The yardstick: /healthz on the same server, with the same client."""
+        req = httpload.request("GET", "/healthz", f"{HOST}:{self.b.port}", {})
+        self.b.load(lambda i: req, duration=1.0)  # warm up
+        res = self.b.load(lambda i: req, duration=self.args.seconds)
+        self.health_rate = res.rate
+        summary("/healthz", res)
+
+    def single_issue(self) -> None:
+        b = self.b
+        pool = b.pool("issue", self.stock(), "I")
+        req = b.post(f"/v1/projects/bench/pools/{pool}/issue", b.admin, b'{"count":1}')
+        res = b.load(lambda i: req, duration=self.args.seconds, keep_bodies=True)
+        told = [c["code"] for body in res.bodies for c in msgspec.json.decode(body)["codes"]]
+        self.duplicates += check_unique(told, "pool/issue")
+        summary("pool/issue count=1", res)
+        self.rate_targets("pool/issue", res, len(told))
+
+    def purchase(self) -> None:
+        """Single-code purchases by users with JWTs: the flash-sale path."""
+        b = self.b
+        pool = b.pool("sale", self.stock(), "S")
+        body = {"name": "r", "pool_id": pool}
+        reward = b.http.post("/v1/projects/bench/rewards", json=body, headers=b.admin).json()["id"]
+        path = f"/v1/projects/bench/rewards/{reward}/purchase"
+        tokens = [
+            jwt.encode({"sub": f"fan-{i}"}, b.user_secret, algorithm="HS256") for i in range(5000)
+        ]
+        reqs = [b.post(path, {"Authorization": f"Bearer {t}"}) for t in tokens]
+        res = b.load(lambda i: reqs[i % len(reqs)], duration=self.args.seconds, keep_bodies=True)
+        told = [msgspec.json.decode(body)["code"] for body in res.bodies]
+        self.duplicates += check_unique(told, "purchase")
+        summary("purchase", res)
+        self.rate_targets("purchase", res, len(told))
+        self.told_by_purchase = told
+
+    def pos(self) -> None:
+        """Validate, then redeem, each code a purchase handed out (each once)."""
+        b = self.b
+        codes_ = self.told_by_purchase[:20_000]
+        bodies = [msgspec.json.encode({"code": c}) for c in codes_]
+        val = [b.post("/v1/projects/bench/codes/validate", b.pos, body) for body in bodies]
+        red = [b.post("/v1/projects/bench/codes/redeem", b.pos, body) for body in bodies]
+        summary("validate", b.load(lambda i: val[i], total=len(val)))
+        redeem = b.load(lambda i: red[i], total=len(red))
+        summary("redeem", redeem)
+        self.targets.append(
+            Target("redeem: each code once", redeem.statuses.get(200, 0), len(red), "codes")
+        )
+
+    def bulk(self) -> None:
+        b = self.b
+        pool = b.pool("bulk", 3_000_000, "B")
+        req = b.post(f"/v1/projects/bench/pools/{pool}/issue", b.admin, b'{"count":1000}')
+        res = asyncio.run(
+            httpload.run(HOST, b.port, lambda i: req, connections=8, total=3000, keep_bodies=True)
+        )
+        told = [c["code"] for body in res.bodies for c in msgspec.json.decode(body)["codes"]]
+        self.duplicates += check_unique(told, "bulk issue")
+        rate = len(told) / res.seconds
+        print(f"bulk issue count=1000: {rate:,.0f} codes/s ({res.rate:,.0f} req/s, 8 connections)")
+        self.targets.append(Target("bulk issue codes/s", rate, 300_000, "codes/s"))
+
+    def upload_and_memory(self) -> None:
+        b, r, n = self.b, self.r, self.args.codes
+        raw_seconds = raw_rpush(r, n)
+        mem_before = used_memory(r)
+        pool = b.pool("upload", 0, "U")
+        seconds = b.upload(pool, n, "U")
+        mem_available = used_memory(r)
+        print(
+            f"upload of {n:,} codes (text/plain, one request): {seconds:.1f} s "
+            f"= {n / seconds:,.0f} codes/s; "
+            f"raw pipelined RPUSH: {raw_seconds:.1f} s = {n / raw_seconds:,.0f} codes/s"
+        )
+        self.targets.append(Target("upload rate / raw RPUSH rate", raw_seconds / seconds, 0.5, "x"))
+        per_available = (mem_available - mem_before) / n
+        self.targets.append(Target("bytes per available code", per_available, 24, "B", False))
+        req = b.post(f"/v1/projects/bench/pools/{pool}/issue", b.admin, b'{"count":1000}')
+        drained = asyncio.run(
+            httpload.run(HOST, b.port, lambda i: req, connections=8, total=n // 1000)
+        )
+        per_assigned = (used_memory(r) - mem_before) / n
+        print(
+            f"memory: {per_available:.1f} B per available code, "
+            f"{per_assigned:.1f} B per assigned code "
+            f"(used_memory delta / {n:,}; drained {drained.statuses})"
+        )
+        self.targets.append(Target("bytes per assigned code", per_assigned, 150, "B", False))
+
+    def stock(self) -> int:
+        """Enough codes that a rate run never runs dry."""
+        return int(max(self.health_rate, 1000) * self.args.seconds * 1.5)
+
+    def rate_targets(self, label: str, res: httpload.Result, told: int) -> None:
+        self.targets.append(
+            Target(f"{label} rate / healthz rate", res.rate / self.health_rate, 0.8, "x")
+        )
+        failed = res.errors + (len(res.latencies) - told)
+        self.targets.append(Target(f"{label} errors", failed, 0, "", higher_is_better=False))
+
+
+def raw_rpush(r: redis.Redis, n: int) -> float:
+    """Seconds for a plain pipelined RPUSH of n codes from Python: the upload's yardstick."""
+    started = time.perf_counter()
+    pipe = r.pipeline(transaction=False)
+    for i, block in enumerate(codes("R", n)):
+        pipe.rpush("bench:raw", *block.split())
+        if i % 10 == 9:
+            pipe.execute()
+    pipe.execute()
+    seconds = time.perf_counter() - started
+    r.delete("bench:raw")
+    return seconds
+
+
+def used_memory(r: redis.Redis) -> int:
+    return int(r.info("memory")["used_memory"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--codes", type=int, default=10_000_000, help="codes for the upload and memory figures"
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each HTTP rate run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="codepool-bench-") as tmp:
+        data_dir = Path(tmp)
+        with EmbeddedRedis(data_dir / "redis") as embedded:
+            r = redis.Redis.from_url(embedded.url)
+            proc, port = start_server(data_dir, embedded.url, args.workers)
+            try:
+                print(
+                    f"codepool bench: {os.cpu_count()} cores, {args.workers} workers, "
+                    f"{args.connections} connections, {args.seconds:g} s per rate run"
+                )
+                run = Run(Bench(port, args, r), r, args)
+                run.health()
+                run.single_issue()
+                run.purchase()
+                run.pos()
+                run.bulk()
+                run.upload_and_memory()
+            finally:
+                proc.terminate()
+                proc.wait(30)
+
+    print("\ntarget                                   measured      goal")
+    for t in run.targets:
+        mark = "ok  " if t.met else "MISS"
+        sign = ">=" if t.higher_is_better else "<="
+        print(f"{mark} {t.name:<36} {t.measured:>12,.2f} {sign} {t.goal:,.2f} {t.unit}")
+    print(f"codes handed out twice: {run.duplicates}")
+    return 0 if run.duplicates == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
