@@ -10,16 +10,18 @@ STAMP := $(VENV)/.installed
 
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+LOCUST_ARGS ?=
 SERVE_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint fmt clean bench
+.PHONY: help venv run test lint fmt clean bench loadtest
 
 help:
 	@echo "make venv    create .venv with codepool and its dev tools"
 	@echo "make run     serve the API on 127.0.0.1:8000 (SERVE_ARGS='--port 9000 --workers 2')"
 	@echo "make test    run the tests (PYTEST_ARGS='-m \"not e2e\" -x')"
 	@echo "make bench   throughput/latency/memory figures (BENCH_ARGS='--codes 1000000')"
+	@echo "make loadtest  locust flash-sale scenario, HTML report in reports/ (LOCUST_ARGS='--shape SteadyShape')"
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make fmt     ruff format and fix what ruff can"
 	@echo "make clean   remove .venv and caches (keeps var/, the data)"
@@ -45,6 +47,9 @@ test: venv
 
 bench: venv
 	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
+
+loadtest: venv
+	$(BIN)/python -m loadtest.run_locust $(LOCUST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,0 +1,31 @@
+"""Load shapes for the locust scenarios; the locustfile picks one by CODEPOOL_SHAPE."""
+
+from __future__ import annotations
+
+from locust import LoadTestShape
+
+
+class FlashSaleShape(LoadTestShape):
+    """Quiet shop, then the doors open: a steep ramp to the peak, a hold, the tail."""
+
+    # (until second, users, spawn rate per second)
+    stages = (
+        (10, 10, 10),
+        (20, 200, 100),
+        (50, 200, 100),
+        (60, 30, 50),
+    )
+
+    def tick(self) -> tuple[int, float] | None:
+        run_time = self.get_run_time()
+        for until, users, rate in self.stages:
+            if run_time < until:
+                return users, rate
+        return None
+
+
+class SteadyShape(LoadTestShape):
+    """A flat load for comparing runs: 100 users for a minute."""
+
+    def tick(self) -> tuple[int, float] | None:
+        return (100, 50) if self.get_run_time() < 60 else None
