@@ -7,8 +7,9 @@
   requests can both pass a check that only one of them should.
 
   KEYS[1] pool hash            KEYS[2] available list      KEYS[3] issued hash
-  KEYS[4] pool log list        KEYS[5] events stream
-  per request i (0-based), from KEYS[6 + 4*i]:
+  KEYS[4] pool log list        KEYS[5] events stream       KEYS[6] outbox stream
+  KEYS[7] project webhook hash
+  per request i (0-based), from KEYS[8 + 4*i]:
     idempotency key, user codes list, reward hash, reward users hash
     (a request without idempotency/user/reward passes placeholder names; they are
     never touched)
@@ -29,7 +30,12 @@
 
   Returns: {available after the batch, then per request:
             status, available, assigned_time, purchase_id, hide_code (0|1), n,
-            code_1 .. code_n}
+            code_1 .. code_n,
+            then the hand-out position of the batch's first code}
+  Positions: the pool's `popped` counts every code ever popped from its available list,
+  so the k-th code this call pops (over the requests with status 1, in order) sat at
+  position popped_before + k - 1. Snapshots and the journal (codepool.snapshot,
+  codepool.journal) use positions to tell which hand-outs a snapshot already holds.
   status: 1 ok, 2 ok (replayed from the idempotency record),
           -1 pool exhausted, -2 pool expired, -3 per-user limit reached,
           -4 idempotency key reused with another request, -5 no such pool,
@@ -42,7 +48,8 @@ local now, pool_id = ARGV[1], ARGV[2]
 local maxlen, idem_ttl, n = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local pool, avail_key, issued, log, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
-local function event(fields) add_event(events, maxlen, fields) end
+local emit = emitter(events, maxlen, KEYS[6], KEYS[7])
+local function event(fields) emit(fields) end
 
 local out = {0}
 
@@ -68,7 +75,7 @@ local expired = meta[2] and meta[2] ~= '' and tonumber(now) >= tonumber(meta[2])
 local issued_total = 0
 
 for i = 0, n - 1 do
-  local kb, ab = 6 + 4 * i, 6 + 5 * i
+  local kb, ab = 8 + 4 * i, 6 + 5 * i
   local idem_key, user_key, reward_key, reward_users = KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3]
   local count, user, reward = tonumber(ARGV[ab]), ARGV[ab + 1], ARGV[ab + 2]
   local fingerprint, purchase_id = ARGV[ab + 3], ARGV[ab + 4]
@@ -136,17 +143,22 @@ for i = 0, n - 1 do
 end
 
 if issued_total > 0 then rcall('HINCRBY', pool, 'assigned', issued_total) end
+local first_position = 0
+if issued_total > 0 then first_position = rcall('HINCRBY', pool, 'popped', issued_total) - issued_total end
 local available = rcall('LLEN', avail_key)
 out[1] = available
+out[#out + 1] = first_position
 
 -- Low-stock alerts: one event per threshold crossed, re-armed only by a refill.
 if issued_total > 0 then
+  local about_pool = {key = pool, name = meta[1]}
   local armed = rcall('HGET', pool, 'armed') or ''
   if armed ~= '' then
     local still = {}
     for t in string.gmatch(armed, '[^,]+') do
       if available <= tonumber(t) then
-        event({'type', 'POOL_LOW', 'time', now, 'pool_id', pool_id, 'threshold', t, 'available', available})
+        emit({'type', 'POOL_LOW', 'time', now, 'pool_id', pool_id, 'threshold', t, 'available', available},
+             about_pool)
       else
         still[#still + 1] = t
       end
@@ -155,7 +167,7 @@ if issued_total > 0 then
   end
   if available == 0 and rcall('HGET', pool, 'exhausted_armed') == '1' then
     rcall('HSET', pool, 'exhausted_armed', '0')
-    event({'type', 'POOL_EXHAUSTED', 'time', now, 'pool_id', pool_id, 'available', 0})
+    emit({'type', 'POOL_EXHAUSTED', 'time', now, 'pool_id', pool_id, 'available', 0}, about_pool)
   end
 end
 return out

@@ -2,15 +2,19 @@
   Burn one assigned instance of a presented code, exactly once.
 
   KEYS[1] issued hash   KEYS[2] pools set   KEYS[3] events stream
+  KEYS[4] outbox stream   KEYS[5] project webhook hash
   ARGV[1] code   ARGV[2] now   ARGV[3] events maxlen
   ARGV[4] pool hash template   ARGV[5] available list template (keys.py, "\0" = pool id)
   Returns: like validate.lua; status 1 = redeemed now (the instance, now 'redeemed'),
   -2 pool expired (nothing changed), -12 already redeemed (the latest redeemed
-  instance, with its redeemed_time), -11 not issued, -10 unknown code
+  instance, with its redeemed_time), -11 not issued, -10 unknown code; status 1 adds
+  element 9: the pool's `redeemed` count after this redeem (it only ever grows), which
+  tells a restore whether a snapshot already holds this redeem (codepool.journal)
 ]]
 local rcall = redis.call
 --@include "common.lua"
 local code, now, maxlen, pool_t, avail_t = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local emit = emitter(KEYS[3], maxlen, KEYS[4], KEYS[5])
 
 local record = rcall('HGET', KEYS[1], code)
 if not record then return not_issued_or_unknown(KEYS[2], avail_t, code) end
@@ -25,10 +29,12 @@ for _, inst in ipairs(instances) do
         inst.status, inst.rt = 'r', now
         rcall('HSET', KEYS[1], code, join_record(instances))
         rcall('HINCRBY', pool_key, 'assigned', -1)
-        rcall('HINCRBY', pool_key, 'redeemed', 1)
-        add_event(KEYS[3], maxlen, {'type', 'VOUCHER_USED', 'time', now, 'code', code, 'pool_id', inst.pool,
-                                    'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase})
-        return describe(1, inst)
+        local seq = rcall('HINCRBY', pool_key, 'redeemed', 1)
+        emit({'type', 'VOUCHER_USED', 'time', now, 'code', code, 'pool_id', inst.pool,
+              'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase})
+        local out = describe(1, inst)
+        out[9] = seq
+        return out
       end
       expired_one = expired_one or inst
     elseif not redeemed_one or tonumber(inst.rt) > tonumber(redeemed_one.rt) then

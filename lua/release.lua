@@ -4,10 +4,13 @@
   available list; the user's hold and per-user count are given back.
 
   KEYS[1] issued hash   KEYS[2] pools set   KEYS[3] events stream
+  KEYS[4] outbox stream   KEYS[5] project webhook hash
   ARGV[1] code   ARGV[2] now   ARGV[3] events maxlen
   ARGV[4] pool hash template   ARGV[5] available list template   ARGV[6] pool log template
   ARGV[7] user codes template   ARGV[8] reward users template  (keys.py, "\0" = the id)
-  Returns: like validate.lua plus the pool's available count as element 9;
+  Returns: like validate.lua plus the pool's available count as element 9 and, for
+  status 1, the position the code now holds in the pool's available list as element 10
+  (see issue.lua: positions tell a restore whether a snapshot holds this release);
   status 1 released (the instance as it was), -12 already redeemed, -11 not issued,
   -10 unknown code
 ]]
@@ -15,6 +18,7 @@ local rcall = redis.call
 --@include "common.lua"
 local code, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
 local pool_t, avail_t, log_t, user_t, reward_users_t = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local emit = emitter(KEYS[3], maxlen, KEYS[4], KEYS[5])
 
 local record = rcall('HGET', KEYS[1], code)
 if not record then return not_issued_or_unknown(KEYS[2], avail_t, code) end
@@ -47,8 +51,9 @@ end
 rcall('HINCRBY', pool_key, 'assigned', -1)
 local available = rcall('LLEN', avail)
 rearm(pool_key, available)
-add_event(KEYS[3], maxlen, {'type', 'VOUCHER_RELEASED', 'time', now, 'code', code, 'pool_id', inst.pool,
-                            'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase})
+emit({'type', 'VOUCHER_RELEASED', 'time', now, 'code', code, 'pool_id', inst.pool,
+      'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase})
 local out = describe(1, inst)
 out[9] = available
+out[10] = tonumber(rcall('HGET', pool_key, 'popped') or '0') + available - 1
 return out

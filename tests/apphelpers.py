@@ -32,6 +32,9 @@ class Client(httpx.AsyncClient):
 
 
 def settings_for_tests(**overrides: Any) -> Settings:
+    # No hand-out journal unless a test asks for one (with its own data_dir): it would
+    # write under ./var otherwise.
+    overrides.setdefault("journal", False)
     return load_settings({}, root_key=ROOT_KEY, **overrides)
 
 

@@ -30,6 +30,47 @@ local function add_event(stream, maxlen, fields)
   return rcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
 end
 
+-- Whether a pool's notify JSON names anyone (emails or a webhook_url).
+local function notify_has_targets(notify)
+  if notify == '' then return false end
+  local ok, n = pcall(cjson.decode, notify)
+  -- Unreadable (never written so by the store): queue it; the worker logs the fault.
+  if not ok or type(n) ~= 'table' then return true end
+  return (type(n.emails) == 'table' and #n.emails > 0) or type(n.webhook_url) == 'string'
+end
+
+-- An event someone must be told about also goes into the project's outbox, in the same
+-- atomic step that writes it: an alert is never lost, and never sent for an event that
+-- was not written. Returns emit(fields, pool) -> event id; `fields` as for add_event,
+-- starting with 'type', <type>; `pool` only for pool alerts: {key = pool hash, name}.
+-- The project webhook is read at the first event of a script call, so a call that
+-- writes no event pays nothing, and a bulk one pays one HMGET.
+local function emitter(events, maxlen, outbox, webhook)
+  local hook_url, hook_types
+  return function(fields, pool)
+    local id = add_event(events, maxlen, fields)
+    if not hook_url then
+      local h = rcall('HMGET', webhook, 'url', 'events')
+      hook_url, hook_types = h[1] or '', {}
+      for t in string.gmatch(h[2] or '', '[^,]+') do hook_types[t] = true end
+    end
+    local hook, notify, pool_name = '', '', ''
+    if hook_types[fields[2]] then hook = hook_url end
+    if pool then
+      if pool.notify == nil then  -- read once per pool and call, however many alerts
+        pool.notify = rcall('HGET', pool.key, 'notify') or ''
+        if not notify_has_targets(pool.notify) then pool.notify = '' end
+      end
+      notify, pool_name = pool.notify, pool.name
+    end
+    if hook ~= '' or notify ~= '' then
+      rcall('XADD', outbox, '*', 'event_id', id, 'hook', hook, 'notify', notify, 'pool_name', pool_name,
+            unpack(fields))
+    end
+    return id
+  end
+end
+
 -- A key name from a template keys.py made with "\0" where the id goes. Scripts that
 -- learn an id from a record (the pool of a code) derive its keys this way; the
 -- template carries the {project} hash tag, so the key is in the script's slot.

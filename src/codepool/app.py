@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from codepool import __version__, errors
 from codepool.api.deps import DEPENDENCIES
+from codepool.api.notify import NotifyController
 from codepool.api.ops import OpsController
 from codepool.api.pools import PoolController
 from codepool.api.pos import PosController
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
         redis = client if client is not None else make_client(settings)
         services = Services(redis, settings)
         app.state.services = services
+        services.start()
         try:
             yield
         finally:
@@ -104,6 +106,7 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
             RewardController,
             PosController,
             TraceController,
+            NotifyController,
         ],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],

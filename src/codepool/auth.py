@@ -1,17 +1,45 @@
-"""Who is calling: the root key, a project's API key, or a user's JWT -> a Principal."""
+"""Who is calling: the root key, a project's API key, or a user's JWT -> a Principal.
+
+Two ways to authenticate:
+
+- ``authenticate(...)`` asks Redis every time: a revoked key or a rotated user-token
+  secret is refused at once. Every endpoint but the hot ones uses it.
+- ``authenticate(..., cache=...)`` answers from a per-process cache of verified API
+  keys and user-token secrets, and puts a ``Credential`` on the Principal. The hot
+  paths (issue, purchase) hand that Credential to issue.lua, which re-checks it in the
+  same atomic step that pops the code (the key still exists; the secret is still the
+  project's). So the cache saves a Redis round trip per request without letting a
+  revoked key or an old secret hand out a single code.
+"""
 
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Literal
 
 import jwt
 import msgspec
 
 from codepool import errors
+from codepool.models import StoredKey
 from codepool.store.projects import ProjectStore, split_api_key
 
 Role = Literal["root", "admin", "pos", "user"]
+
+# How long a verified key or a project's user-token secret is reused. It only bounds
+# how often Redis is asked; correctness comes from the check in issue.lua.
+CACHE_TTL = 10.0
+CACHE_MAX = 100_000
+
+
+class Credential(msgspec.Struct, frozen=True):
+    """What issue.lua re-checks: ``key`` = an API key id that must still exist,
+    ``user`` = the user-token secret the JWT was verified with, which must still be
+    the project's."""
+
+    kind: Literal["key", "user"]
+    value: str
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -19,11 +47,48 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     project_id: str | None = None  # None only for root
     user_id: str | None = None  # set for users
     key_id: str | None = None  # set for API keys
+    credential: Credential | None = None  # set when the answer came from the cache
 
     @property
     def identity(self) -> str:
         """Stable name of the caller (scopes idempotency keys)."""
         return f"{self.role}:{self.project_id or ''}:{self.key_id or self.user_id or ''}"
+
+
+class AuthCache:
+    """Verified API keys (by token) and user-token secrets (by project), per process."""
+
+    def __init__(self, ttl: float = CACHE_TTL) -> None:
+        self.ttl = ttl
+        self._keys: dict[str, tuple[float, str, StoredKey]] = {}
+        self._secrets: dict[str, tuple[float, str]] = {}
+
+    def key(self, token: str) -> tuple[str, StoredKey] | None:
+        hit = self._keys.get(token)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1], hit[2]
+
+    def remember_key(self, token: str, project_id: str, key: StoredKey) -> None:
+        if len(self._keys) >= CACHE_MAX:
+            self._keys.clear()
+        self._keys[token] = (time.monotonic() + self.ttl, project_id, key)
+
+    def secret(self, project_id: str) -> str | None:
+        hit = self._secrets.get(project_id)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def remember_secret(self, project_id: str, secret: str) -> None:
+        if len(self._secrets) >= CACHE_MAX:
+            self._secrets.clear()
+        self._secrets[project_id] = (time.monotonic() + self.ttl, secret)
+
+    def forget(self, token: str, project_id: str | None) -> None:
+        self._keys.pop(token, None)
+        if project_id is not None:
+            self._secrets.pop(project_id, None)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -37,7 +102,11 @@ def bearer_token(authorization: str | None) -> str:
 
 
 async def authenticate(
-    authorization: str | None, project_id: str | None, root_key: str, projects: ProjectStore
+    authorization: str | None,
+    project_id: str | None,
+    root_key: str,
+    projects: ProjectStore,
+    cache: AuthCache | None = None,
 ) -> Principal:
     """Turn the Authorization header into a Principal, or raise 401.
 
@@ -49,39 +118,57 @@ async def authenticate(
     if root_key and hmac.compare_digest(token.encode(), root_key.encode()):
         return Principal(role="root")
     if split_api_key(token) is not None:
+        return await _api_key(token, projects, cache)
+    if project_id is None:
+        raise errors.Unauthorized("a user token is only valid inside its project")
+    return await _user(token, project_id, projects, cache)
+
+
+async def _api_key(token: str, projects: ProjectStore, cache: AuthCache | None) -> Principal:
+    found = cache.key(token) if cache is not None else None
+    if found is None:
         found = await projects.verify_key(token)
         if found is None:
             raise errors.Unauthorized("invalid API key")
-        key_project, key = found
-        return Principal(
-            role="admin" if key.role == "admin" else "pos", project_id=key_project, key_id=key.id
-        )
-    if project_id is None:
-        raise errors.Unauthorized("a user token is only valid inside its project")
+        if cache is not None:
+            cache.remember_key(token, *found)
+    key_project, key = found
+    return Principal(
+        role="admin" if key.role == "admin" else "pos",
+        project_id=key_project,
+        key_id=key.id,
+        credential=Credential("key", key.id) if cache is not None else None,
+    )
+
+
+async def _user(token: str, project_id: str, projects: ProjectStore, cache: AuthCache | None) -> Principal:
+    cached = cache.secret(project_id) if cache is not None else None
+    if cached is not None:
+        try:
+            return _verify_jwt(token, project_id, cached, Credential("user", cached))
+        except errors.Unauthorized:
+            pass  # maybe the secret was rotated since it was cached: ask Redis below
     try:
-        project = await projects.get(project_id)
+        secret = (await projects.get(project_id)).user_token_secret
     except errors.ProjectNotFound:
         raise errors.Unauthorized("invalid token") from None
+    if cache is None:
+        return _verify_jwt(token, project_id, secret, None)
+    cache.remember_secret(project_id, secret)
+    return _verify_jwt(token, project_id, secret, Credential("user", secret))
+
+
+def _verify_jwt(token: str, project_id: str, secret: str, credential: Credential | None) -> Principal:
     try:
-        claims = jwt.decode(
-            token,
-            project.user_token_secret,
-            algorithms=["HS256"],
-            options={"require": ["sub"]},
-        )
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
     except jwt.ExpiredSignatureError:
         raise errors.Unauthorized("token expired") from None
     except jwt.PyJWTError:
         raise errors.Unauthorized("invalid token") from None
     sub = claims["sub"]
-    if (
-        not isinstance(sub, str)
-        or not sub
-        or len(sub) > 128
-        or any(ord(c) < 32 or ord(c) == 127 for c in sub)
-    ):
+    if not isinstance(sub, str) or not sub or len(sub) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in sub):
         raise errors.Unauthorized("token subject is not a valid user id")
-    return Principal(role="user", project_id=project_id, user_id=sub)
+    return Principal(role="user", project_id=project_id, user_id=sub, credential=credential)
 
 
 def authorize(principal: Principal, project_id: str | None, *roles: Role) -> None:

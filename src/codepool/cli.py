@@ -1,4 +1,4 @@
-"""The ``codepool`` command line: ``codepool serve`` (more subcommands to come).
+"""The ``codepool`` command line: ``codepool serve``, ``snapshot``, ``restore`` (more to come).
 
 Each subcommand is an argparse subparser whose ``handler`` default is a function
 ``(args, settings) -> exit code``; add one in ``build_parser`` to add a command.
@@ -7,6 +7,7 @@ Each subcommand is an argparse subparser whose ``handler`` default is a function
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib
 import logging
@@ -15,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,9 +24,19 @@ from urllib.parse import urlsplit, urlunsplit
 from granian import Granian
 from granian.constants import Interfaces
 from granian.log import LogLevels
+from redis.exceptions import RedisError
 
-from codepool.embedded import EmbeddedRedis, EmbeddedRedisError, die_with_parent
+from codepool import durability
+from codepool.embedded import (
+    SOCKET_NAME,
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    die_with_parent,
+    redis_servers_in,
+)
+from codepool.restore import has_state
 from codepool.settings import Settings, SettingsError, load_settings
+from codepool.snapshot import SnapshotError, SnapshotInfo, directory_lock, snapshots_dir, verify
 
 log = logging.getLogger("codepool")
 
@@ -121,6 +133,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=serve_command)
 
+    snapshot = commands.add_parser(
+        "snapshot",
+        help="write a snapshot now",
+        description="Write a snapshot of the whole state to $CODEPOOL_DATA_DIR/snapshots and "
+        "print its path, size and duration. Uses the running `codepool serve`'s embedded Redis, "
+        "or starts it if none runs.",
+    )
+    snapshot.set_defaults(handler=snapshot_command)
+
+    restore = commands.add_parser(
+        "restore",
+        help="restore a snapshot into Redis",
+        description="Restore FILE (plus the journal written since, when FILE is one of "
+        "$CODEPOOL_DATA_DIR/snapshots) into Redis, then take a fresh snapshot. Refuses when "
+        "Redis already holds codepool state, unless --force (which deletes it first).",
+    )
+    restore.add_argument("file", type=Path, metavar="FILE", help="a snapshot (.cps) file")
+    restore.add_argument(
+        "--force", action="store_true", help="replace the codepool state Redis holds"
+    )
+    restore.add_argument(
+        "--journal",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replay the journal written since FILE began (default: only for a FILE "
+        "of this data directory)",
+    )
+    restore.set_defaults(handler=restore_command)
+
     return parser
 
 
@@ -150,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except EmbeddedRedisError as exc:
         print(f"codepool: {exc}", file=sys.stderr)
+        return 1
+    except (RedisError, SnapshotError) as exc:
+        # Before serving (the restore check) or in snapshot/restore: one line, no trace.
+        print(f"codepool: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
@@ -187,6 +232,17 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         else:
             log.info("using Redis at %s", redact_url(settings.redis_url))
 
+        if settings.snapshot_interval > 0:
+            url = os.environ.get("CODEPOOL_REDIS_URL") or settings.redis_url or ""
+            # Before any worker: a Redis that lost its data is restored first, so nothing
+            # is ever served from it.
+            outcome = durability.prepare(settings, url)
+            log.info("Redis state: %s; snapshots every %g s", outcome, settings.snapshot_interval)
+            snapshots = durability.SnapshotProcess(settings, url)
+            snapshots.start()
+            # Registered after Redis: stopped (with a last snapshot) before Redis stops.
+            cleanup.callback(snapshots.stop)
+
         server = Granian(
             APP_FACTORY,
             address=args.host,
@@ -211,3 +267,76 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
             return code
     log.info("codepool stopped")
     return 0
+
+
+@contextlib.contextmanager
+def _redis_url(settings: Settings) -> Iterator[str]:
+    """The Redis the data directory belongs to: CODEPOOL_REDIS_URL, the embedded server
+    of a running ``codepool serve`` (its unix socket), or one started for the command."""
+    if settings.redis_url is not None:
+        yield settings.redis_url
+        return
+    directory = (settings.data_dir / "redis").absolute()
+    if redis_servers_in(directory):
+        socket_path = directory / SOCKET_NAME
+        if not socket_path.exists():
+            raise SettingsError(
+                f"the Redis in {directory} listens on TCP only: set CODEPOOL_REDIS_URL"
+            )
+        yield f"unix://{socket_path}"
+        return
+    with EmbeddedRedis(directory) as embedded:
+        yield embedded.url
+
+
+def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(url: str) -> SnapshotInfo:
+        client = durability.make_redis(url)
+        try:
+            return await durability.snapshot_now(client, settings)
+        finally:
+            await client.aclose()
+
+    with _terminate_raises(), _redis_url(settings) as url:
+        info = asyncio.run(run(url))
+    print(f"{info.path}\t{info.size} bytes\t{info.seconds:.2f} s")
+    return 0
+
+
+def restore_command(args: argparse.Namespace, settings: Settings) -> int:
+    path: Path = args.file
+    try:
+        verify(path)
+    except SnapshotError as exc:
+        print(f"codepool: {exc}", file=sys.stderr)
+        return 1
+    directory = snapshots_dir(settings.data_dir)
+    use_journal = args.journal
+    if use_journal is None:
+        # The journal continues this data directory's snapshots, not a file from elsewhere.
+        use_journal = path.resolve().parent == directory.resolve()
+
+    async def run(url: str) -> int:
+        client = durability.make_redis(url)
+        try:
+            with directory_lock(directory):
+                if await has_state(client) and not args.force:
+                    print(
+                        "codepool: Redis already holds codepool state; --force replaces it",
+                        file=sys.stderr,
+                    )
+                    return 1
+                stats = await durability.restore_from_disk(
+                    client, settings, path, use_journal=use_journal
+                )
+        finally:
+            await client.aclose()
+        print(
+            f"restored {path}: {stats.projects} project(s), {stats.keys} key(s), "
+            f"{stats.codes_available} available code(s), {stats.journal_records} journal "
+            f"record(s) in {stats.seconds:.2f} s"
+        )
+        return 0
+
+    with _terminate_raises(), _redis_url(settings) as url:
+        return asyncio.run(run(url))

@@ -4,15 +4,28 @@ While a call for a pool is in flight, new requests for that pool queue up; when 
 returns, everything queued goes out in the next call. Nothing waits on a timer: a
 lone request goes out at once, and under load one Redis round trip serves many HTTP
 requests (group commit). Each waiter gets its own result.
+
+With a journal (codepool.journal), a batch's hand-outs are written to it and fsynced
+before any of its waiters hears of its codes; meanwhile the next batch of the pool
+already runs. A failed journal write fails the whole batch with 503: a code the journal
+does not hold is never told to anyone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import deque
+from collections.abc import Sequence
 
+from codepool import errors, keys
+from codepool.journal import Handout, IssueRecord, Journal, idempotency_value
+from codepool.scripts import Status
 from codepool.store.base import Backend
 from codepool.store.issuing import IssueRequest, IssueResult, issue_batch
+
+log = logging.getLogger(__name__)
 
 # Codes one script call hands out at most: bounds how long Redis is busy per call.
 MAX_BATCH_CODES = 5_000
@@ -65,13 +78,70 @@ class Issuer:
                     continue
                 self.calls += 1
                 self.requests += len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+                journal = self._backend.journal
+                record = self._record(key, batch, results) if journal is not None else None
+                if journal is None or record is None:
+                    _answer(batch, results)
+                else:
+                    task = asyncio.create_task(
+                        self._journal_then_answer(journal, record, batch, results)
+                    )
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
         finally:
             queue.running = False
             if not queue.pending:
                 self._queues.pop(key, None)
+
+    async def _journal_then_answer(
+        self, journal: Journal, record: IssueRecord, batch: _Batch, results: list[IssueResult]
+    ) -> None:
+        try:
+            await journal.append([record])
+        except Exception:
+            log.error("hand-outs of %d request(s) not journaled: answering 503", len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(
+                        errors.NotReady("the hand-out could not be recorded", reason="journal")
+                    )
+            return
+        _answer(batch, results)
+
+    def _record(
+        self, key: tuple[str, str], batch: _Batch, results: list[IssueResult]
+    ) -> IssueRecord | None:
+        """The journal record of a batch's hand-outs (replayed answers included: they
+        tell codes too), or None if it handed nothing out."""
+        ttl = self._backend.settings.idempotency_ttl
+        handouts: list[Handout] = []
+        for (request, _), result in zip(batch, results, strict=True):
+            if result.status not in (Status.OK, Status.REPLAYED) or not result.codes:
+                continue
+            at = repr(result.assigned_time)  # the text issue.lua stored (redis-py sends repr)
+            purchase = result.purchase_id or ""
+            idem_key = idem_value = ""
+            if request.idempotency_digest:
+                idem_key = keys.idempotency(key[0], request.idempotency_digest)
+                idem_value = idempotency_value(
+                    request.fingerprint or "", at, purchase, result.available, result.codes
+                )
+            handouts.append(
+                Handout(
+                    codes=result.codes,
+                    position=result.position if result.status == Status.OK else -1,
+                    at=at,
+                    user=request.user_id or "",
+                    reward=request.reward_id or "",
+                    purchase=purchase,
+                    idem_key=idem_key,
+                    idem_value=idem_value,
+                    idem_expires=float(at) + ttl if idem_key else 0.0,
+                )
+            )
+        if not handouts:
+            return None
+        return IssueRecord(written=time.time(), project=key[0], pool=key[1], handouts=handouts)
 
     def _take(self, queue: _PoolQueue) -> list[tuple[IssueRequest, asyncio.Future[IssueResult]]]:
         batch = [queue.pending.popleft()]
@@ -86,5 +156,14 @@ class Issuer:
 
     async def close(self) -> None:
         """Let batches in flight finish (their codes are already spoken for)."""
-        if self._tasks:
+        while self._tasks:  # a drain may start journal tasks while we wait
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+_Batch = Sequence[tuple[IssueRequest, "asyncio.Future[IssueResult]"]]
+
+
+def _answer(batch: _Batch, results: list[IssueResult]) -> None:
+    for (_, future), result in zip(batch, results, strict=True):
+        if not future.done():
+            future.set_result(result)

@@ -13,6 +13,13 @@ PREFIX = "cp"
 # listings and background jobs; never part of a multi-key atomic step.
 PROJECTS = f"{PREFIX}:projects"
 
+# Global (durability, see codepool.durability): EPOCH is written once Redis holds a whole
+# codepool state (first start, or the end of a restore); Redis coming up without it while
+# snapshots exist means it lost its data. RESTORING exists while a restore runs: /readyz
+# answers 503, and a restore that finds it at start knows an earlier one did not finish.
+EPOCH = f"{PREFIX}:epoch"
+RESTORING = f"{PREFIX}:restoring"
+
 
 def _p(project: str) -> str:
     return f"{PREFIX}:{{{project}}}"
@@ -115,3 +122,47 @@ def pool_rewards(project: str, pool_id: str) -> str:
 def user_codes(project: str, user_id: str) -> str:
     """List: code strings handed to a user, oldest first."""
     return f"{_p(project)}:user:{user_id}:codes"
+
+
+# -- notifications (see codepool.notify) ----------------------------------------------
+
+
+def outbox(project: str) -> str:
+    """Stream: events someone must be told about, written in the same script as the event.
+
+    Read through the consumer group ``notify``; an entry leaves the stream once it has
+    been turned into deliveries (lua/fan_out.lua). Never trimmed by length: that would
+    lose alerts.
+    """
+    return f"{_p(project)}:outbox"
+
+
+def webhook(project: str) -> str:
+    """Hash: the project webhook: url, events (comma-separated event types)."""
+    return f"{_p(project)}:webhook"
+
+
+def deliveries(project: str) -> str:
+    """Hash: delivery id -> JSON record (codepool.notify.records.Delivery), live or dead."""
+    return f"{_p(project)}:deliveries"
+
+
+def delivery_attempts(project: str) -> str:
+    """Hash: delivery id -> attempts started so far."""
+    return f"{_p(project)}:deliveries:attempts"
+
+
+def delivery_queue(project: str) -> str:
+    """Sorted set: live delivery id -> when it is due (Unix ms): its next attempt, or,
+    while a worker sends it, the end of that worker's lease."""
+    return f"{_p(project)}:deliveries:queue"
+
+
+def dead_letters(project: str) -> str:
+    """List: ids of deliveries that gave up, newest first (capped)."""
+    return f"{_p(project)}:deliveries:dead"
+
+
+def dead_info(project: str) -> str:
+    """Hash: dead delivery id -> JSON (codepool.notify.records.DeadInfo)."""
+    return f"{_p(project)}:deliveries:deadinfo"

@@ -252,8 +252,8 @@ class Validation(Struct, kw_only=True):
     redeemed_time: float | None = None
 
 
-class CodeInstance(Struct, kw_only=True):
-    """One instance of a code as redeem/release answer it."""
+class CodeInstance(Struct, kw_only=True, omit_defaults=True):
+    """One instance of a code as redeem/release answer it (`available` only after a release)."""
 
     code: str
     status: Status
@@ -268,6 +268,54 @@ class CodeInstance(Struct, kw_only=True):
 
 class SecretRotateIn(Inbound):
     secret: Literal["user_token_secret", "webhook_secret"]
+
+
+# -- notifications -------------------------------------------------------------------
+
+
+class WebhookIn(Inbound):
+    url: Url
+    events: Annotated[list[EventType], Meta(min_length=1, max_length=20)]
+
+
+class WebhookConfig(Struct, kw_only=True):
+    url: str
+    events: list[str]
+
+
+class WebhookEvent(Struct, kw_only=True, omit_defaults=True):
+    """The body of every webhook POST: the event, with its project.
+
+    ``id`` is the event id (as in GET /events): the same on every attempt, so a receiver
+    de-duplicates by it.
+    """
+
+    id: str
+    type: str
+    time: float
+    project_id: str
+    user_id: str | None = None
+    reward_id: str | None = None
+    pool_id: str | None = None
+    pool_name: str | None = None
+    code: str | None = None
+    purchase_id: str | None = None
+    threshold: int | None = None
+    available: int | None = None
+
+
+class DeadDelivery(Struct, kw_only=True):
+    """A delivery that gave up, as admins see it in the dead letters."""
+
+    id: str
+    kind: Literal["webhook", "email"]
+    url: str | None  # webhook
+    to: list[str]  # email recipients
+    event: WebhookEvent
+    attempts: int
+    error: str
+    created_at: float
+    died_at: float
 
 
 # -- lists ---------------------------------------------------------------------------

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from codepool.auth import AuthCache
 from codepool.issuer import Issuer
+from codepool.journal import Journal, journal_dir, rotation
+from codepool.notify.store import DeliveryStore
+from codepool.notify.worker import NotifyWorker
 from codepool.settings import Settings
 from codepool.store.base import Backend
 from codepool.store.codes import CodeStore
@@ -31,7 +35,13 @@ class Services:
     def __init__(self, client: Redis, settings: Settings) -> None:
         self.settings = settings
         self.client = client
-        self.backend = Backend(client, settings)
+        # The journal only matters while snapshots are taken: they are what it completes.
+        self.journal = (
+            Journal(journal_dir(settings.data_dir), rotation(settings.snapshot_interval))
+            if settings.journal and settings.snapshot_interval > 0
+            else None
+        )
+        self.backend = Backend(client, settings, self.journal)
         self.projects = ProjectStore(self.backend)
         self.pools = PoolStore(self.backend)
         self.codes = CodeStore(self.backend)
@@ -39,6 +49,18 @@ class Services:
         self.trace = TraceStore(self.backend)
         self.pos = PosStore(self.backend)
         self.issuer = Issuer(self.backend, settings.issue_batch_max)
+        self.auth_cache = AuthCache()
+        self.deliveries = DeliveryStore(self.backend)
+        self.notifier = NotifyWorker(self.deliveries, settings) if settings.notify else None
+
+    def start(self) -> None:
+        """Start this process's background work (the delivery worker, unless disabled)."""
+        if self.notifier is not None:
+            self.notifier.start()
 
     async def close(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.close()
         await self.issuer.close()
+        if self.journal is not None:
+            await self.journal.close()

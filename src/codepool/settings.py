@@ -18,7 +18,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
     root_key: str = ""
     data_dir: Path = Path("var")
+    # Seconds between snapshots of the whole state to data_dir/snapshots (0: none).
     snapshot_interval: float = 60.0
+    # Complete snapshot files kept; older ones are deleted after a new one is written.
+    snapshot_keep: int = 5
+    # Every hand-out (and redeem/release) is appended to data_dir/snapshots/journal and
+    # fsynced before the client is answered, so a restore never hands a code out twice.
+    # Only kept while snapshots run (snapshot_interval > 0).
+    journal: bool = True
     smtp_url: str | None = None
     # Upload bodies above this are refused with 413 (default 4 GiB: ~300M short codes).
     max_upload_bytes: int = 4 * 1024**3
@@ -31,6 +38,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Connections per worker process; the pool blocks instead of failing when all are busy.
     redis_max_connections: int = 64
     log_level: str = "INFO"
+    # Notifications (codepool.notify): the delivery worker runs in every app process.
+    notify: bool = True
+    smtp_from: str = "codepool@localhost"
+    # Per attempt: a webhook POST, or one SMTP conversation.
+    webhook_timeout: float = 10.0
+    # Attempts per delivery before it goes to the dead letters; the wait before attempt
+    # n+1 is delivery_backoff * 2**(n-1) seconds (at most an hour).
+    delivery_max_attempts: int = 10
+    delivery_backoff: float = 5.0
+    # A delivery or outbox entry a worker took and then vanished with is taken over by
+    # another after this long; longer than webhook_timeout, or slow sends get doubled.
+    delivery_lease: float = 60.0
+    # How long the worker waits for new outbox entries in one read; also how often it
+    # looks for due retries. Projects are looked for every 5 polls.
+    notify_poll: float = 1.0
 
 
 # env var suffix -> field name. Kept explicit so the README table and this stay in step.
@@ -39,6 +61,8 @@ _ENV: dict[str, str] = {
     "ROOT_KEY": "root_key",
     "DATA_DIR": "data_dir",
     "SNAPSHOT_INTERVAL": "snapshot_interval",
+    "SNAPSHOT_KEEP": "snapshot_keep",
+    "JOURNAL": "journal",
     "SMTP_URL": "smtp_url",
     "MAX_UPLOAD_BYTES": "max_upload_bytes",
     "IDEMPOTENCY_TTL": "idempotency_ttl",
@@ -46,6 +70,13 @@ _ENV: dict[str, str] = {
     "ISSUE_BATCH_MAX": "issue_batch_max",
     "REDIS_MAX_CONNECTIONS": "redis_max_connections",
     "LOG_LEVEL": "log_level",
+    "NOTIFY": "notify",
+    "SMTP_FROM": "smtp_from",
+    "WEBHOOK_TIMEOUT": "webhook_timeout",
+    "DELIVERY_MAX_ATTEMPTS": "delivery_max_attempts",
+    "DELIVERY_BACKOFF": "delivery_backoff",
+    "DELIVERY_LEASE": "delivery_lease",
+    "NOTIFY_POLL": "notify_poll",
 }
 
 
@@ -73,4 +104,20 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError(
             "CODEPOOL_ISSUE_BATCH_MAX and CODEPOOL_REDIS_MAX_CONNECTIONS must be >= 1"
         )
+    if settings.snapshot_interval < 0 or settings.snapshot_keep < 1:
+        raise SettingsError("CODEPOOL_SNAPSHOT_INTERVAL must be >= 0, CODEPOOL_SNAPSHOT_KEEP >= 1")
+    _check_notify(settings)
     return settings
+
+
+def _check_notify(settings: Settings) -> None:
+    if settings.delivery_max_attempts < 1:
+        raise SettingsError("CODEPOOL_DELIVERY_MAX_ATTEMPTS must be >= 1")
+    if min(settings.webhook_timeout, settings.delivery_backoff, settings.notify_poll) <= 0:
+        raise SettingsError(
+            "CODEPOOL_WEBHOOK_TIMEOUT, CODEPOOL_DELIVERY_BACKOFF and CODEPOOL_NOTIFY_POLL "
+            "must be > 0"
+        )
+    if settings.delivery_lease <= settings.webhook_timeout:
+        # A lease that ends while its send still runs lets a second worker send it too.
+        raise SettingsError("CODEPOOL_DELIVERY_LEASE must be longer than CODEPOOL_WEBHOOK_TIMEOUT")

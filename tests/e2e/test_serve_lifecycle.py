@@ -52,7 +52,8 @@ def test_sigkill_of_serve_takes_redis_and_workers_down(tmp_path: Path) -> None:
     with start_serve(data_dir, workers=2) as server:
         children = descendants(server.pid)
         assert len(redis_servers_in(data_dir / "redis")) == 1
-        assert len(serve_processes(data_dir)) == 4  # serve, 2 workers, redis-server
+        # serve, 2 workers, the snapshot process (codepool.durability), redis-server
+        assert len(serve_processes(data_dir)) == 5
         # No cleanup code runs: only PR_SET_PDEATHSIG stands between us and orphans.
         os.kill(server.pid, signal.SIGKILL)
         server.process.wait()

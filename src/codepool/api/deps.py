@@ -16,6 +16,9 @@ from codepool.services import Services
 # What handlers declare: injected by name (Litestar wants that said explicitly).
 Svc = NamedDependency[Services]
 Caller = NamedDependency[Principal]
+# The hot paths (issue, purchase): authenticated from the per-process cache; the
+# Principal's credential must then be re-checked by issue.lua (see auth.py).
+CachedCaller = NamedDependency[Principal]
 
 
 def provide_services(state: State) -> Services:
@@ -33,9 +36,20 @@ async def provide_principal(request: Request[Any, Any, Any], services: Svc) -> P
     )
 
 
+async def provide_cached_principal(request: Request[Any, Any, Any], services: Svc) -> Principal:
+    return await authenticate(
+        request.headers.get("authorization"),
+        request.path_params.get("project_id"),
+        services.settings.root_key,
+        services.projects,
+        services.auth_cache,
+    )
+
+
 DEPENDENCIES = {
     "services": Provide(provide_services, sync_to_thread=False),
     "principal": Provide(provide_principal),
+    "cached_principal": Provide(provide_cached_principal),
 }
 
 

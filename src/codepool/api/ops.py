@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, MediaType, Response, get
 
-from codepool import errors
+from codepool import errors, keys
 from codepool.api.deps import Svc
 from codepool.models import Health
 
@@ -21,11 +21,14 @@ class OpsController(Controller):
 
     @get("/readyz")
     async def readyz(self, services: Svc) -> Health:
-        """Redis answers; 503 otherwise."""
+        """Redis answers and no restore is running; 503 otherwise."""
         try:
-            await services.client.ping()
+            restoring = await services.client.exists(keys.RESTORING)
         except Exception as exc:
             raise errors.NotReady("redis is not reachable", reason=type(exc).__name__) from None
+        if restoring:
+            # codepool.restore: until it ends, pools are missing or half written.
+            raise errors.NotReady("a restore from snapshot is running", reason="restoring")
         return Health(status="ready")
 
     @get("/metrics", media_type=MediaType.TEXT)
@@ -40,4 +43,14 @@ class OpsController(Controller):
             "# TYPE codepool_issue_requests_total counter",
             f"codepool_issue_requests_total {issuer.requests}",
         ]
+        journal = services.journal
+        if journal is not None:
+            lines += [
+                "# HELP codepool_journal_records_total hand-out/redeem/release records journaled.",
+                "# TYPE codepool_journal_records_total counter",
+                f"codepool_journal_records_total {journal.records}",
+                "# HELP codepool_journal_fsyncs_total journal writes (one fsync each).",
+                "# TYPE codepool_journal_fsyncs_total counter",
+                f"codepool_journal_fsyncs_total {journal.writes}",
+            ]
         return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -7,17 +7,20 @@ import time
 
 from redis.asyncio import Redis
 
+from codepool.journal import Journal
 from codepool.scripts import Scripts
 from codepool.settings import Settings
 
 
 class Backend:
-    """One Redis client with its registered scripts, plus the settings they need."""
+    """One Redis client with its registered scripts, plus the settings they need, and
+    the journal hand-outs, redeems and releases go to (None: not journaled)."""
 
-    def __init__(self, client: Redis, settings: Settings) -> None:
+    def __init__(self, client: Redis, settings: Settings, journal: Journal | None = None) -> None:
         self.client = client
         self.scripts = Scripts(client)
         self.settings = settings
+        self.journal = journal
 
 
 def new_id() -> str:

@@ -30,6 +30,9 @@ class IssueResult(msgspec.Struct, frozen=True, kw_only=True):
     purchase_id: str | None
     hide_code: bool
     codes: list[str]
+    # Status OK: the hand-out position of codes[0] in the pool (lua/issue.lua); the
+    # journal records it so a restore can tell whether a snapshot holds the hand-out.
+    position: int = -1
 
 
 async def issue_batch(
@@ -43,6 +46,8 @@ async def issue_batch(
         keys.issued(project_id),
         keys.pool_log(project_id, pool_id),
         keys.events(project_id),
+        keys.outbox(project_id),
+        keys.webhook(project_id),
     ]
     settings = backend.settings
     args: list[Any] = [
@@ -80,4 +85,10 @@ async def issue_batch(
                 codes=codes,
             )
         )
+    # The trailer is missing only when the pool is gone (every request failed).
+    position = int(raw[i]) if len(raw) > i else 0
+    for k, result in enumerate(results):
+        if result.status == Status.OK:
+            results[k] = msgspec.structs.replace(result, position=position)
+            position += len(result.codes)
     return results

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from codepool import errors, keys
+from codepool.journal import RedeemRecord, ReleaseRecord
 from codepool.models import CodeInstance, Validation
 from codepool.store.base import Backend, now, text
 
@@ -21,6 +23,17 @@ def _templates(project_id: str) -> dict[str, str]:
         "user": keys.user_codes(project_id, _ID),
         "reward_users": keys.reward_users(project_id, _ID),
     }
+
+
+def _event_keys(project_id: str) -> list[str]:
+    """KEYS of redeem.lua and release.lua: the records and where their event goes."""
+    return [
+        keys.issued(project_id),
+        keys.pools(project_id),
+        keys.events(project_id),
+        keys.outbox(project_id),
+        keys.webhook(project_id),
+    ]
 
 
 def _opt(value: Any) -> str | None:
@@ -43,6 +56,16 @@ def _instance(code: str, raw: list[Any]) -> CodeInstance:
         reward_id=_opt(raw[6]),
         purchase_id=_opt(raw[7]),
     )
+
+
+def _identity(raw: list[Any]) -> dict[str, str]:
+    """The fields that name an instance in its issued record, as the journal keeps them."""
+    return {
+        "at": text(raw[3]),
+        "user": text(raw[5]),
+        "reward": text(raw[6]),
+        "purchase": text(raw[7]),
+    }
 
 
 def _raise_for(code: str, raw: list[Any]) -> None:
@@ -96,20 +119,42 @@ class PosStore:
         t = _templates(project_id)
         raw = await self._b.scripts.run(
             "redeem",
-            [keys.issued(project_id), keys.pools(project_id), keys.events(project_id)],
+            _event_keys(project_id),
             [code, now(), self._b.settings.events_maxlen, t["pool"], t["avail"]],
         )
         _raise_for(code, raw)
+        if self._b.journal is not None:
+            # Before the answer: a restore must not let the code be redeemed again.
+            await self._journal(
+                RedeemRecord(
+                    written=time.time(),
+                    project=project_id,
+                    pool=text(raw[1]),
+                    code=code,
+                    **_identity(raw),
+                    redeemed_at=text(raw[4]),
+                    seq=int(raw[8]),
+                )
+            )
         return _instance(code, raw)
+
+    async def _journal(self, record: RedeemRecord | ReleaseRecord) -> None:
+        assert self._b.journal is not None
+        try:
+            await self._b.journal.append([record])
+        except Exception:
+            # Done in Redis, but a restore after a data loss would not know it.
+            raise errors.NotReady("the change could not be recorded", reason="journal") from None
 
     async def release(self, project_id: str, code: str) -> CodeInstance:
         t = _templates(project_id)
+        released_at = now()
         raw = await self._b.scripts.run(
             "release",
-            [keys.issued(project_id), keys.pools(project_id), keys.events(project_id)],
+            _event_keys(project_id),
             [
                 code,
-                now(),
+                released_at,
                 self._b.settings.events_maxlen,
                 t["pool"],
                 t["avail"],
@@ -119,6 +164,18 @@ class PosStore:
             ],
         )
         _raise_for(code, raw)
+        if self._b.journal is not None:
+            await self._journal(
+                ReleaseRecord(
+                    written=time.time(),
+                    project=project_id,
+                    pool=text(raw[1]),
+                    code=code,
+                    **_identity(raw),
+                    released_at=repr(released_at),
+                    position=int(raw[9]),
+                )
+            )
         inst = _instance(code, raw)
         inst.status = "available"
         inst.available = int(raw[8])

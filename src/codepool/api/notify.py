@@ -1,0 +1,66 @@
+"""The project webhook, and the deliveries that gave up (dead letters)."""
+
+from __future__ import annotations
+
+import time
+
+from litestar import Controller, delete, get, post, put
+from litestar.params import JSONBody
+
+from codepool.api.deps import Caller, Svc
+from codepool.api.params import Count, PathStr, Skip
+from codepool.auth import authorize
+from codepool.models import DeadDelivery, Page, WebhookConfig, WebhookIn
+
+
+class NotifyController(Controller):
+    path = "/v1/projects/{project_id:str}"
+    tags = ("notifications",)
+
+    @put("/webhook", status_code=200)
+    async def put_webhook(
+        self, project_id: PathStr, data: JSONBody[WebhookIn], principal: Caller, services: Svc
+    ) -> WebhookConfig:
+        """Set the project webhook: every event of these types is POSTed there, signed."""
+        authorize(principal, project_id, "admin")
+        await services.projects.get(project_id)
+        return await services.deliveries.put_webhook(project_id, data)
+
+    @get("/webhook")
+    async def get_webhook(
+        self, project_id: PathStr, principal: Caller, services: Svc
+    ) -> WebhookConfig:
+        """The project webhook; 404 when none is set."""
+        authorize(principal, project_id, "admin")
+        await services.projects.get(project_id)
+        return await services.deliveries.get_webhook(project_id)
+
+    @delete("/webhook", status_code=204)
+    async def delete_webhook(self, project_id: PathStr, principal: Caller, services: Svc) -> None:
+        """Stop sending events to the project webhook (deliveries already queued still go)."""
+        authorize(principal, project_id, "admin")
+        await services.projects.get(project_id)
+        await services.deliveries.delete_webhook(project_id)
+
+    @get("/deliveries/dead")
+    async def list_dead(
+        self,
+        project_id: PathStr,
+        principal: Caller,
+        services: Svc,
+        skip: Skip = 0,
+        count: Count = 20,
+    ) -> Page[DeadDelivery]:
+        """Deliveries that gave up, newest first, with their last error."""
+        authorize(principal, project_id, "admin")
+        await services.projects.get(project_id)
+        return await services.deliveries.dead_page(project_id, skip, count)
+
+    @post("/deliveries/dead/{delivery_id:str}/retry", status_code=204)
+    async def retry_dead(
+        self, project_id: PathStr, delivery_id: PathStr, principal: Caller, services: Svc
+    ) -> None:
+        """Queue a dead delivery again, due now, with a fresh count of attempts."""
+        authorize(principal, project_id, "admin")
+        await services.projects.get(project_id)
+        await services.deliveries.requeue(project_id, delivery_id, int(time.time() * 1000))

@@ -1,0 +1,310 @@
+"""The hand-out journal: every code handed out is on disk before the client hears of it.
+
+A snapshot (codepool.snapshot) is taken every so often; what changed since is only in
+Redis. If Redis then loses its data, a snapshot alone would make every code handed out
+since available again. So each app process appends one record per hand-out (and per
+redeem and release) to a file of its own under ``$CODEPOOL_DATA_DIR/snapshots/journal/``
+and fsyncs it before answering; a restore (codepool.restore) replays the records the
+snapshot does not hold.
+
+Group commit: records that arrive while a write is running go out together in the next
+write + fsync, so under load one fsync serves many requests (as one issue.lua call serves
+many in the issuer). The fsync runs in a thread, off the event loop.
+
+Which records a snapshot holds is decided by counters, not by time: a hand-out carries
+its position in the pool (lua/issue.lua), a redeem the pool's redeem count after it, a
+release the position it put the code at; each slice of a snapshot carries the pool
+counters it was read at. Record times only bound what a restore needs to read.
+
+File format: frames of ``[u32 length][u32 crc32][msgpack record]``. A torn or corrupt
+frame ends the file for the reader (it can only be the last write, which never got its
+fsync and so was never acknowledged); after a failed write the writer starts a new file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import struct
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".cpj"
+_FRAME = struct.Struct(">II")
+# A writer starts a new file at the first write this long after it opened the current
+# one, so files stop growing and the snapshotter can delete them.
+DEFAULT_ROTATE_SECONDS = 60.0
+# The snapshotter leaves a file alone this long past its rotation time: a writer that
+# found it young enough a moment ago may still be writing to it.
+ROTATE_GRACE = 30.0
+
+
+class Handout(msgspec.Struct, array_like=True, frozen=True):
+    """The codes one request got from one issue.lua call."""
+
+    codes: list[str]
+    # Position of codes[0] in the pool; -1 for an answer replayed from an idempotency
+    # record (the codes were popped by an earlier call, which has its own record unless
+    # its journal write failed).
+    position: int
+    # assigned_time exactly as the issued record holds it (the text issue.lua got).
+    at: str
+    user: str
+    reward: str
+    purchase: str
+    # The idempotency record issue.lua stored ("" for none), its key and expiry (Unix s).
+    idem_key: str = ""
+    idem_value: str = ""
+    idem_expires: float = 0.0
+
+
+class IssueRecord(msgspec.Struct, tag="i", array_like=True, frozen=True):
+    written: float  # Unix time of the write: after the script returned
+    project: str
+    pool: str
+    handouts: list[Handout]
+
+
+class RedeemRecord(msgspec.Struct, tag="d", array_like=True, frozen=True):
+    written: float
+    project: str
+    pool: str
+    code: str
+    # The instance (as in its issued record) and what redeem.lua set.
+    at: str
+    user: str
+    reward: str
+    purchase: str
+    redeemed_at: str
+    seq: int  # the pool's redeemed count after this redeem
+
+
+class ReleaseRecord(msgspec.Struct, tag="r", array_like=True, frozen=True):
+    written: float
+    project: str
+    pool: str
+    code: str
+    at: str
+    user: str
+    reward: str
+    purchase: str
+    released_at: str
+    position: int  # where release.lua put the code in the available list
+
+
+Record = IssueRecord | RedeemRecord | ReleaseRecord
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Record)
+
+
+def journal_dir(data_dir: Path) -> Path:
+    return data_dir / "snapshots" / "journal"
+
+
+def rotation(snapshot_interval: float) -> float:
+    """How long a writer keeps appending to one file: about a snapshot interval, so the
+    files a new snapshot makes useless stop being written soon after."""
+    return max(snapshot_interval, 1.0)
+
+
+def idempotency_value(
+    fingerprint: str, at: str, purchase: str, available: int, codes: Sequence[str]
+) -> str:
+    """The idempotency record issue.lua stores for a request (see its header)."""
+    return "\x1f".join([fingerprint, at, purchase, str(available), ",".join(codes)])
+
+
+def encode_frames(records: Sequence[Record]) -> bytes:
+    out = bytearray()
+    for record in records:
+        payload = _encoder.encode(record)
+        out += _FRAME.pack(len(payload), zlib.crc32(payload))
+        out += payload
+    return bytes(out)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a file's creation, rename or removal in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class JournalError(RuntimeError):
+    """A journal write failed: the records in it are not durable."""
+
+
+class Journal:
+    """This process's journal file, with group commit. One per event loop."""
+
+    def __init__(self, directory: Path, rotate_after: float = DEFAULT_ROTATE_SECONDS) -> None:
+        self.directory = directory
+        self.rotate_after = rotate_after
+        self._fd: int | None = None
+        self._opened = 0.0
+        self._pending = bytearray()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.writes = 0  # fsyncs done (for tests and /metrics)
+        self.records = 0
+
+    async def append(self, records: Sequence[Record]) -> None:
+        """Return once ``records`` are on disk (fsynced); raise JournalError if not."""
+        if not records:
+            return
+        self._pending += encode_frames(records)
+        self.records += len(records)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        # shield: a caller that goes away must not cancel a write others wait on.
+        await asyncio.shield(waiter)
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiters:
+                data, waiters = bytes(self._pending), self._waiters
+                self._pending, self._waiters = bytearray(), []
+                try:
+                    await asyncio.to_thread(self._write, data)
+                except Exception as exc:
+                    log.exception("journal write failed in %s", self.directory)
+                    error = JournalError(f"journal write failed: {exc}")
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(error)
+                    continue
+                self.writes += 1
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+        finally:
+            self._flusher = None
+
+    def _write(self, data: bytes) -> None:
+        now = time.time()
+        if self._fd is not None and now - self._opened > self.rotate_after:
+            self._close_fd()
+        if self._fd is None:
+            self._open(now)
+        fd = self._fd
+        assert fd is not None
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fdatasync(fd)
+        except BaseException:
+            # The file may now end in a torn frame: readers stop there, so nothing may
+            # follow it. The next write goes to a new file.
+            self._close_fd()
+            raise
+
+    def _open(self, now: float) -> None:
+        # Private like the data it holds (user ids, idempotency records).
+        self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory.mkdir(exist_ok=True, mode=0o700)
+        name = f"{int(now * 1e6)}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
+        self._fd = os.open(
+            self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+        )
+        self._opened = now
+        # The file's directory entry must be durable too, or a crash loses the whole file.
+        fsync_dir(self.directory)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        self._close_fd()
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+def journal_files(directory: Path) -> list[Path]:
+    """Journal files, oldest first (names start with their creation time)."""
+    if not directory.is_dir():
+        return []
+    return sorted(
+        (p for p in directory.iterdir() if p.name.endswith(SUFFIX)),
+        key=lambda p: (_created(p), p.name),
+    )
+
+
+def _created(path: Path) -> float:
+    try:
+        return int(path.name.split("-", 1)[0]) / 1e6
+    except ValueError:
+        return 0.0
+
+
+def read_file(path: Path) -> Iterator[Record]:
+    """The records of one journal file, up to the first torn or corrupt frame."""
+    with path.open("rb") as f:
+        data = f.read()
+    offset = 0
+    while offset + _FRAME.size <= len(data):
+        length, crc = _FRAME.unpack_from(data, offset)
+        start, end = offset + _FRAME.size, offset + _FRAME.size + length
+        if end > len(data) or zlib.crc32(data[start:end]) != crc:
+            log.warning("journal %s: torn or corrupt frame at byte %d; rest ignored", path, offset)
+            return
+        try:
+            yield _decoder.decode(data[start:end])
+        except msgspec.DecodeError:
+            log.warning("journal %s: undecodable record at byte %d; rest ignored", path, offset)
+            return
+        offset = end
+
+
+def read_journal(directory: Path, since: float = 0.0) -> list[Record]:
+    """Every record written at or after ``since`` (Unix time), from all files."""
+    records: list[Record] = []
+    for path in journal_files(directory):
+        with contextlib.suppress(FileNotFoundError):  # pruned meanwhile
+            if path.stat().st_mtime < since:
+                continue  # its last write was before `since`: nothing in it is needed
+            records.extend(r for r in read_file(path) if r.written >= since)
+    return records
+
+
+def prune(directory: Path, before: float, rotate_after: float = DEFAULT_ROTATE_SECONDS) -> int:
+    """Delete journal files whose every record was written before ``before``.
+
+    A file is deleted only once no writer can still append to it (it is older than
+    the rotation time plus a grace period), and its last write was before ``before``.
+    """
+    removed = 0
+    now = time.time()
+    for path in journal_files(directory):
+        if _created(path) > now - rotate_after - ROTATE_GRACE:
+            continue
+        try:
+            if path.stat().st_mtime < before:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    if removed:
+        fsync_dir(directory)
+    return removed
