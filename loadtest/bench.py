@@ -56,7 +56,7 @@ def free_port() -> int:
 
 
 def start_server(
-    data_dir: Path, redis_url: str, workers: int
+    data_dir: Path, redis_url: str, workers: int, extra_env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEPOOL_")}
@@ -66,6 +66,7 @@ def start_server(
         CODEPOOL_REDIS_URL=redis_url,
         CODEPOOL_LOG_LEVEL="WARNING",
     )
+    env.update(extra_env or {})
     log = (data_dir / "serve.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "codepool", "serve", "--port", str(port), "--workers", str(workers)],
@@ -322,13 +323,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each HTTP rate run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE",
+        help="a CODEPOOL_* setting for the server, e.g. --env CODEPOOL_JOURNAL=0",
+    )
     args = parser.parse_args()
+    extra_env = dict(item.split("=", 1) for item in args.env)
 
     with tempfile.TemporaryDirectory(prefix="codepool-bench-") as tmp:
         data_dir = Path(tmp)
         with EmbeddedRedis(data_dir / "redis") as embedded:
             r = redis.Redis.from_url(embedded.url)
-            proc, port = start_server(data_dir, embedded.url, args.workers)
+            proc, port = start_server(data_dir, embedded.url, args.workers, extra_env)
             try:
                 print(
                     f"codepool bench: {os.cpu_count()} cores, {args.workers} workers, "

@@ -9,16 +9,22 @@
   KEYS[1] pool hash            KEYS[2] available list      KEYS[3] issued hash
   KEYS[4] pool log list        KEYS[5] events stream       KEYS[6] outbox stream
   KEYS[7] project webhook hash
-  per request i (0-based), from KEYS[8 + 4*i]:
-    idempotency key, user codes list, reward hash, reward users hash
-    (a request without idempotency/user/reward passes placeholder names; they are
-    never touched)
+  per request i (0-based), from KEYS[8 + 5*i]:
+    idempotency key, user codes list, reward hash, reward users hash, credential key
+    (the project's API keys hash or the project hash; see ARGV)
+    (a request without idempotency/user/reward/credential passes placeholder names;
+    they are never touched)
 
   ARGV[1] now (unix seconds)   ARGV[2] pool id   ARGV[3] events maxlen
   ARGV[4] idempotency ttl (s)  ARGV[5] number of requests
-  per request i, from ARGV[6 + 5*i]:
+  per request i, from ARGV[6 + 7*i]:
     count, user id ("" none), reward id ("" none: an admin pool issue),
-    fingerprint ("" no idempotency key), purchase id
+    fingerprint ("" no idempotency key), purchase id,
+    credential kind ("" none, "key", "user") and value: the caller was authenticated
+    from a per-process cache (codepool.auth), so this step re-checks what the cache
+    took on trust: for "key" the API key id must still be in the keys hash (not
+    revoked), for "user" the secret the JWT was verified with must still be the
+    project's user_token_secret (not rotated)
 
   Issued record (value of the issued hash, field = code string): one entry per
   instance of that string that left `available`, entries separated by \30, fields
@@ -39,7 +45,8 @@
   status: 1 ok, 2 ok (replayed from the idempotency record),
           -1 pool exhausted, -2 pool expired, -3 per-user limit reached,
           -4 idempotency key reused with another request, -5 no such pool,
-          -6 no such reward, -7 reward draws from another pool
+          -6 no such reward, -7 reward draws from another pool,
+          -9 credential revoked or rotated (nothing done; answer 401)
 ]]
 local rcall = redis.call
 --@include "common.lua"
@@ -75,13 +82,19 @@ local expired = meta[2] and meta[2] ~= '' and tonumber(now) >= tonumber(meta[2])
 local issued_total = 0
 
 for i = 0, n - 1 do
-  local kb, ab = 8 + 4 * i, 6 + 5 * i
+  local kb, ab = 8 + 5 * i, 6 + 7 * i
   local idem_key, user_key, reward_key, reward_users = KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3]
   local count, user, reward = tonumber(ARGV[ab]), ARGV[ab + 1], ARGV[ab + 2]
   local fingerprint, purchase_id = ARGV[ab + 3], ARGV[ab + 4]
+  local cred_kind, cred = ARGV[ab + 5], ARGV[ab + 6]
 
   local done, limit, hide = false, nil, 0
-  if reward ~= '' then
+  if cred_kind == 'key' then
+    if rcall('HEXISTS', KEYS[kb + 4], cred) == 0 then fail(-9); done = true end
+  elseif cred_kind == 'user' then
+    if rcall('HGET', KEYS[kb + 4], 'user_token_secret') ~= cred then fail(-9); done = true end
+  end
+  if not done and reward ~= '' then
     local r = rcall('HMGET', reward_key, 'pool_id', 'per_user_limit', 'hide_code')
     if not r[1] then
       fail(-6); done = true

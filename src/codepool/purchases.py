@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from codepool import errors
+from codepool.auth import Credential
 from codepool.issuer import Issuer
 from codepool.models import Purchase
 from codepool.scripts import Status
@@ -26,6 +27,8 @@ def raise_for_issue(result: IssueResult, pool_id: str, reward_id: str | None = N
             raise errors.IdempotencyKeyReused()
         case Status.NO_POOL:
             raise errors.PoolNotFound(id=pool_id)
+        case Status.STALE_CREDENTIAL:
+            raise errors.Unauthorized("the API key was revoked or the user-token secret rotated")
         case _:
             raise errors.RewardNotFound(id=reward_id)
 
@@ -39,6 +42,7 @@ async def purchase(
     *,
     idempotency_digest: str | None,
     fingerprint: str | None,
+    credential: Credential | None = None,
 ) -> Purchase:
     purchase_id = new_id()
     fresh = False
@@ -54,6 +58,7 @@ async def purchase(
                 idempotency_digest=idempotency_digest,
                 fingerprint=fingerprint,
                 purchase_id=purchase_id,
+                credential=credential,
             ),
         )
         # The cached route was stale (the reward moved pools): read it again, once.

@@ -9,6 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from codepool import keys
+from codepool.auth import Credential
 from codepool.scripts import Scripts, Status, script_sources
 from codepool.settings import load_settings
 from codepool.store.base import Backend, text
@@ -296,3 +297,23 @@ async def test_resume_commit_after_interruption(backend: Backend) -> None:
     assert await CodeStore(backend).resume_commits(P) == 1
     assert await _counters(backend) == (5, 5, 0)
     assert not await backend.client.hexists(keys.pool(P, POOL), "committing:crash")
+
+
+async def test_issue_rechecks_cached_credentials(backend: Backend) -> None:
+    await _pool(backend)
+    await _fill(backend, ["A", "B", "C"])
+    await backend.client.hset(keys.api_keys(P), "k1", "{}")
+    await backend.client.hset(keys.project(P), "user_token_secret", "s1")
+    results = await issue_batch(
+        backend,
+        P,
+        POOL,
+        [
+            IssueRequest(count=1, credential=Credential("key", "k1")),
+            IssueRequest(count=1, credential=Credential("key", "revoked")),
+            IssueRequest(count=1, user_id="u", credential=Credential("user", "s1")),
+            IssueRequest(count=1, user_id="u", credential=Credential("user", "old-secret")),
+        ],
+    )
+    assert [r.status for r in results] == [Status.OK, Status.STALE_CREDENTIAL, Status.OK, Status.STALE_CREDENTIAL]
+    assert await _counters(backend) == (3, 1, 2)

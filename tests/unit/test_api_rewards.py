@@ -251,3 +251,35 @@ async def test_bad_user_tokens_are_refused(redis: Redis) -> None:
         assert (
             await c.post(f"/v1/projects/{a.id}/secrets/rotate", json={"secret": "x"}, headers=ROOT)
         ).status_code == 400
+
+
+async def test_cached_credentials_stop_working_at_once_on_the_hot_paths(redis: Redis) -> None:
+    """Issue and purchase authenticate from a per-process cache; issue.lua re-checks the
+    credential, so revoking a key or rotating the secret still refuses the very next call."""
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t, [f"H{i}" for i in range(10)])
+        reward = await make_reward(c, t, pool["id"])
+        issue = f"/v1/projects/{t.id}/pools/{pool['id']}/issue"
+        buy = f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"
+
+        made = await c.post(f"/v1/projects/{t.id}/keys", json={"role": "admin", "name": "temp"}, headers=ROOT)
+        temp = auth(made.json()["key"])
+        assert (await c.post(issue, json={}, headers=temp)).status_code == 200  # now cached
+        assert (await c.delete(f"/v1/projects/{t.id}/keys/{made.json()['id']}", headers=ROOT)).status_code == 204
+        r = await c.post(issue, json={}, headers=temp)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        r = await c.post(buy, json={"user_id": "u"}, headers=temp)
+        assert r.status_code == 401
+
+        old = user_token(t, "nina")
+        assert (await c.post(buy, headers=old)).status_code == 201  # secret now cached
+        rotated = await c.post(
+            f"/v1/projects/{t.id}/secrets/rotate", json={"secret": "user_token_secret"}, headers=t.admin
+        )
+        assert (await c.post(buy, headers=old)).status_code == 401
+        fresh = user_token(t, "nina", secret=rotated.json()["user_token_secret"])
+        assert (await c.post(buy, headers=fresh)).status_code == 201
+
+        p = (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()
+        assert p["assigned"] == 3  # the refused calls took nothing

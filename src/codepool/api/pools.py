@@ -12,7 +12,7 @@ from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
 
 from codepool import errors
-from codepool.api.deps import Caller, Svc, idempotency
+from codepool.api.deps import CachedCaller, Caller, Svc, idempotency
 from codepool.api.params import Count, PathStr, Skip, StatusFilter
 from codepool.auth import authorize
 from codepool.codeparse import parser_for
@@ -188,10 +188,11 @@ class PoolController(Controller):
         pool_id: PathStr,
         data: JSONBody[IssueIn],
         request: Request[Any, Any, Any],
-        principal: Caller,
+        cached_principal: CachedCaller,
         services: Svc,
     ) -> IssueOut:
         """Hand out `count` codes at once (partner fulfilment); all or nothing."""
+        principal = cached_principal  # its credential is re-checked by issue.lua
         authorize(principal, project_id, "admin")
         digest, fingerprint = idempotency(
             request, principal, f"issue\x1f{data.count}\x1f{data.user_id or ''}"
@@ -204,6 +205,7 @@ class PoolController(Controller):
                 user_id=data.user_id,
                 idempotency_digest=digest,
                 fingerprint=fingerprint,
+                credential=principal.credential,
             ),
         )
         raise_for_issue(result, pool_id)

@@ -8,7 +8,7 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import JSONBody
 
 from codepool import errors
-from codepool.api.deps import Caller, Svc, idempotency
+from codepool.api.deps import CachedCaller, Caller, Svc, idempotency
 from codepool.api.params import Count, PathStr, Skip
 from codepool.auth import authorize
 from codepool.models import Page, Purchase, PurchaseIn, Reward, RewardIn, RewardPatch
@@ -79,11 +79,12 @@ class RewardController(Controller):
         project_id: PathStr,
         reward_id: PathStr,
         request: Request[Any, Any, Any],
-        principal: Caller,
+        cached_principal: CachedCaller,
         services: Svc,
         data: JSONBody[PurchaseIn | None] = None,
     ) -> Purchase:
         """Buy one code: a user for themselves, an admin on behalf of `user_id`."""
+        principal = cached_principal  # its credential is re-checked by issue.lua
         authorize(principal, project_id, "admin", "user")
         asked_for = data.user_id if data else None
         if principal.role == "user":
@@ -105,4 +106,5 @@ class RewardController(Controller):
             user_id,
             idempotency_digest=digest,
             fingerprint=fingerprint,
+            credential=principal.credential,
         )

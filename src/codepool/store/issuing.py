@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from codepool import keys
+from codepool.auth import Credential
 from codepool.scripts import Status
 from codepool.store.base import Backend, now
 
@@ -21,6 +22,8 @@ class IssueRequest(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_digest: str | None = None
     fingerprint: str | None = None
     purchase_id: str = ""
+    # Set when the caller was authenticated from the cache: issue.lua re-checks it.
+    credential: Credential | None = None
 
 
 class IssueResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,8 +69,10 @@ async def issue_batch(
             keys.user_codes(project_id, r.user_id) if r.user_id else pool_key,
             keys.reward(project_id, r.reward_id) if r.reward_id else pool_key,
             keys.reward_users(project_id, r.reward_id) if r.reward_id else pool_key,
+            _credential_key(project_id, r.credential) or pool_key,
         ]
         args += [r.count, r.user_id or "", r.reward_id or "", r.fingerprint or "", r.purchase_id]
+        args += [r.credential.kind, r.credential.value] if r.credential else ["", ""]
     raw = await backend.scripts.run("issue", key_list, args)
     results: list[IssueResult] = []
     i = 1
@@ -92,3 +97,9 @@ async def issue_batch(
             results[k] = msgspec.structs.replace(result, position=position)
             position += len(result.codes)
     return results
+
+
+def _credential_key(project_id: str, credential: Credential | None) -> str | None:
+    if credential is None:
+        return None
+    return keys.api_keys(project_id) if credential.kind == "key" else keys.project(project_id)
