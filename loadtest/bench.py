@@ -324,7 +324,10 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE",
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="a CODEPOOL_* setting for the server, e.g. --env CODEPOOL_JOURNAL=0",
     )
     args = parser.parse_args()

@@ -141,7 +141,9 @@ async def _api_key(token: str, projects: ProjectStore, cache: AuthCache | None) 
     )
 
 
-async def _user(token: str, project_id: str, projects: ProjectStore, cache: AuthCache | None) -> Principal:
+async def _user(
+    token: str, project_id: str, projects: ProjectStore, cache: AuthCache | None
+) -> Principal:
     cached = cache.secret(project_id) if cache is not None else None
     if cached is not None:
         try:
@@ -158,7 +160,9 @@ async def _user(token: str, project_id: str, projects: ProjectStore, cache: Auth
     return _verify_jwt(token, project_id, secret, Credential("user", secret))
 
 
-def _verify_jwt(token: str, project_id: str, secret: str, credential: Credential | None) -> Principal:
+def _verify_jwt(
+    token: str, project_id: str, secret: str, credential: Credential | None
+) -> Principal:
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
     except jwt.ExpiredSignatureError:
@@ -166,7 +170,12 @@ def _verify_jwt(token: str, project_id: str, secret: str, credential: Credential
     except jwt.PyJWTError:
         raise errors.Unauthorized("invalid token") from None
     sub = claims["sub"]
-    if not isinstance(sub, str) or not sub or len(sub) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in sub):
+    if (
+        not isinstance(sub, str)
+        or not sub
+        or len(sub) > 128
+        or any(ord(c) < 32 or ord(c) == 127 for c in sub)
+    ):
         raise errors.Unauthorized("token subject is not a valid user id")
     return Principal(role="user", project_id=project_id, user_id=sub, credential=credential)
 

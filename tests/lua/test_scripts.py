@@ -315,5 +315,10 @@ async def test_issue_rechecks_cached_credentials(backend: Backend) -> None:
             IssueRequest(count=1, user_id="u", credential=Credential("user", "old-secret")),
         ],
     )
-    assert [r.status for r in results] == [Status.OK, Status.STALE_CREDENTIAL, Status.OK, Status.STALE_CREDENTIAL]
+    assert [r.status for r in results] == [
+        Status.OK,
+        Status.STALE_CREDENTIAL,
+        Status.OK,
+        Status.STALE_CREDENTIAL,
+    ]
     assert await _counters(backend) == (3, 1, 2)

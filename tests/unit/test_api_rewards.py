@@ -263,10 +263,14 @@ async def test_cached_credentials_stop_working_at_once_on_the_hot_paths(redis: R
         issue = f"/v1/projects/{t.id}/pools/{pool['id']}/issue"
         buy = f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"
 
-        made = await c.post(f"/v1/projects/{t.id}/keys", json={"role": "admin", "name": "temp"}, headers=ROOT)
+        made = await c.post(
+            f"/v1/projects/{t.id}/keys", json={"role": "admin", "name": "temp"}, headers=ROOT
+        )
         temp = auth(made.json()["key"])
         assert (await c.post(issue, json={}, headers=temp)).status_code == 200  # now cached
-        assert (await c.delete(f"/v1/projects/{t.id}/keys/{made.json()['id']}", headers=ROOT)).status_code == 204
+        assert (
+            await c.delete(f"/v1/projects/{t.id}/keys/{made.json()['id']}", headers=ROOT)
+        ).status_code == 204
         r = await c.post(issue, json={}, headers=temp)
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
         r = await c.post(buy, json={"user_id": "u"}, headers=temp)
@@ -275,7 +279,9 @@ async def test_cached_credentials_stop_working_at_once_on_the_hot_paths(redis: R
         old = user_token(t, "nina")
         assert (await c.post(buy, headers=old)).status_code == 201  # secret now cached
         rotated = await c.post(
-            f"/v1/projects/{t.id}/secrets/rotate", json={"secret": "user_token_secret"}, headers=t.admin
+            f"/v1/projects/{t.id}/secrets/rotate",
+            json={"secret": "user_token_secret"},
+            headers=t.admin,
         )
         assert (await c.post(buy, headers=old)).status_code == 401
         fresh = user_token(t, "nina", secret=rotated.json()["user_token_secret"])
