@@ -283,6 +283,14 @@ class Run:
         )
         self.targets.append(Target("bytes per assigned code", per_assigned, 150, "B", False))
 
+    def report(self) -> None:
+        print("\ntarget                                   measured      goal")
+        for t in self.targets:
+            mark = "ok  " if t.met else "MISS"
+            sign = ">=" if t.higher_is_better else "<="
+            print(f"{mark} {t.name:<36} {t.measured:>12,.2f} {sign} {t.goal:,.2f} {t.unit}")
+        print(f"codes handed out twice: {self.duplicates}", flush=True)
+
     def stock(self) -> int:
         """Enough codes that a rate run never runs dry."""
         return int(max(self.health_rate, 1000) * self.args.seconds * 1.5)
@@ -350,17 +358,21 @@ def main() -> int:
                 run.pos()
                 run.bulk()
                 run.upload_and_memory()
+                run.report()
             finally:
-                proc.terminate()
-                proc.wait(30)
-
-    print("\ntarget                                   measured      goal")
-    for t in run.targets:
-        mark = "ok  " if t.met else "MISS"
-        sign = ">=" if t.higher_is_better else "<="
-        print(f"{mark} {t.name:<36} {t.measured:>12,.2f} {sign} {t.goal:,.2f} {t.unit}")
-    print(f"codes handed out twice: {run.duplicates}")
+                stop(proc)
     return 0 if run.duplicates == 0 else 1
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM; the server writes a last snapshot first, which takes a while with
+    millions of codes loaded."""
+    proc.terminate()
+    try:
+        proc.wait(300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from codepool.embedded import EmbeddedRedis
-from loadtest.bench import ROOT_KEY, start_server
+from loadtest.bench import ROOT_KEY, start_server, stop
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,8 +54,7 @@ def main() -> int:
                     check=False,
                 )
             finally:
-                proc.terminate()
-                proc.wait(30)
+                stop(proc)
     print(f"report: {args.report}")
     return result.returncode
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, cast
 
 import httpx
@@ -119,3 +119,17 @@ async def make_reward(
     assert r.status_code == 201, r.text
     reward: dict[str, Any] = r.json()
     return reward
+
+
+WORKERS = 3
+
+
+async def app_workers(stack: AsyncExitStack, redis_url: str, count: int = WORKERS) -> list[Client]:
+    """Independent apps on one Redis, as `codepool serve` workers are: each with its own
+    connection pool, issuer and caches."""
+    return [
+        await stack.enter_async_context(
+            serve_app(create_app(settings_for_tests(redis_url=redis_url, redis_max_connections=16)))
+        )
+        for _ in range(count)
+    ]

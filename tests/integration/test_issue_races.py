@@ -11,27 +11,16 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from codepool.app import create_app
 from tests.apphelpers import (
+    WORKERS,
     Client,
     app_client,
+    app_workers,
     make_pool,
     make_tenant,
-    serve_app,
-    settings_for_tests,
 )
 
 pytestmark = pytest.mark.real
-WORKERS = 3
-
-
-async def _workers(stack: AsyncExitStack, url: str) -> list[Client]:
-    """Independent apps, each with its own connection pool and issuer."""
-    clients = []
-    for _ in range(WORKERS):
-        app = create_app(settings_for_tests(redis_url=url, redis_max_connections=16))
-        clients.append(await stack.enter_async_context(serve_app(app)))
-    return clients
 
 
 async def test_hundreds_in_flight_never_share_a_code(
@@ -42,7 +31,7 @@ async def test_hundreds_in_flight_never_share_a_code(
         pool = await make_pool(setup, t, [f"CODE-{i:05d}" for i in range(3000)])
     url = f"/v1/projects/{t.id}/pools/{pool['id']}/issue"
     async with AsyncExitStack() as stack:
-        workers = await _workers(stack, redis_server_url)
+        workers = await app_workers(stack, redis_server_url)
 
         async def one(i: int) -> list[str]:
             r = await workers[i % WORKERS].post(
@@ -81,7 +70,7 @@ async def test_exactly_available_requests_win_the_last_codes(
         pool = await make_pool(setup, t, [f"LAST-{i}" for i in range(50)])
     url = f"/v1/projects/{t.id}/pools/{pool['id']}/issue"
     async with AsyncExitStack() as stack:
-        workers = await _workers(stack, redis_server_url)
+        workers = await app_workers(stack, redis_server_url)
         responses = await asyncio.gather(
             *(
                 workers[i % WORKERS].post(url, json={"user_id": f"u{i}"}, headers=t.admin)
@@ -103,7 +92,7 @@ async def test_all_or_nothing_bulk_requests_race(real_redis: Redis, redis_server
         pool = await make_pool(setup, t, [f"B-{i}" for i in range(1000)])
     url = f"/v1/projects/{t.id}/pools/{pool['id']}/issue"
     async with AsyncExitStack() as stack:
-        workers = await _workers(stack, redis_server_url)
+        workers = await app_workers(stack, redis_server_url)
         responses = await asyncio.gather(
             *(
                 workers[i % WORKERS].post(url, json={"count": 300}, headers=t.admin)
@@ -125,7 +114,7 @@ async def test_retries_with_one_key_take_one_code(real_redis: Redis, redis_serve
         pool = await make_pool(setup, t, [f"I-{i}" for i in range(100)])
     url = f"/v1/projects/{t.id}/pools/{pool['id']}/issue"
     async with AsyncExitStack() as stack:
-        workers = await _workers(stack, redis_server_url)
+        workers = await app_workers(stack, redis_server_url)
         # 30 retries of the same request race each other across workers.
         headers = {**t.admin, "Idempotency-Key": "checkout-7"}
         responses = await asyncio.gather(

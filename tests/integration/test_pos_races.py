@@ -9,25 +9,15 @@ from contextlib import AsyncExitStack
 import pytest
 from redis.asyncio import Redis
 
-from codepool.app import create_app
 from tests.apphelpers import (
-    Client,
+    WORKERS,
     app_client,
+    app_workers,
     make_pool,
     make_tenant,
-    serve_app,
-    settings_for_tests,
 )
 
 pytestmark = pytest.mark.real
-WORKERS = 3
-
-
-async def _workers(stack: AsyncExitStack, url: str) -> list[Client]:
-    return [
-        await stack.enter_async_context(serve_app(create_app(settings_for_tests(redis_url=url))))
-        for _ in range(WORKERS)
-    ]
 
 
 async def test_twenty_tills_one_code_one_winner(real_redis: Redis, redis_server_url: str) -> None:
@@ -39,7 +29,7 @@ async def test_twenty_tills_one_code_one_winner(real_redis: Redis, redis_server_
         )
         codes = [c["code"] for c in issued.json()["codes"]]
     async with AsyncExitStack() as stack:
-        workers = await _workers(stack, redis_server_url)
+        workers = await app_workers(stack, redis_server_url)
         # 20 tills on each of the 10 codes, all at once.
         responses = await asyncio.gather(
             *(
@@ -73,7 +63,7 @@ async def test_redeem_and_release_race_on_one_code(
             f"/v1/projects/{t.id}/pools/{pool['id']}/issue", json={"count": 30}, headers=t.admin
         )
     async with AsyncExitStack() as stack:
-        workers = await _workers(stack, redis_server_url)
+        workers = await app_workers(stack, redis_server_url)
         calls = []
         for i in range(30):
             code = {"code": f"Q-{i}"}

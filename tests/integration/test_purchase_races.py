@@ -9,27 +9,17 @@ from contextlib import AsyncExitStack
 import pytest
 from redis.asyncio import Redis
 
-from codepool.app import create_app
 from tests.apphelpers import (
-    Client,
+    WORKERS,
     app_client,
+    app_workers,
     make_pool,
     make_reward,
     make_tenant,
-    serve_app,
-    settings_for_tests,
     user_token,
 )
 
 pytestmark = pytest.mark.real
-WORKERS = 3
-
-
-async def _workers(stack: AsyncExitStack, url: str) -> list[Client]:
-    return [
-        await stack.enter_async_context(serve_app(create_app(settings_for_tests(redis_url=url))))
-        for _ in range(WORKERS)
-    ]
 
 
 async def test_many_users_race_for_fewer_codes(real_redis: Redis, redis_server_url: str) -> None:
@@ -41,7 +31,7 @@ async def test_many_users_race_for_fewer_codes(real_redis: Redis, redis_server_u
         reward = await make_reward(setup, t, pool["id"])
     url = f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"
     async with AsyncExitStack() as stack:
-        workers = await _workers(stack, redis_server_url)
+        workers = await app_workers(stack, redis_server_url)
         tokens = [user_token(t, f"user-{i}") for i in range(500)]
         responses = await asyncio.gather(
             *(workers[i % WORKERS].post(url, headers=tokens[i]) for i in range(500))
@@ -77,7 +67,7 @@ async def test_one_user_racing_their_own_limit(real_redis: Redis, redis_server_u
     url = f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"
     token = user_token(t, "greedy")
     async with AsyncExitStack() as stack:
-        workers = await _workers(stack, redis_server_url)
+        workers = await app_workers(stack, redis_server_url)
         responses = await asyncio.gather(
             *(workers[i % WORKERS].post(url, headers=token) for i in range(60))
         )
@@ -99,7 +89,7 @@ async def test_retried_purchase_takes_one_code(real_redis: Redis, redis_server_u
     url = f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"
     headers = {**user_token(t, "ivy"), "Idempotency-Key": "tap-tap-tap"}
     async with AsyncExitStack() as stack:
-        workers = await _workers(stack, redis_server_url)
+        workers = await app_workers(stack, redis_server_url)
         responses = await asyncio.gather(
             *(workers[i % WORKERS].post(url, headers=headers) for i in range(40))
         )
