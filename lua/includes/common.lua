@@ -104,12 +104,20 @@ local function describe(code_status, inst)
 end
 
 -- Where a code with no issued record is: {-11, pool id} if some pool holds it
--- available (never handed out), else {-10} (unknown). LPOS is a linear scan of each
--- pool, paid only for codes that were never issued.
+-- available (never handed out), {-10} if none does (unknown). LPOS is a linear scan
+-- (~40 ms per million codes), so inside a script each pool is scanned only to
+-- SCAN_BOUND (a few ms); if a pool is longer and the code was not found, the answer
+-- is {-13, pool ids...}: undecided, the caller scans the rest in slices (find_code.lua)
+-- without blocking Redis. Paid only for codes that were never handed out.
+local SCAN_BOUND = 50000
 local function not_issued_or_unknown(pools_set, avail_template, code)
+  local deeper = {}
   for _, pool_id in ipairs(rcall('SMEMBERS', pools_set)) do
-    if rcall('LPOS', fill(avail_template, pool_id), code) then return {-11, pool_id} end
+    local avail = fill(avail_template, pool_id)
+    if rcall('LPOS', avail, code, 'MAXLEN', SCAN_BOUND) then return {-11, pool_id} end
+    if rcall('LLEN', avail) > SCAN_BOUND then deeper[#deeper + 1] = pool_id end
   end
+  if #deeper > 0 then return {-13, unpack(deeper)} end
   return {-10}
 end
 

@@ -322,3 +322,17 @@ async def test_issue_rechecks_cached_credentials(backend: Backend) -> None:
         Status.STALE_CREDENTIAL,
     ]
     assert await _counters(backend) == (3, 1, 2)
+
+
+async def test_find_code_reads_by_position_so_pops_never_skip(backend: Backend) -> None:
+    await _pool(backend)
+    await _fill(backend, [f"F{i}" for i in range(10)])
+    avail, pool = keys.pool_available(P, POOL), keys.pool(P, POOL)
+    first = await backend.scripts.run("find_code", [avail, pool], ["F9", -1, 4])
+    assert first == [0, 4]  # F0..F3 read; next position 4
+    await issue_batch(backend, P, POOL, [IssueRequest(count=3)])  # F0..F2 popped
+    second = await backend.scripts.run("find_code", [avail, pool], ["F9", 4, 4])
+    assert second == [0, 8]  # F4..F7: nothing skipped although the list shifted
+    third = await backend.scripts.run("find_code", [avail, pool], ["F9", 8, 4])
+    assert third == [1, 6]  # F9 sits at index 6 now
+    assert await backend.scripts.run("find_code", [avail, pool], ["F9", 20, 4]) == [-2]

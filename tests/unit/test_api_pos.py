@@ -236,3 +236,24 @@ async def test_pos_key_can_do_nothing_else(redis: Redis) -> None:
         # Users cannot use the till either.
         assert (await _pos(c, t, "redeem", "P1", user_token(t, "u"))).status_code == 403
         assert (await _pos(c, t, "validate", "P1")).json()["valid"] is True
+
+
+async def test_never_issued_codes_deep_in_a_long_pool(redis: Redis) -> None:
+    """Past the in-script scan bound the search goes on in slices: still exact."""
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        codes = [f"D{i:06d}" for i in range(90_000)]
+        pool = await make_pool(c, t, codes)
+        await c.post(
+            f"/v1/projects/{t.id}/pools/{pool['id']}/issue", json={"count": 5}, headers=t.admin
+        )
+        for code in ("D000010", "D060001", "D089999"):
+            v = (await _pos(c, t, "validate", code)).json()
+            assert (v["reason"], v["pool_id"]) == ("not_issued", pool["id"]), code
+        r = await _pos(c, t, "redeem", "D075000")
+        assert r.status_code == 409 and r.json()["error"]["code"] == "not_issued"
+        r = await _pos(c, t, "release", "D075000", t.admin)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "not_issued"
+        assert (await _pos(c, t, "validate", "NOT-THERE")).json()["reason"] == "unknown_code"
+        assert (await _pos(c, t, "redeem", "NOT-THERE")).status_code == 404
+        assert (await _pos(c, t, "validate", "D000002")).json()["valid"] is True

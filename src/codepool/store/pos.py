@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from codepool import errors, keys
 from codepool.journal import RedeemRecord, ReleaseRecord
 from codepool.models import CodeInstance, Validation
 from codepool.store.base import Backend, now, text
 
-OK, EXPIRED, UNKNOWN, NOT_ISSUED, REDEEMED = 1, -2, -10, -11, -12
+OK, EXPIRED, UNKNOWN, NOT_ISSUED, REDEEMED, UNDECIDED = 1, -2, -10, -11, -12, -13
+# How much of a long pool one find_code.lua call reads (about a millisecond of Redis).
+FIND_SLICE = 20_000
+Reason = Literal["unknown_code", "not_issued", "already_redeemed", "pool_expired"]
+_REASONS: dict[int, Reason | None] = {
+    OK: None,
+    EXPIRED: "pool_expired",
+    REDEEMED: "already_redeemed",
+}
 # keys.py builds the templates: "\0" stands where the script puts the id it reads.
 _ID = "\0"
 
@@ -94,6 +102,7 @@ class PosStore:
             [keys.issued(project_id), keys.pools(project_id)],
             [code, now(), t["pool"], t["avail"]],
         )
+        raw = await self._settle(project_id, code, raw)
         status = int(raw[0])
         if status == UNKNOWN:
             return Validation(valid=False, status=None, reason="unknown_code")
@@ -102,11 +111,10 @@ class PosStore:
                 valid=False, status="available", reason="not_issued", pool_id=text(raw[1])
             )
         inst = _instance(code, raw)
-        reason = {OK: None, EXPIRED: "pool_expired", REDEEMED: "already_redeemed"}[status]
         return Validation(
             valid=status == OK,
             status=inst.status,
-            reason=reason,  # type: ignore[arg-type]
+            reason=_REASONS[status],
             pool_id=inst.pool_id,
             reward_id=inst.reward_id,
             user_id=inst.user_id,
@@ -122,6 +130,7 @@ class PosStore:
             _event_keys(project_id),
             [code, now(), self._b.settings.events_maxlen, t["pool"], t["avail"]],
         )
+        raw = await self._settle(project_id, code, raw)
         _raise_for(code, raw)
         if self._b.journal is not None:
             # Before the answer: a restore must not let the code be redeemed again.
@@ -137,6 +146,27 @@ class PosStore:
                 )
             )
         return _instance(code, raw)
+
+    async def _settle(self, project_id: str, code: str, raw: list[Any]) -> list[Any]:
+        """Finish a search the script left undecided: the code has no issued record and
+        was not near the head of some long pools (SCAN_BOUND in lua/includes/common.lua).
+        Those pools are read again in slices of about a millisecond of Redis each, so the
+        exact answer costs this caller time, never Redis's other clients."""
+        if int(raw[0]) != UNDECIDED:
+            return raw
+        for pool_id in (text(p) for p in raw[1:]):
+            found_keys = [keys.pool_available(project_id, pool_id), keys.pool(project_id, pool_id)]
+            position = -1
+            while True:
+                found = await self._b.scripts.run(
+                    "find_code", found_keys, [code, position, FIND_SLICE]
+                )
+                if found[0] == 1:
+                    return [NOT_ISSUED, pool_id]
+                if found[0] == -2:
+                    break
+                position = int(found[1])
+        return [UNKNOWN]
 
     async def _journal(self, record: RedeemRecord | ReleaseRecord) -> None:
         assert self._b.journal is not None
@@ -163,6 +193,7 @@ class PosStore:
                 t["reward_users"],
             ],
         )
+        raw = await self._settle(project_id, code, raw)
         _raise_for(code, raw)
         if self._b.journal is not None:
             await self._journal(
