@@ -54,7 +54,6 @@ PerUserLimitReached = _error(
 )
 NotIssued = _error("not_issued", 409, "the code was never handed out")
 AlreadyRedeemed = _error("already_redeemed", 409, "the code was already redeemed")
-NotAssigned = _error("not_assigned", 409, "no assigned instance of this code to release")
 UploadInProgress = _error(
     "upload_in_progress", 409, "another duplicates=skip upload is running on this pool"
 )
