@@ -301,7 +301,11 @@ class SnapshotLoop:
 
 def _run_loop(settings: Settings, url: str, parent_pid: int) -> None:
     """Body of the snapshot process (forked by ``codepool serve`` before its workers)."""
-    die_with_parent(parent_pid)
+    # SIGKILL, not SIGTERM: if serve dies abruptly, Redis (SIGTERMed by its own
+    # death signal) is going down too, and a "last snapshot" against it would hang on
+    # reconnects and socket timeouts, outliving serve. Nothing is lost: every
+    # acknowledged change is in the journal. An orderly stop still sends SIGTERM.
+    die_with_parent(parent_pid, signal.SIGKILL)
     # Reading and encoding millions of codes is CPU work that can wait; Redis and the
     # workers answering clients cannot. On a small machine they win the cores.
     os.nice(SNAPSHOT_NICENESS)
