@@ -27,22 +27,22 @@ def provide_services(state: State) -> Services:
 
 
 async def provide_principal(request: Request[Any, Any, Any], services: Svc) -> Principal:
-    project_id = request.path_params.get("project_id")
-    return await authenticate(
-        request.headers.get("authorization"),
-        project_id,
-        services.settings.root_key,
-        services.projects,
-    )
+    return await _principal(request, services, cached=False)
 
 
 async def provide_cached_principal(request: Request[Any, Any, Any], services: Svc) -> Principal:
+    return await _principal(request, services, cached=True)
+
+
+async def _principal(
+    request: Request[Any, Any, Any], services: Services, *, cached: bool
+) -> Principal:
     return await authenticate(
         request.headers.get("authorization"),
         request.path_params.get("project_id"),
         services.settings.root_key,
         services.projects,
-        services.auth_cache,
+        services.auth_cache if cached else None,
     )
 
 

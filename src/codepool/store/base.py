@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import AsyncIterable
+from typing import TypeVar
 
 from redis.asyncio import Redis
 
@@ -42,3 +44,21 @@ def text(value: bytes | str | None) -> str:
 def opt_float(value: bytes | str | None) -> float | None:
     raw = text(value)
     return float(raw) if raw else None
+
+
+T = TypeVar("T")
+
+
+async def window(batches: AsyncIterable[list[T]], skip: int, count: int) -> list[T]:
+    """Items ``skip`` .. ``skip + count`` of a stream read in batches; stops reading
+    once the window is full."""
+    data: list[T] = []
+    async for batch in batches:
+        if skip >= len(batch):
+            skip -= len(batch)
+            continue
+        data.extend(batch[skip : skip + count - len(data)])
+        skip = 0
+        if len(data) >= count:
+            break
+    return data

@@ -9,7 +9,7 @@ from typing import Literal
 from codepool import errors, keys
 from codepool.codeparse import CodeParser
 from codepool.models import CodeEntry, Page, Status, UploadResult
-from codepool.store.base import Backend, new_id, text
+from codepool.store.base import Backend, new_id, text, window
 from codepool.store.records import walk
 
 Duplicates = Literal["allow", "skip"]
@@ -161,16 +161,7 @@ class CodeStore:
         statuses = ALL_STATUSES if status is None else frozenset({status})
         counters = await self._counters(project_id, pool_id)
         matched = sum(counters[s] for s in statuses)
-        data: list[CodeEntry] = []
-        to_skip = skip
-        async for batch in self.entries(project_id, pool_id, statuses):
-            if to_skip >= len(batch):
-                to_skip -= len(batch)
-                continue
-            data.extend(batch[to_skip : to_skip + count - len(data)])
-            to_skip = 0
-            if len(data) >= count:
-                break
+        data = await window(self.entries(project_id, pool_id, statuses), skip, count)
         return Page(data=data, matched=matched, matched_limited=False, skip=skip, limit=count)
 
     async def _counters(self, project_id: str, pool_id: str) -> dict[Status, int]:

@@ -119,19 +119,18 @@ class RewardStore:
         if not isinstance(data.metadata, msgspec.UnsetType):
             fields += ["metadata", msgspec.json.encode(data.metadata)]
         while True:
-            current = await self.get(project_id, reward_id)
-            new_pool = (
-                current.pool_id if isinstance(data.pool_id, msgspec.UnsetType) else data.pool_id
-            )
+            # The scripts take the pool id read here and refuse (MOVED) if it changed since.
+            current = await self.pool_of(project_id, reward_id, fresh=True)
+            new_pool = current if isinstance(data.pool_id, msgspec.UnsetType) else data.pool_id
             result = await self._b.scripts.run(
                 "update_reward",
                 [
                     keys.reward(project_id, reward_id),
-                    keys.pool_rewards(project_id, current.pool_id),
+                    keys.pool_rewards(project_id, current),
                     keys.pool(project_id, new_pool),
                     keys.pool_rewards(project_id, new_pool),
                 ],
-                [reward_id, current.pool_id, new_pool, *fields],
+                [reward_id, current, new_pool, *fields],
             )
             if result != MOVED:
                 break
@@ -144,16 +143,16 @@ class RewardStore:
 
     async def delete(self, project_id: str, reward_id: str) -> None:
         while True:
-            current = await self.get(project_id, reward_id)
+            current = await self.pool_of(project_id, reward_id, fresh=True)
             result = await self._b.scripts.run(
                 "delete_reward",
                 [
                     keys.rewards(project_id),
                     keys.reward(project_id, reward_id),
-                    keys.pool_rewards(project_id, current.pool_id),
+                    keys.pool_rewards(project_id, current),
                     keys.reward_users(project_id, reward_id),
                 ],
-                [reward_id, current.pool_id],
+                [reward_id, current],
             )
             if result != MOVED:
                 break

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from codepool import errors, keys
 from codepool.models import Event, Page, Voucher
-from codepool.store.base import Backend, text
+from codepool.store.base import Backend, text, window
 from codepool.store.records import walk
 
 # Stream entries read per XRANGE while filtering, and at most per request: a filtered
@@ -90,29 +90,19 @@ class TraceStore:
         """What the user holds, oldest first. ``hide_codes`` blanks codes of hide_code rewards."""
         code_list = keys.user_codes(project_id, user_id)
         total = await self._b.client.llen(code_list)
-        data: list[Voucher] = []
-        to_skip = skip
-        async for batch in walk(
-            self._b, code_list, keys.issued(project_id), lambda i: i.user_id == user_id
-        ):
-            if to_skip >= len(batch):
-                to_skip -= len(batch)
-                continue
-            for code, inst in batch[to_skip : to_skip + count - len(data)]:
-                data.append(
-                    Voucher(
-                        code=code,
-                        status=inst.status,
-                        pool_id=inst.pool_id,
-                        reward_id=inst.reward_id,
-                        purchase_id=inst.purchase_id,
-                        assigned_time=inst.assigned_time,
-                        redeemed_time=inst.redeemed_time,
-                    )
-                )
-            to_skip = 0
-            if len(data) >= count:
-                break
+        held = walk(self._b, code_list, keys.issued(project_id), lambda i: i.user_id == user_id)
+        data = [
+            Voucher(
+                code=code,
+                status=inst.status,
+                pool_id=inst.pool_id,
+                reward_id=inst.reward_id,
+                purchase_id=inst.purchase_id,
+                assigned_time=inst.assigned_time,
+                redeemed_time=inst.redeemed_time,
+            )
+            for code, inst in await window(held, skip, count)
+        ]
         if hide_codes:
             await self._hide(project_id, data)
         return Page(data=data, matched=total, matched_limited=False, skip=skip, limit=count)
