@@ -200,7 +200,9 @@ class Run:
         b = self.b
         pool = b.pool("issue", self.stock(), "I")
         req = b.post(f"/v1/projects/{b.project}/pools/{pool}/issue", b.admin, b'{"count":1}')
+        calls = script_calls(self.r)
         res = b.load(lambda i: req, duration=self.args.seconds, keep_bodies=True)
+        coalesced(res, script_calls(self.r) - calls)
         told = [c["code"] for body in res.bodies for c in msgspec.json.decode(body)["codes"]]
         self.duplicates += check_unique(told, "pool/issue")
         summary("pool/issue count=1", res)
@@ -219,7 +221,9 @@ class Run:
             jwt.encode({"sub": f"fan-{i}"}, b.user_secret, algorithm="HS256") for i in range(5000)
         ]
         reqs = [b.post(path, {"Authorization": f"Bearer {t}"}) for t in tokens]
+        calls = script_calls(self.r)
         res = b.load(lambda i: reqs[i % len(reqs)], duration=self.args.seconds, keep_bodies=True)
+        coalesced(res, script_calls(self.r) - calls)
         told = [msgspec.json.decode(body)["code"] for body in res.bodies]
         self.duplicates += check_unique(told, "purchase")
         summary("purchase", res)
@@ -303,6 +307,16 @@ class Run:
         self.targets.append(Target(f"{label} errors", failed, 0, "", higher_is_better=False))
 
 
+# --phases name -> Run method.
+PHASES = {
+    "issue": "single_issue",
+    "purchase": "purchase",
+    "pos": "pos",
+    "bulk": "bulk",
+    "upload": "upload_and_memory",
+}
+
+
 def raw_rpush(r: redis.Redis, n: int) -> float:
     """Seconds for a plain pipelined RPUSH of n codes from Python: the upload's yardstick."""
     started = time.perf_counter()
@@ -315,6 +329,18 @@ def raw_rpush(r: redis.Redis, n: int) -> float:
     seconds = time.perf_counter() - started
     r.delete("bench:raw")
     return seconds
+
+
+def script_calls(r: redis.Redis) -> int:
+    """EVALSHA calls Redis has served: with one script call per coalesced batch, the
+    requests of a run over these tell how well coalescing works."""
+    stats = r.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
+
+
+def coalesced(res: httpload.Result, calls: int) -> None:
+    each = res.requests / max(calls, 1)
+    print(f"  {res.requests} requests in {calls} script calls: {each:.1f} each")
 
 
 def used_memory(r: redis.Redis) -> int:
@@ -338,7 +364,16 @@ def main() -> int:
         metavar="NAME=VALUE",
         help="a CODEPOOL_* setting for the server, e.g. --env CODEPOOL_JOURNAL=0",
     )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (healthz always runs first)",
+    )
     args = parser.parse_args()
+    phases = [p for p in args.phases.split(",") if p]
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     extra_env = dict(item.split("=", 1) for item in args.env)
 
     with tempfile.TemporaryDirectory(prefix="codepool-bench-") as tmp:
@@ -353,11 +388,9 @@ def main() -> int:
                 )
                 run = Run(Bench(port, args, r), r, args)
                 run.health()
-                run.single_issue()
-                run.purchase()
-                run.pos()
-                run.bulk()
-                run.upload_and_memory()
+                for phase, method in PHASES.items():  # in order: pos redeems purchases
+                    if phase in phases:
+                        getattr(run, method)()
                 run.report()
             finally:
                 stop(proc)

@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from codepool import __version__, errors
 from codepool.api.deps import DEPENDENCIES
+from codepool.api.fast import FastRoutes
 from codepool.api.notify import NotifyController
 from codepool.api.ops import OpsController
 from codepool.api.pools import PoolController
@@ -25,7 +26,8 @@ from codepool.api.projects import ProjectController
 from codepool.api.rewards import RewardController
 from codepool.api.trace import TraceController
 from codepool.models import ErrorBody, ErrorOut
-from codepool.services import Services, make_client
+from codepool.redisclient import make_client
+from codepool.services import Services
 from codepool.settings import Settings, load_settings
 
 log = logging.getLogger("codepool")
@@ -98,7 +100,7 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
             if own_client:
                 await redis.aclose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             OpsController,
             ProjectController,
@@ -125,6 +127,11 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
         ),
         debug=False,
     )
+    if settings.fast_routes:
+        # Litestar.__call__ hands every request to asgi_handler (its exception-wrapped
+        # router); the flash-sale routes are taken off in front of it.
+        app.asgi_handler = FastRoutes(app, app.asgi_handler)
+    return app
 
 
 def create_app_from_env() -> Litestar:

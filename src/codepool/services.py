@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from codepool.auth import AuthCache
 from codepool.issuer import Issuer
@@ -17,18 +17,6 @@ from codepool.store.pos import PosStore
 from codepool.store.projects import ProjectStore
 from codepool.store.rewards import RewardStore
 from codepool.store.trace import TraceStore
-
-
-def make_client(settings: Settings) -> Redis:
-    """A client over a blocking pool: under a burst, requests wait for a connection
-    instead of failing with 'too many connections'."""
-    if settings.redis_url is None:
-        raise RuntimeError("CODEPOOL_REDIS_URL is not set (codepool serve sets it)")
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=settings.redis_max_connections, timeout=20
-    )
-    # from_pool: closing the client also closes the pool and its connections.
-    return Redis.from_pool(pool)
 
 
 class Services:

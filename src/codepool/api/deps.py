@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
-from codepool import errors
 from codepool.auth import Principal, authenticate
 from codepool.services import Services
 
@@ -51,21 +49,3 @@ DEPENDENCIES = {
     "principal": Provide(provide_principal),
     "cached_principal": Provide(provide_cached_principal),
 }
-
-
-def idempotency(
-    request: Request[Any, Any, Any], principal: Principal, fingerprint: str
-) -> tuple[str | None, str | None]:
-    """(digest naming the record, fingerprint of this request) for an Idempotency-Key.
-
-    The key is scoped to the caller and the endpoint, so two clients that happen to
-    pick the same key never see each other's answers.
-    """
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None, None
-    if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise errors.BadRequest("Idempotency-Key must be 1-255 printable characters")
-    scope = f"{principal.identity}\x1f{request.method}\x1f{request.url.path}\x1f{key}"
-    digest = hashlib.sha256(scope.encode()).hexdigest()
-    return digest, hashlib.sha256(fingerprint.encode()).hexdigest()[:32]

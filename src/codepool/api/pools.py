@@ -12,13 +12,13 @@ from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
 
 from codepool import errors
-from codepool.api.deps import CachedCaller, Caller, Svc, idempotency
+from codepool.api import handouts
+from codepool.api.deps import CachedCaller, Caller, Svc
 from codepool.api.params import Count, PathStr, Skip, StatusFilter
 from codepool.auth import authorize
 from codepool.codeparse import parser_for
 from codepool.models import (
     CodeEntry,
-    IssuedCode,
     IssueIn,
     IssueOut,
     Page,
@@ -29,8 +29,6 @@ from codepool.models import (
     Status,
     UploadResult,
 )
-from codepool.purchases import raise_for_issue
-from codepool.store.issuing import IssueRequest
 
 
 async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator[bytes]:
@@ -192,27 +190,14 @@ class PoolController(Controller):
         services: Svc,
     ) -> IssueOut:
         """Hand out `count` codes at once (partner fulfilment); all or nothing."""
-        principal = cached_principal  # its credential is re-checked by issue.lua
-        authorize(principal, project_id, "admin")
-        digest, fingerprint = idempotency(
-            request, principal, f"issue\x1f{data.count}\x1f{data.user_id or ''}"
-        )
-        result = await services.issuer.issue(
+        return await handouts.issue_codes(
+            services,
+            cached_principal,
             project_id,
             pool_id,
-            IssueRequest(
-                count=data.count,
-                user_id=data.user_id,
-                idempotency_digest=digest,
-                fingerprint=fingerprint,
-                credential=principal.credential,
-            ),
-        )
-        raise_for_issue(result, pool_id)
-        at = result.assigned_time or 0.0
-        return IssueOut(
-            codes=[IssuedCode(code=c, assigned_time=at) for c in result.codes],
-            available=result.available,
+            data,
+            request.headers.get("idempotency-key"),
+            request.url.path,
         )
 
 

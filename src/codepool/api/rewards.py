@@ -7,12 +7,11 @@ from typing import Any
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import JSONBody
 
-from codepool import errors
-from codepool.api.deps import CachedCaller, Caller, Svc, idempotency
+from codepool.api import handouts
+from codepool.api.deps import CachedCaller, Caller, Svc
 from codepool.api.params import Count, PathStr, Skip
 from codepool.auth import authorize
 from codepool.models import Page, Purchase, PurchaseIn, Reward, RewardIn, RewardPatch
-from codepool.purchases import purchase
 
 
 class RewardController(Controller):
@@ -84,27 +83,12 @@ class RewardController(Controller):
         data: JSONBody[PurchaseIn | None] = None,
     ) -> Purchase:
         """Buy one code: a user for themselves, an admin on behalf of `user_id`."""
-        principal = cached_principal  # its credential is re-checked by issue.lua
-        authorize(principal, project_id, "admin", "user")
-        asked_for = data.user_id if data else None
-        if principal.role == "user":
-            if asked_for is not None and asked_for != principal.user_id:
-                raise errors.Forbidden("a user can only purchase for themselves")
-            user_id = principal.user_id
-        else:
-            user_id = asked_for
-        if not user_id:
-            raise errors.BadRequest("user_id is required when an admin purchases for a user")
-        digest, fingerprint = idempotency(
-            request, principal, f"purchase\x1f{reward_id}\x1f{user_id}"
-        )
-        return await purchase(
-            services.issuer,
-            services.rewards,
+        return await handouts.purchase_reward(
+            services,
+            cached_principal,
             project_id,
             reward_id,
-            user_id,
-            idempotency_digest=digest,
-            fingerprint=fingerprint,
-            credential=principal.credential,
+            data,
+            request.headers.get("idempotency-key"),
+            request.url.path,
         )

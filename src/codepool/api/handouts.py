@@ -1,0 +1,110 @@
+"""The two routes that hand codes out: admin issue and user purchase.
+
+Each is served by two shells that share everything here: the fast ASGI route
+(api/fast.py), which serves them in production, and the Litestar handler (api/pools.py,
+api/rewards.py), which documents them in the OpenAPI schema and serves them when
+``CODEPOOL_FAST_ROUTES=0``. Whatever a shell is, the caller gets the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from codepool import errors
+from codepool.auth import Principal, authorize
+from codepool.models import IssuedCode, IssueIn, IssueOut, Purchase, PurchaseIn
+from codepool.purchases import purchase, raise_for_issue
+from codepool.services import Services
+from codepool.store.issuing import IssueRequest
+
+
+def idempotency(
+    key: str | None, principal: Principal, method: str, path: str, fingerprint: str
+) -> tuple[str | None, str | None]:
+    """(digest naming the record, fingerprint of this request) for an Idempotency-Key.
+
+    The key is scoped to the caller and the endpoint, so two clients that happen to
+    pick the same key never see each other's answers.
+    """
+    if key is None:
+        return None, None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise errors.BadRequest("Idempotency-Key must be 1-255 printable characters")
+    # A trailing slash names the same endpoint (Litestar routes it the same way).
+    scope = f"{principal.identity}\x1f{method}\x1f{path.rstrip('/')}\x1f{key}"
+    digest = hashlib.sha256(scope.encode()).hexdigest()
+    return digest, hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
+
+
+async def issue_codes(
+    services: Services,
+    principal: Principal,
+    project_id: str,
+    pool_id: str,
+    data: IssueIn,
+    idempotency_key: str | None,
+    path: str,
+) -> IssueOut:
+    """Hand ``data.count`` codes of a pool to an admin, all or nothing.
+
+    ``principal`` comes from the auth cache: its credential is re-checked by issue.lua.
+    """
+    authorize(principal, project_id, "admin")
+    digest, fingerprint = idempotency(
+        idempotency_key, principal, "POST", path, f"issue\x1f{data.count}\x1f{data.user_id or ''}"
+    )
+    result = await services.issuer.issue(
+        project_id,
+        pool_id,
+        IssueRequest(
+            count=data.count,
+            user_id=data.user_id,
+            idempotency_digest=digest,
+            fingerprint=fingerprint,
+            credential=principal.credential,
+        ),
+    )
+    raise_for_issue(result, pool_id)
+    at = result.assigned_time or 0.0
+    return IssueOut(
+        codes=[IssuedCode(code=c, assigned_time=at) for c in result.codes],
+        available=result.available,
+    )
+
+
+async def purchase_reward(
+    services: Services,
+    principal: Principal,
+    project_id: str,
+    reward_id: str,
+    data: PurchaseIn | None,
+    idempotency_key: str | None,
+    path: str,
+) -> Purchase:
+    """One code of a reward: a user buys for themselves, an admin for ``data.user_id``.
+
+    ``principal`` comes from the auth cache: its credential is re-checked by issue.lua.
+    """
+    authorize(principal, project_id, "admin", "user")
+    asked_for = data.user_id if data else None
+    if principal.role == "user":
+        if asked_for is not None and asked_for != principal.user_id:
+            raise errors.Forbidden("a user can only purchase for themselves")
+        user_id = principal.user_id
+    else:
+        user_id = asked_for
+    if not user_id:
+        raise errors.BadRequest("user_id is required when an admin purchases for a user")
+    digest, fingerprint = idempotency(
+        idempotency_key, principal, "POST", path, f"purchase\x1f{reward_id}\x1f{user_id}"
+    )
+    return await purchase(
+        services.issuer,
+        services.rewards,
+        project_id,
+        reward_id,
+        user_id,
+        idempotency_digest=digest,
+        fingerprint=fingerprint,
+        credential=principal.credential,
+    )
