@@ -1,0 +1,124 @@
+"""User tokens: HS256 JWTs signed with the project's ``user_token_secret``.
+
+A purchase carries one, so one is verified per purchase. PyJWT 2.15 took ~70 us for
+that on the machine here, half of a purchase's CPU: it checks every base64 character
+in a Python loop and re-checks the key for PEM and SSH shapes on every call. This
+verifier does the checks that matter for the one algorithm codepool accepts, in a few
+microseconds. tests/unit/test_usertoken.py holds it to PyJWT's verdict on a corpus of
+good, bad and mangled tokens: whatever PyJWT refuses, this refuses too.
+
+What it checks, as PyJWT does by default: three base64url segments (canonical, padding
+optional); a header whose ``alg`` is exactly HS256, that asks for no extension (``crit``,
+``b64``) and has a string ``kid`` if any; the signature (constant-time); a JSON object
+payload; ``exp`` in the future, ``nbf`` and ``iat`` not in it (whole seconds, as PyJWT);
+no ``aud`` (codepool names no audience); ``sub`` and ``jti`` strings when present. It is
+stricter in two ways: time claims must be JSON numbers (PyJWT also takes numeric
+strings), and any ``aud`` is refused (PyJWT lets an empty one pass).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import time
+from typing import Any
+
+import msgspec
+
+# Unpadded base64url; a length of 1 mod 4 cannot be produced by any input.
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+_json = msgspec.json.Decoder()
+
+
+class InvalidTokenError(ValueError):
+    """The token is malformed, wrongly signed, or its claims do not hold now."""
+
+
+class ExpiredTokenError(InvalidTokenError):
+    """The token's ``exp`` has passed."""
+
+
+def verify(token: str, secret: str, now: float | None = None) -> dict[str, Any]:
+    """The claims of a valid token; raise InvalidTokenError (or ExpiredTokenError) otherwise."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidTokenError("not a JWS compact token")
+    header_b64, payload_b64, _ = parts
+    # Every segment is checked before anything is done with it (the signing input is
+    # then plain ASCII).
+    header_raw, payload_raw, signature = (_segment(p) for p in parts)
+    header = _object(header_raw, "header")
+    if header.get("alg") != "HS256":
+        raise InvalidTokenError("the token's algorithm is not HS256")
+    if "crit" in header or header.get("b64", True) is not True:
+        raise InvalidTokenError("the token asks for extensions codepool does not know")
+    if "kid" in header and not isinstance(header["kid"], str):
+        raise InvalidTokenError("the kid header must be a string")
+    expected = hmac.new(
+        secret.encode(), f"{header_b64}.{payload_b64}".encode("ascii"), hashlib.sha256
+    ).digest()
+    if not hmac.compare_digest(expected, signature):
+        raise InvalidTokenError("bad signature")
+    claims = _object(payload_raw, "payload")
+    _check_claims(claims, time.time() if now is None else now)
+    return claims
+
+
+def _segment(text: str) -> bytes:
+    stripped = text.rstrip("=")
+    padding = len(text) - len(stripped)
+    if padding > 2 or (padding and len(text) % 4) or len(stripped) % 4 == 1:
+        raise InvalidTokenError("bad base64url padding")
+    if not _SEGMENT.fullmatch(stripped):
+        raise InvalidTokenError("not base64url")
+    try:
+        decoded = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidTokenError("not base64url") from None
+    # Canonical only: unused trailing bits must be zero, so one token has one spelling.
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != stripped.encode("ascii"):
+        raise InvalidTokenError("non-canonical base64url")
+    return decoded
+
+
+def _object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = _json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise InvalidTokenError(f"the {what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidTokenError(f"the {what} is not a JSON object")
+    return value
+
+
+def _seconds(claims: dict[str, Any], name: str) -> int | None:
+    """A time claim in whole seconds (truncated, as PyJWT compares them)."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidTokenError(f"the {name} claim must be a number")
+    try:
+        return int(value)
+    except (ValueError, OverflowError):  # NaN, infinity
+        raise InvalidTokenError(f"the {name} claim must be a finite number") from None
+
+
+def _check_claims(claims: dict[str, Any], now: float) -> None:
+    exp = _seconds(claims, "exp")
+    if exp is not None and exp <= now:
+        raise ExpiredTokenError("token expired")
+    nbf = _seconds(claims, "nbf")
+    if nbf is not None and nbf > now:
+        raise InvalidTokenError("the token is not valid yet (nbf)")
+    iat = _seconds(claims, "iat")
+    if iat is not None and iat > now:
+        raise InvalidTokenError("the token is not valid yet (iat)")
+    if "aud" in claims:
+        raise InvalidTokenError("the token names an audience")
+    for name in ("sub", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise InvalidTokenError(f"the {name} claim must be a string")

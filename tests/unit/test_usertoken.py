@@ -1,0 +1,174 @@
+"""codepool.usertoken against PyJWT as the oracle: never accept what PyJWT refuses.
+
+A corpus of hand-built tokens (every header and claim case the verifier has a rule
+for) plus thousands of seeded random mutations of good tokens; for each, if codepool
+accepts it PyJWT must accept it too, with the same claims, and the good ones must be
+accepted by both.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import random
+import time
+from typing import Any
+
+import jwt
+import msgspec
+import pytest
+
+from codepool import usertoken
+
+SECRET = "project-secret-" + "0123456789abcdef" * 4
+NOW = int(time.time())
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def token(header: Any, payload: Any, secret: str = SECRET, *, raw: bool = False) -> str:
+    """A token signed with HS256 whatever its header says; ``raw`` takes JSON text as is."""
+    head = header if raw and isinstance(header, str) else msgspec.json.encode(header).decode()
+    body = payload if raw and isinstance(payload, str) else msgspec.json.encode(payload).decode()
+    signing = f"{b64(head.encode())}.{b64(body.encode())}"
+    sig = hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{b64(sig)}"
+
+
+HS = {"alg": "HS256", "typ": "JWT"}
+GOOD = [
+    token(HS, {"sub": "u-1"}),
+    token(HS, {"sub": "u-1", "exp": NOW + 100}),
+    token(HS, {"sub": "u-1", "exp": NOW + 100.5, "nbf": NOW - 5, "iat": NOW - 5}),
+    token({"alg": "HS256"}, {"sub": "ü", "jti": "j", "iss": "anyone", "extra": [1, {"a": None}]}),
+    token({"alg": "HS256", "kid": "k1"}, {"sub": "u"}),
+    token({"alg": "HS256", "b64": True}, {"sub": "u"}),
+    jwt.encode({"sub": "made-by-pyjwt", "exp": NOW + 60}, SECRET, algorithm="HS256"),
+]
+BAD = [
+    token(HS, {"sub": "u", "exp": NOW - 100}),
+    token(HS, {"sub": "u", "exp": 10.9}),
+    token(HS, {"sub": "u", "nbf": NOW + 100}),
+    token(HS, {"sub": "u", "iat": NOW + 100}),
+    token(HS, {"sub": "u", "aud": "shop"}),
+    token(HS, {"sub": "u", "aud": ["a"]}),
+    token(HS, {"sub": "u", "aud": ""}),  # PyJWT lets an empty aud pass; codepool does not
+    token(HS, {"sub": 5}),
+    token(HS, {"sub": "u", "jti": 5}),
+    token(HS, {"sub": "u", "exp": str(NOW + 100)}),  # PyJWT takes it; codepool does not
+    token(HS, {"sub": "u", "exp": True}),
+    token(HS, {"sub": "u", "exp": None}),
+    token(HS, '{"sub": "u", "exp": 1e400}', raw=True),
+    token(HS, '{"sub": "u", "exp": NaN}', raw=True),
+    token(HS, "[1, 2]", raw=True),
+    token(HS, '"just a string"', raw=True),
+    token(HS, "{not json", raw=True),
+    token("[]", {"sub": "u"}, raw=True),
+    token({"alg": "HS384"}, {"sub": "u"}),
+    token({"alg": "none"}, {"sub": "u"}),
+    token({"alg": "hs256"}, {"sub": "u"}),
+    token({}, {"sub": "u"}),
+    token({"alg": "HS256", "kid": 7}, {"sub": "u"}),
+    token({"alg": "HS256", "crit": ["exp"], "exp": 1}, {"sub": "u"}),
+    token({"alg": "HS256", "crit": []}, {"sub": "u"}),
+    token({"alg": "HS256", "b64": False}, {"sub": "u"}),
+    token(HS, {"sub": "u"}, secret="another-secret"),
+    jwt.encode({"sub": "u"}, SECRET, algorithm="HS512"),
+    jwt.encode({"sub": "u"}, None, algorithm="none"),
+    "",
+    ".",
+    "..",
+    "a.b",
+    "a.b.c.d",
+    GOOD[0] + ".",
+    "." + GOOD[0],
+    GOOD[0].replace(".", ".."),
+    GOOD[0] + "==",  # the signature segment needs one "=", not two
+    GOOD[0] + "===",
+    GOOD[0] + " ",
+    " " + GOOD[0],
+    GOOD[0][:10] + "+" + GOOD[0][11:],  # base64, not base64url
+    GOOD[0][:10] + "/" + GOOD[0][11:],
+]
+
+
+def pyjwt_claims(tok: str) -> dict[str, Any] | None:
+    try:
+        claims: dict[str, Any] = jwt.decode(tok, SECRET, algorithms=["HS256"])
+    except jwt.PyJWTError:
+        return None
+    return claims
+
+
+def ours(tok: str) -> dict[str, Any] | None:
+    try:
+        return usertoken.verify(tok, SECRET)
+    except usertoken.InvalidTokenError:
+        return None
+
+
+@pytest.mark.parametrize("tok", GOOD)
+def test_good_tokens_are_accepted_by_both(tok: str) -> None:
+    claims = ours(tok)
+    assert claims is not None
+    assert claims == pyjwt_claims(tok)
+
+
+@pytest.mark.parametrize("tok", BAD)
+def test_bad_tokens_are_refused(tok: str) -> None:
+    assert ours(tok) is None
+
+
+def test_padding_is_optional_but_must_be_right() -> None:
+    head, body, sig = GOOD[0].split(".")
+    assert len(sig) % 4 and len(body) % 4
+    padded_sig = f"{head}.{body}.{sig}" + "=" * (-len(sig) % 4)
+    assert ours(padded_sig) == pyjwt_claims(padded_sig) == {"sub": "u-1"}
+    # Padding the payload changes the signing input: the signature no longer matches.
+    padded_body = f"{head}.{body}{'=' * (-len(body) % 4)}.{sig}"
+    assert ours(padded_body) is None and pyjwt_claims(padded_body) is None
+
+
+def test_expired_is_told_apart() -> None:
+    with pytest.raises(usertoken.ExpiredTokenError):
+        usertoken.verify(BAD[0], SECRET)
+    with pytest.raises(usertoken.InvalidTokenError):
+        usertoken.verify(GOOD[0], "wrong")
+
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=.+/!é "
+
+
+def _mutate(rng: random.Random, tok: str) -> str:
+    i = rng.randrange(len(tok) + 1)
+    match rng.randrange(4):
+        case 0:  # replace a character
+            return tok[:i] + rng.choice(ALPHABET) + tok[i + 1 :]
+        case 1:  # insert one
+            return tok[:i] + rng.choice(ALPHABET) + tok[i:]
+        case 2:  # delete one
+            return tok[:i] + tok[i + 1 :]
+        case _:  # swap two segments' ends
+            parts = tok.split(".")
+            rng.shuffle(parts)
+            return ".".join(parts)
+
+
+def test_random_mutations_never_pass_where_pyjwt_refuses() -> None:
+    rng = random.Random(20261122)
+    checked = accepted = 0
+    for _ in range(3000):
+        tok = rng.choice(GOOD)
+        for _ in range(rng.randint(1, 3)):
+            tok = _mutate(rng, tok)
+        mine = ours(tok)
+        if mine is not None:
+            accepted += 1
+            assert mine == pyjwt_claims(tok), tok
+        checked += 1
+    assert checked == 3000
+    # Some mutations keep a token valid (padding, a shuffle that changes nothing).
+    assert accepted < checked // 2
