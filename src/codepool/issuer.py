@@ -6,9 +6,10 @@ lone request goes out at once, and under load one Redis round trip serves many H
 requests (group commit). Each waiter gets its own result.
 
 With a journal (codepool.journal), a batch's hand-outs are written to it and fsynced
-before any of its waiters hears of its codes; meanwhile the next batch of the pool
-already runs. A failed journal write fails the whole batch with 503: a code the journal
-does not hold is never told to anyone.
+before any of its waiters hears of its codes, and the pool's next batch goes out after
+that: one call and one fsync per batch, so the batch grows with the load. A failed
+journal write fails the whole batch with 503: a code the journal does not hold is never
+told to anyone.
 """
 
 from __future__ import annotations
@@ -83,11 +84,11 @@ class Issuer:
                 if journal is None or record is None:
                     _answer(batch, results)
                 else:
-                    task = asyncio.create_task(
-                        self._journal_then_answer(journal, record, batch, results)
-                    )
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    # Awaited, not spawned: the pool's next call waits for this fsync, so
+                    # under load more requests gather for it. Measured (loadtest.servers,
+                    # journal on): 14 requests per call instead of 9, issue/healthz 0.72
+                    # instead of 0.48. A lone request still goes out at once.
+                    await self._journal_then_answer(journal, record, batch, results)
         finally:
             queue.running = False
             if not queue.pending:
@@ -156,7 +157,7 @@ class Issuer:
 
     async def close(self) -> None:
         """Let batches in flight finish (their codes are already spoken for)."""
-        while self._tasks:  # a drain may start journal tasks while we wait
+        while self._tasks:  # a new request may start a drain while we wait
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
