@@ -255,6 +255,7 @@ def start_serve(
     env: dict[str, str] | None = None,
     redis_url: str | None = None,
     timeout: float = 30.0,
+    asgi_server: str | None = None,
 ) -> ServeProcess:
     """Start ``python -m codepool serve`` on a free port and wait for ``GET /healthz`` = 200.
 
@@ -268,6 +269,8 @@ def start_serve(
     full_env = serve_env(data_dir, env=env, redis_url=redis_url)
     argv = [sys.executable, "-m", "codepool", "serve", "--port", str(port)]
     argv += ["--workers", str(workers)]
+    if asgi_server is not None:
+        argv += ["--server", asgi_server]
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             argv,

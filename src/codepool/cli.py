@@ -16,15 +16,19 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
 from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import uvicorn
 from granian import Granian
 from granian.constants import Interfaces
 from granian.log import LogLevels
 from redis.exceptions import RedisError
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from codepool import durability
 from codepool.embedded import (
@@ -42,11 +46,13 @@ log = logging.getLogger("codepool")
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
-# The ASGI app factory every granian worker calls; it reads its Settings from the
-# environment, which is how workers learn the URL of the embedded Redis.
+# The ASGI app factory every worker calls; it reads its Settings from the environment,
+# which is how workers learn the URL of the embedded Redis.
 APP_FACTORY = "codepool.app:create_app_from_env"
+# uvicorn's workers are spawned, not forked: theirs also ties them to serve's life.
+WORKER_FACTORY = "codepool.cli:uvicorn_worker_app"
 
-# How long granian waits for a worker to finish its requests at shutdown before killing it.
+# How long a worker may take to finish its requests at shutdown before it is killed.
 WORKERS_KILL_TIMEOUT = 30
 
 
@@ -62,6 +68,20 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(signum)
 
 
+def _die_with_serve() -> None:
+    """In a worker: be SIGKILLed by the kernel when ``codepool serve`` dies.
+
+    Neither granian nor uvicorn stops its workers when its main process is SIGKILLed:
+    they would go on serving (with the embedded Redis gone) and hold the port. SIGKILL,
+    not SIGTERM: with the main process gone nothing graceful is left to do, and granian
+    2.8's worker hangs for good in its SIGTERM handler when the signal lands during
+    lifespan startup with the parent already dead.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        die_with_parent(parent.pid, signal.SIGKILL)
+
+
 def load_app(target: str) -> Callable[..., Any]:
     """Granian's target loader, run in each worker: calls the ``module:factory`` target.
 
@@ -73,19 +93,20 @@ def load_app(target: str) -> Callable[..., Any]:
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    # granian does not stop its workers when its main process is SIGKILLed: they would go
-    # on serving (with the embedded Redis gone) and hold the port. Die with the parent.
-    # SIGKILL, not SIGTERM: with the main process gone nothing graceful is left to do, and
-    # granian 2.8's worker hangs for good in its SIGTERM handler when the signal lands
-    # during lifespan startup with the parent already dead.
-    parent = multiprocessing.parent_process()
-    if parent is not None and parent.pid is not None:
-        die_with_parent(parent.pid, signal.SIGKILL)
+    _die_with_serve()
     module_name, _, attribute = target.partition(":")
     factory: Callable[[], Callable[..., Any]] = getattr(
         importlib.import_module(module_name), attribute
     )
     return factory()
+
+
+def uvicorn_worker_app() -> Any:
+    """The app factory of a uvicorn worker (a process spawned by ``codepool serve``)."""
+    _die_with_serve()
+    from codepool.app import create_app_from_env  # noqa: PLC0415 (only workers need the app)
+
+    return create_app_from_env()
 
 
 def redact_url(url: str) -> str:
@@ -130,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
     serve.add_argument(
         "--workers", type=_positive, default=1, help="worker processes (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="ASGI server running the workers (default: %(default)s, the faster one here)",
     )
     serve.set_defaults(handler=serve_command)
 
@@ -243,30 +270,81 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
             # Registered after Redis: stopped (with a last snapshot) before Redis stops.
             cleanup.callback(snapshots.stop)
 
-        server = Granian(
-            APP_FACTORY,
-            address=args.host,
-            port=args.port,
-            interface=Interfaces.ASGI,
-            workers=args.workers,
-            # load_app (below) calls the factory itself; this keeps granian's view consistent.
-            factory=True,
-            log_level=LogLevels(logging.getLevelName(_log_level(settings.log_level)).lower()),
-            workers_kill_timeout=WORKERS_KILL_TIMEOUT,
+        log.info(
+            "serving http://%s:%d with %d worker(s) (%s)",
+            args.host,
+            args.port,
+            args.workers,
+            args.server,
         )
-        log.info("serving http://%s:%d with %d worker(s)", args.host, args.port, args.workers)
-        # granian installs its own SIGINT/SIGTERM handlers in the main process: on either it
-        # stops the workers (letting them finish their requests) and returns from serve(),
-        # so the ExitStack then stops Redis after the last worker is gone.
-        try:
-            server.serve(target_loader=load_app)
-        except SystemExit as exc:
-            # granian exits 1 when workers died on their own (e.g. the app failed to start).
-            code = exc.code if isinstance(exc.code, int) else 1
-            log.error("granian exited with code %s", code)
+        code = _SERVERS[args.server](args, settings)
+        if code:
             return code
     log.info("codepool stopped")
     return 0
+
+
+def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
+    """uvicorn (httptools, uvloop) with its own supervisor: worker processes spawned by
+    this one, replaced if they die, stopped on SIGTERM/SIGINT; SIGHUP restarts them one by
+    one. Returns once every worker has stopped."""
+    config = uvicorn.Config(
+        WORKER_FACTORY,
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,  # the logging set up by main(), and by the app in each worker
+        log_level=_log_level(settings.log_level),
+        timeout_graceful_shutdown=WORKERS_KILL_TIMEOUT,
+    )
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    # Spawning the workers started multiprocessing's resource tracker; it would exit
+    # only once this process is gone. Stop and reap it now, so that when serve returns
+    # none of its children is left. (_stop is what multiprocessing's own tests use.)
+    stop_tracker = getattr(resource_tracker._resource_tracker, "_stop", None)
+    if stop_tracker is not None:
+        stop_tracker()
+    failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+    if failed:
+        log.error("worker(s) %s failed to start; see the log above", failed)
+        return 1
+    return 0
+
+
+def _run_granian(args: argparse.Namespace, settings: Settings) -> int:
+    server = Granian(
+        APP_FACTORY,
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        # load_app (below) calls the factory itself; this keeps granian's view consistent.
+        factory=True,
+        log_level=LogLevels(logging.getLevelName(_log_level(settings.log_level)).lower()),
+        workers_kill_timeout=WORKERS_KILL_TIMEOUT,
+    )
+    # granian installs its own SIGINT/SIGTERM handlers in the main process: on either it
+    # stops the workers (letting them finish their requests) and returns from serve(),
+    # so the ExitStack then stops Redis after the last worker is gone.
+    try:
+        server.serve(target_loader=load_app)
+    except SystemExit as exc:
+        # granian exits 1 when workers died on their own (e.g. the app failed to start).
+        code = exc.code if isinstance(exc.code, int) else 1
+        log.error("granian exited with code %s", code)
+        return code
+    return 0
+
+
+# --server name -> how to run the workers. uvicorn is the default by measurement
+# (loadtest/servers.py; README "Performance").
+_SERVERS: dict[str, Handler] = {"uvicorn": _run_uvicorn, "granian": _run_granian}
 
 
 @contextlib.contextmanager

@@ -52,8 +52,9 @@ def test_sigkill_of_serve_takes_redis_and_workers_down(tmp_path: Path) -> None:
     with start_serve(data_dir, workers=2) as server:
         children = descendants(server.pid)
         assert len(redis_servers_in(data_dir / "redis")) == 1
-        # serve, 2 workers, the snapshot process (codepool.durability), redis-server
-        assert len(serve_processes(data_dir)) == 5
+        # serve, 2 workers, the snapshot process (codepool.durability), redis-server, and
+        # multiprocessing's resource tracker (uvicorn spawns its workers)
+        assert len(serve_processes(data_dir)) == 6
         # No cleanup code runs: only PR_SET_PDEATHSIG stands between us and orphans.
         os.kill(server.pid, signal.SIGKILL)
         server.process.wait()
@@ -64,6 +65,28 @@ def test_sigkill_of_serve_takes_redis_and_workers_down(tmp_path: Path) -> None:
     with start_serve(data_dir, workers=1) as again:
         assert httpx.get(f"{again.url}/healthz", trust_env=False).status_code == 200
         assert again.terminate() == 0
+
+
+def test_granian_runs_the_same_service(tmp_path: Path) -> None:
+    """``--server granian``, the other ASGI server: serves, hands out, stops cleanly."""
+    data_dir = tmp_path / "data"
+    with start_serve(data_dir, workers=2, asgi_server="granian") as server:
+        root = {"Authorization": f"Bearer {server.root_key}"}
+        with httpx.Client(base_url=server.url, headers=root, trust_env=False) as http:
+            assert http.post("/v1/projects", json={"id": "g", "name": "G"}).status_code == 201
+            pool = http.post("/v1/projects/g/pools", json={"name": "p"}).json()["id"]
+            added = http.post(
+                f"/v1/projects/g/pools/{pool}/codes",
+                content="A\nB\n",
+                headers={"Content-Type": "text/plain"},
+            )
+            assert added.json()["added"] == 2
+            issued = http.post(f"/v1/projects/g/pools/{pool}/issue", json={"count": 2})
+            assert sorted(c["code"] for c in issued.json()["codes"]) == ["A", "B"]
+        children = descendants(server.pid)
+        assert server.terminate(timeout=15.0) == 0, server.log_tail()
+        assert [pid for pid in children if pid_alive(pid)] == []
+        assert "with 2 worker(s) (granian)" in server.log_tail(200)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,9 @@ from codepool import usertoken
 
 SECRET = "project-secret-" + "0123456789abcdef" * 4
 NOW = int(time.time())
+# Far from now both ways: the corpus is built at import, tests may run minutes later.
+LATER = NOW + 10 * 365 * 86400
+EARLIER = NOW - 86400
 
 
 def b64(raw: bytes) -> str:
@@ -41,24 +44,24 @@ def token(header: Any, payload: Any, secret: str = SECRET, *, raw: bool = False)
 HS = {"alg": "HS256", "typ": "JWT"}
 GOOD = [
     token(HS, {"sub": "u-1"}),
-    token(HS, {"sub": "u-1", "exp": NOW + 100}),
-    token(HS, {"sub": "u-1", "exp": NOW + 100.5, "nbf": NOW - 5, "iat": NOW - 5}),
+    token(HS, {"sub": "u-1", "exp": LATER}),
+    token(HS, {"sub": "u-1", "exp": LATER + 0.5, "nbf": EARLIER, "iat": EARLIER}),
     token({"alg": "HS256"}, {"sub": "ü", "jti": "j", "iss": "anyone", "extra": [1, {"a": None}]}),
     token({"alg": "HS256", "kid": "k1"}, {"sub": "u"}),
     token({"alg": "HS256", "b64": True}, {"sub": "u"}),
-    jwt.encode({"sub": "made-by-pyjwt", "exp": NOW + 60}, SECRET, algorithm="HS256"),
+    jwt.encode({"sub": "made-by-pyjwt", "exp": LATER}, SECRET, algorithm="HS256"),
 ]
 BAD = [
-    token(HS, {"sub": "u", "exp": NOW - 100}),
+    token(HS, {"sub": "u", "exp": EARLIER}),
     token(HS, {"sub": "u", "exp": 10.9}),
-    token(HS, {"sub": "u", "nbf": NOW + 100}),
-    token(HS, {"sub": "u", "iat": NOW + 100}),
+    token(HS, {"sub": "u", "nbf": LATER}),
+    token(HS, {"sub": "u", "iat": LATER}),
     token(HS, {"sub": "u", "aud": "shop"}),
     token(HS, {"sub": "u", "aud": ["a"]}),
     token(HS, {"sub": "u", "aud": ""}),  # PyJWT lets an empty aud pass; codepool does not
     token(HS, {"sub": 5}),
     token(HS, {"sub": "u", "jti": 5}),
-    token(HS, {"sub": "u", "exp": str(NOW + 100)}),  # PyJWT takes it; codepool does not
+    token(HS, {"sub": "u", "exp": str(LATER)}),  # PyJWT takes it; codepool does not
     token(HS, {"sub": "u", "exp": True}),
     token(HS, {"sub": "u", "exp": None}),
     token(HS, '{"sub": "u", "exp": 1e400}', raw=True),
