@@ -82,6 +82,28 @@ def backend(redis: Redis) -> Backend:
     return Backend(redis, load_settings({}))
 
 
+async def test_issued_records_of_repeated_strings_in_one_large_hand_out(
+    backend: Backend,
+) -> None:
+    # A string repeated far apart in one hand-out of 2500 codes (over the API's limit of
+    # 1000 per request, as one coalesced call of several requests can be), one of them
+    # already issued from another pool: every instance keeps an entry of its own.
+    codes = [f"U{i:05d}" for i in range(2500)]
+    for at in (0, 999, 1000, 2400):
+        codes[at] = "DUP"
+    await _pool(backend)
+    await backend.client.hset(keys.issued(P), "U00005", "earlier")  # issued by another pool
+    await _fill(backend, codes)
+    (result,) = await issue_batch(backend, P, POOL, [IssueRequest(count=2500, user_id="u")])
+    assert result.status == Status.OK and result.codes == codes
+    dup = text(await _record(backend, "DUP")).split("\x1e")
+    assert len(dup) == 4 and len(set(dup)) == 1 and dup[0].split("\x1f")[4] == "u"
+    assert text(await _record(backend, "U00005")).split("\x1e")[0] == "earlier"
+    assert len(text(await _record(backend, "U00005")).split("\x1e")) == 2
+    assert await backend.client.hlen(keys.issued(P)) == 2497
+    assert await _counters(backend) == (2500, 0, 2500)
+
+
 async def test_create_pool_rejects_taken_name_and_id(backend: Backend) -> None:
     await _pool(backend)
     again = await backend.scripts.run(
