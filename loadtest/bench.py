@@ -248,13 +248,24 @@ class Run:
         b = self.b
         pool = b.pool("bulk", 3_000_000, "B")
         req = b.post(f"/v1/projects/{b.project}/pools/{pool}/issue", b.admin, b'{"count":1000}')
+        self.r.config_resetstat()
+        cpu_before = redis_cpu(self.r)
         res = asyncio.run(
             httpload.run(HOST, b.port, lambda i: req, connections=8, total=3000, keep_bodies=True)
         )
+        busy = (redis_cpu(self.r) - cpu_before) / res.seconds
+        stats = self.r.info("commandstats").get("cmdstat_evalsha", {})
         told = [c["code"] for body in res.bodies for c in msgspec.json.decode(body)["codes"]]
         self.duplicates += check_unique(told, "bulk issue")
         rate = len(told) / res.seconds
         print(f"bulk issue count=1000: {rate:,.0f} codes/s ({res.rate:,.0f} req/s, 8 connections)")
+        if isinstance(stats, dict) and told:
+            # Every script call of the run (issue.lua, and the few of the delivery worker).
+            per_code = float(stats["usec"]) / len(told)
+            print(
+                f"  Redis: {per_code:.2f} us of script time per code; "
+                f"redis-server busy {busy:.0%} of a core"
+            )
         self.targets.append(Target("bulk issue codes/s", rate, 300_000, "codes/s"))
 
     def upload_and_memory(self) -> None:
@@ -343,6 +354,12 @@ def coalesced(res: httpload.Result, calls: int) -> None:
     print(f"  {res.requests} requests in {calls} script calls: {each:.1f} each")
 
 
+def redis_cpu(r: redis.Redis) -> float:
+    """CPU seconds redis-server has used (all its threads)."""
+    info = r.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 def used_memory(r: redis.Redis) -> int:
     return int(r.info("memory")["used_memory"])
 
@@ -354,7 +371,7 @@ def main() -> int:
     parser.add_argument(
         "--codes", type=int, default=10_000_000, help="codes for the upload and memory figures"
     )
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each HTTP rate run")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each HTTP rate run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(

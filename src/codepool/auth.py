@@ -23,7 +23,7 @@ import msgspec
 
 from codepool import errors, usertoken
 from codepool.models import StoredKey
-from codepool.store.projects import ProjectStore, split_api_key
+from codepool.store.projects import KEY_PREFIX, ProjectStore
 
 Role = Literal["root", "admin", "pos", "user"]
 
@@ -119,7 +119,7 @@ async def authenticate(
     token = bearer_token(authorization)
     if root_key and hmac.compare_digest(token.encode(), root_key.encode()):
         return Principal(role="root")
-    if split_api_key(token) is not None:
+    if token.startswith(KEY_PREFIX):  # a JWT starts with "eyJ"
         return await _api_key(token, projects, cache)
     if project_id is None:
         raise errors.Unauthorized("a user token is only valid inside its project")
