@@ -135,6 +135,20 @@ def test_padding_is_optional_but_must_be_right() -> None:
     assert ours(padded_body) is None and pyjwt_claims(padded_body) is None
 
 
+def test_non_canonical_base64_is_refused() -> None:
+    # Same bytes, other spelling: set an unused low bit of the signature's last character.
+    head, body, sig = GOOD[0].split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    assert len(sig) % 4 == 3  # 32 bytes: the last character carries 2 unused bits
+    twin = alphabet[alphabet.index(sig[-1]) + 1]
+    mangled = f"{head}.{body}.{sig[:-1]}{twin}"
+    assert base64.urlsafe_b64decode(mangled.split(".")[2] + "=") == base64.urlsafe_b64decode(
+        sig + "="
+    )
+    assert pyjwt_claims(mangled) is None
+    assert ours(mangled) is None
+
+
 def test_expired_is_told_apart() -> None:
     with pytest.raises(usertoken.ExpiredTokenError):
         usertoken.verify(BAD[0], SECRET)
