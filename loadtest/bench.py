@@ -202,7 +202,7 @@ class Run:
         req = b.post(f"/v1/projects/{b.project}/pools/{pool}/issue", b.admin, b'{"count":1}')
         calls = script_calls(self.r)
         res = b.load(lambda i: req, duration=self.args.seconds, keep_bodies=True)
-        coalesced(res, script_calls(self.r) - calls)
+        coalesced(res, calls, script_calls(self.r))
         told = [c["code"] for body in res.bodies for c in msgspec.json.decode(body)["codes"]]
         self.duplicates += check_unique(told, "pool/issue")
         summary("pool/issue count=1", res)
@@ -223,7 +223,7 @@ class Run:
         reqs = [b.post(path, {"Authorization": f"Bearer {t}"}) for t in tokens]
         calls = script_calls(self.r)
         res = b.load(lambda i: reqs[i % len(reqs)], duration=self.args.seconds, keep_bodies=True)
-        coalesced(res, script_calls(self.r) - calls)
+        coalesced(res, calls, script_calls(self.r))
         told = [msgspec.json.decode(body)["code"] for body in res.bodies]
         self.duplicates += check_unique(told, "purchase")
         summary("purchase", res)
@@ -342,16 +342,24 @@ def raw_rpush(r: redis.Redis, n: int) -> float:
     return seconds
 
 
-def script_calls(r: redis.Redis) -> int:
-    """EVALSHA calls Redis has served: with one script call per coalesced batch, the
-    requests of a run over these tell how well coalescing works."""
+def script_calls(r: redis.Redis) -> tuple[int, int]:
+    """(EVALSHA calls, microseconds in them) Redis has served so far: with one script
+    call per coalesced batch, a run's requests over its calls tell how well coalescing
+    works, and the time what Redis spends per request."""
     stats = r.info("commandstats").get("cmdstat_evalsha", {})
-    return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
+    if not isinstance(stats, dict):
+        return 0, 0
+    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
 
 
-def coalesced(res: httpload.Result, calls: int) -> None:
+def coalesced(res: httpload.Result, before: tuple[int, int], after: tuple[int, int]) -> None:
+    calls, usec = after[0] - before[0], after[1] - before[1]
     each = res.requests / max(calls, 1)
-    print(f"  {res.requests} requests in {calls} script calls: {each:.1f} each")
+    per_request = usec / max(res.requests, 1)
+    print(
+        f"  {res.requests} requests in {calls} script calls: {each:.1f} each; "
+        f"{per_request:.1f} us of Redis script time per request"
+    )
 
 
 def redis_cpu(r: redis.Redis) -> float:

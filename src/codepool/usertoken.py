@@ -60,9 +60,7 @@ def verify(token: str, secret: str, now: float | None = None) -> dict[str, Any]:
         raise InvalidTokenError("the token asks for extensions codepool does not know")
     if "kid" in header and not isinstance(header["kid"], str):
         raise InvalidTokenError("the kid header must be a string")
-    expected = hmac.digest(
-        secret.encode(), f"{header_b64}.{payload_b64}".encode("ascii"), "sha256"
-    )
+    expected = hmac.digest(secret.encode(), f"{header_b64}.{payload_b64}".encode("ascii"), "sha256")
     if not hmac.compare_digest(expected, signature):
         raise InvalidTokenError("bad signature")
     claims = _object(payload_raw, "payload")
