@@ -161,6 +161,10 @@ class Bench:
         return httpload.request("POST", path, f"{HOST}:{self.port}", headers, body)
 
 
+def _shifted(make: httpload.RequestMaker, by: int) -> httpload.RequestMaker:
+    return lambda i: make(by + i)
+
+
 def check_unique(told: list[str], label: str) -> int:
     dups = len(told) - len(set(told))
     print(f"  {label}: {len(told)} codes told to clients, {dups} handed out twice")
@@ -187,26 +191,50 @@ class Run:
         self.duplicates = 0
         self.health_rate = 0.0
         self.told_by_purchase: list[str] = []
+        # label -> (its rate, the /healthz rate measured interleaved with it)
+        self.rates: dict[str, tuple[float, float]] = {}
 
     def health(self) -> None:
         """The yardstick: /healthz on the same server, with the same client."""
-        req = httpload.request("GET", "/healthz", f"{HOST}:{self.b.port}", {})
+        req = self.healthz_request()
         self.b.load(lambda i: req, duration=1.0)  # warm up
         res = self.b.load(lambda i: req, duration=self.args.seconds)
         self.health_rate = res.rate
         summary("/healthz", res)
+
+    def healthz_request(self) -> bytes:
+        return httpload.request("GET", "/healthz", f"{HOST}:{self.b.port}", {})
+
+    def versus_healthz(
+        self, make: httpload.RequestMaker
+    ) -> tuple[httpload.Result, httpload.Result]:
+        """A route's run and a /healthz run, interleaved in SLICES turns each, so a
+        machine that slows down or speeds up mid-run (shared hosts do) weighs on both
+        alike. Returns (route, healthz), each merged over its turns."""
+        health = self.healthz_request()
+        route: list[httpload.Result] = []
+        yardstick: list[httpload.Result] = []
+        turn = self.args.seconds / SLICES
+        sent = 0
+        for _ in range(SLICES):
+            yardstick.append(self.b.load(lambda i: health, duration=turn))
+            # Request numbers go on across turns (distinct users, keys).
+            route.append(self.b.load(_shifted(make, sent), duration=turn, keep_bodies=True))
+            sent += route[-1].requests
+        return httpload.merge(route), httpload.merge(yardstick)
 
     def single_issue(self) -> None:
         b = self.b
         pool = b.pool("issue", self.stock(), "I")
         req = b.post(f"/v1/projects/{b.project}/pools/{pool}/issue", b.admin, b'{"count":1}')
         calls = script_calls(self.r)
-        res = b.load(lambda i: req, duration=self.args.seconds, keep_bodies=True)
+        res, health = self.versus_healthz(lambda i: req)
         coalesced(res, calls, script_calls(self.r))
         told = [c["code"] for body in res.bodies for c in msgspec.json.decode(body)["codes"]]
         self.duplicates += check_unique(told, "pool/issue")
         summary("pool/issue count=1", res)
-        self.rate_targets("pool/issue", res, len(told))
+        summary("  /healthz, interleaved", health)
+        self.rate_targets("pool/issue", res, health, len(told))
 
     def purchase(self) -> None:
         """Single-code purchases by users with JWTs: the flash-sale path."""
@@ -222,12 +250,13 @@ class Run:
         ]
         reqs = [b.post(path, {"Authorization": f"Bearer {t}"}) for t in tokens]
         calls = script_calls(self.r)
-        res = b.load(lambda i: reqs[i % len(reqs)], duration=self.args.seconds, keep_bodies=True)
+        res, health = self.versus_healthz(lambda i: reqs[i % len(reqs)])
         coalesced(res, calls, script_calls(self.r))
         told = [msgspec.json.decode(body)["code"] for body in res.bodies]
         self.duplicates += check_unique(told, "purchase")
         summary("purchase", res)
-        self.rate_targets("purchase", res, len(told))
+        summary("  /healthz, interleaved", health)
+        self.rate_targets("purchase", res, health, len(told))
         self.told_by_purchase = told
 
     def pos(self) -> None:
@@ -310,13 +339,19 @@ class Run:
         """Enough codes that a rate run never runs dry."""
         return int(max(self.health_rate, 1000) * self.args.seconds * 1.5)
 
-    def rate_targets(self, label: str, res: httpload.Result, told: int) -> None:
+    def rate_targets(
+        self, label: str, res: httpload.Result, health: httpload.Result, told: int
+    ) -> None:
+        self.rates[label] = (res.rate, health.rate)
         self.targets.append(
-            Target(f"{label} rate / healthz rate", res.rate / self.health_rate, 0.8, "x")
+            Target(f"{label} rate / healthz rate", res.rate / health.rate, 0.8, "x")
         )
         failed = res.errors + (len(res.latencies) - told)
         self.targets.append(Target(f"{label} errors", failed, 0, "", higher_is_better=False))
 
+
+# Turns of a route's rate run and its /healthz yardstick (see Run.versus_healthz).
+SLICES = 5
 
 # --phases name -> Run method.
 PHASES = {

@@ -39,6 +39,20 @@ class Result(msgspec.Struct, kw_only=True):
         return sum(n for status, n in self.statuses.items() if status >= 500 or status == 0)
 
 
+def merge(results: list[Result]) -> Result:
+    """Several runs as one: their requests over their summed time."""
+    statuses: Counter[int] = Counter()
+    for res in results:
+        statuses.update(res.statuses)
+    return Result(
+        requests=sum(r.requests for r in results),
+        seconds=sum(r.seconds for r in results),
+        statuses=dict(statuses),
+        latencies=[x for r in results for x in r.latencies],
+        bodies=[b for r in results for b in r.bodies],
+    )
+
+
 def request(method: str, path: str, host: str, headers: dict[str, str], body: bytes = b"") -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]

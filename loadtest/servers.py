@@ -62,8 +62,8 @@ _ADDRESS = {
 class Row(msgspec.Struct):
     server: str
     healthz: float
-    issue: float
-    purchase: float
+    issue_ratio: float  # to the /healthz rate measured interleaved with it
+    purchase_ratio: float
 
 
 def launch(
@@ -146,22 +146,18 @@ def main() -> int:
                     run.health()
                     run.single_issue()
                     run.purchase()
-                    rates = {t.name: t.measured for t in run.targets}
+                    issue, issue_health = run.rates["pool/issue"]
+                    purchase, purchase_health = run.rates["purchase"]
                     rows.append(
-                        Row(
-                            name,
-                            run.health_rate,
-                            rates["pool/issue rate / healthz rate"] * run.health_rate,
-                            rates["purchase rate / healthz rate"] * run.health_rate,
-                        )
+                        Row(name, run.health_rate, issue / issue_health, purchase / purchase_health)
                     )
                 finally:
                     stop(proc)
-    print(f"\n{'server':<26} {'/healthz':>9} {'issue':>8} {'purchase':>9}  issue/h  purchase/h")
+    print(f"\n{'server':<26} {'/healthz req/s':>14}  issue/healthz  purchase/healthz")
     for row in rows:
         print(
-            f"{row.server:<26} {row.healthz:>9,.0f} {row.issue:>8,.0f} {row.purchase:>9,.0f}"
-            f"  {row.issue / row.healthz:>7.2f}  {row.purchase / row.healthz:>10.2f}"
+            f"{row.server:<26} {row.healthz:>14,.0f}  {row.issue_ratio:>13.2f}"
+            f"  {row.purchase_ratio:>16.2f}"
         )
     return 0
 
