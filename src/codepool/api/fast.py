@@ -4,7 +4,7 @@
 the routes a sale hits thousands of times a second. Profiling a worker under load
 showed Litestar's per-request machinery (routing, dependency injection, the signature
 model, the response pipeline) costing several times the coalesced Redis call each
-request shares. These two routes take three headers and a tiny JSON body, so this
+request shares. These two routes read two headers and a tiny JSON body, so this
 shell matches them by path, decodes the body with msgspec, and answers with bytes
 encoded once; everything else, including any other method on these paths, goes to
 Litestar unchanged.
