@@ -33,8 +33,8 @@ from loadtest.bench import HOST, ROOT_KEY, Bench, Run, free_port, stop
 FACTORY = "codepool.app:create_app_from_env"
 
 
-# name -> (module that must be importable, argv after the interpreter; {port} and
-# {workers} are filled in).
+# name -> (a module it needs, skipped if missing; argv after the interpreter, before the
+# address options of _ADDRESS, where {port} and {workers} are filled in).
 SERVERS: dict[str, tuple[str, list[str]]] = {
     "granian": (
         "granian",
