@@ -107,3 +107,18 @@ def test_bad_settings_fail_fast_with_one_line(tmp_path: Path, variable: str, val
     assert result.stderr.startswith("codepool: ")
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / "data" / "redis").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("asgi_server", ["uvicorn", "granian"])
+def test_workers_that_cannot_start_make_serve_exit_1(tmp_path: Path, asgi_server: str) -> None:
+    # The app's lifespan fails in every worker (a Redis URL no client can use): serve must
+    # not hang or report success, whichever server runs the workers.
+    env = serve_env(
+        tmp_path / "data",
+        env={"CODEPOOL_SNAPSHOT_INTERVAL": "0"},
+        redis_url="foo://nowhere",
+    )
+    argv = [sys.executable, "-m", "codepool", "serve", "--port", str(free_port())]
+    argv += ["--workers", "2", "--server", asgi_server]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
