@@ -30,8 +30,6 @@ from codepool.redisclient import make_client
 from codepool.services import Services
 from codepool.settings import Settings, load_settings
 
-log = logging.getLogger("codepool")
-
 # Litestar's own HTTP errors, by status, as our error codes.
 _HTTP_CODES = {
     400: "invalid_request",
@@ -55,8 +53,12 @@ def _error(
     )
 
 
+def _respond(err: errors.CodepoolError) -> Response[ErrorOut]:
+    return Response(errors.shape(err), status_code=err.status, media_type=MediaType.JSON)
+
+
 def _codepool_error(_: Request[Any, Any, Any], exc: errors.CodepoolError) -> Response[ErrorOut]:
-    return _error(exc.status, exc.code, exc.message, exc.details)
+    return _respond(exc)
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorOut]:
@@ -70,16 +72,11 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
 
 
 def _redis_down(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
-    log.warning("redis unavailable: %s", exc)
-    err = errors.RedisUnavailable()
-    return _error(err.status, err.code, err.message)
+    return _respond(errors.redis_unavailable(exc))
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
-    # Logged with its trace here; the client gets the one error shape, never a trace.
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    err = errors.InternalError()
-    return _error(err.status, err.code, err.message)
+    return _respond(errors.unexpected(exc, f"{request.method} {request.url.path}"))
 
 
 def create_app(settings: Settings | None = None, *, client: Redis | None = None) -> Litestar:

@@ -1,12 +1,18 @@
 """Every error codepool answers with: one exception per error code, one status table.
 
-Handlers and the store raise these; ``app.py`` turns any of them (and Litestar's own
-errors) into the one error shape ``{"error": {"code", "message", "details"}}``.
+Handlers and the store raise these; ``app.py`` (and ``api/fast.py`` for its two routes)
+turns any of them, Litestar's own errors and unexpected ones into the one error shape
+``{"error": {"code", "message", "details"}}``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
+
+from codepool.models import ErrorBody, ErrorOut
+
+log = logging.getLogger("codepool")
 
 
 class CodepoolError(Exception):
@@ -67,3 +73,23 @@ InvalidCodes = _error("invalid_codes", 422, "the upload holds invalid codes; not
 InternalError = _error("internal_error", 500, "internal error")
 RedisUnavailable = _error("redis_unavailable", 503, "the store is not reachable")
 NotReady = _error("not_ready", 503, "the service is not ready")
+
+
+# -- turning errors into answers (app.py's exception handlers and api/fast.py) --------
+
+
+def shape(err: CodepoolError) -> ErrorOut:
+    """The one error shape of ``err``."""
+    return ErrorOut(error=ErrorBody(code=err.code, message=err.message, details=err.details))
+
+
+def redis_unavailable(exc: Exception) -> CodepoolError:
+    """A lost or timed-out Redis, as the client hears of it (and the log, once)."""
+    log.warning("redis unavailable: %s", exc)
+    return RedisUnavailable()
+
+
+def unexpected(exc: Exception, where: str) -> CodepoolError:
+    """Any other failure: logged with its trace here; the client never sees a trace."""
+    log.exception("unhandled error on %s", where, exc_info=exc)
+    return InternalError()

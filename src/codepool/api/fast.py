@@ -16,7 +16,6 @@ routes, and tests/unit/test_fast_routes.py holds both shells to the same answers
 
 from __future__ import annotations
 
-import logging
 from typing import Any, TypeVar, cast
 
 import msgspec
@@ -35,10 +34,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from codepool import errors
 from codepool.api import handouts
 from codepool.auth import authenticate
-from codepool.models import ErrorBody, ErrorOut, IssueIn, PurchaseIn
+from codepool.models import IssueIn, PurchaseIn
 from codepool.services import Services
-
-log = logging.getLogger("codepool")
 
 # Their bodies are a few dozen bytes; anything near this is not a real request.
 MAX_BODY = 64 * 1024
@@ -124,16 +121,13 @@ class FastRoutes:
                 )
                 status = 201
         except errors.CodepoolError as exc:
-            status, out = exc.status, _error_out(exc)
+            status, out = exc.status, errors.shape(exc)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.warning("redis unavailable: %s", exc)
-            err = errors.RedisUnavailable()
-            status, out = err.status, _error_out(err)
-        except Exception:
-            # Logged with its trace here; the client gets the one error shape, never a trace.
-            log.exception("unhandled error on POST %s", path)
-            err = errors.InternalError()
-            status, out = err.status, _error_out(err)
+            err = errors.redis_unavailable(exc)
+            status, out = err.status, errors.shape(err)
+        except Exception as exc:
+            err = errors.unexpected(exc, f"POST {path}")
+            status, out = err.status, errors.shape(err)
         payload = _encode(out)
         headers = [_JSON, (b"content-length", str(len(payload)).encode())]
         await send(
@@ -175,7 +169,3 @@ def _invalid(path: str, message: str, key: str) -> errors.CodepoolError:
         f"Validation failed for POST {path}",
         errors=[{"message": message, "key": key, "source": "body"}],
     )
-
-
-def _error_out(exc: errors.CodepoolError) -> ErrorOut:
-    return ErrorOut(error=ErrorBody(code=exc.code, message=exc.message, details=exc.details))
