@@ -19,7 +19,7 @@ from codepool.store.issuing import IssueRequest
 
 
 def idempotency(
-    key: str | None, principal: Principal, method: str, path: str, fingerprint: str
+    key: str | None, principal: Principal, path: str, fingerprint: str
 ) -> tuple[str | None, str | None]:
     """(digest naming the record, fingerprint of this request) for an Idempotency-Key.
 
@@ -30,8 +30,9 @@ def idempotency(
         return None, None
     if not 1 <= len(key) <= 255 or not key.isprintable():
         raise errors.BadRequest("Idempotency-Key must be 1-255 printable characters")
+    # Both routes are POSTs (the method stays in the scope, as records already name it).
     # A trailing slash names the same endpoint (Litestar routes it the same way).
-    scope = f"{principal.identity}\x1f{method}\x1f{path.rstrip('/')}\x1f{key}"
+    scope = f"{principal.identity}\x1fPOST\x1f{path.rstrip('/')}\x1f{key}"
     digest = hashlib.sha256(scope.encode()).hexdigest()
     return digest, hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
 
@@ -51,7 +52,7 @@ async def issue_codes(
     """
     authorize(principal, project_id, "admin")
     digest, fingerprint = idempotency(
-        idempotency_key, principal, "POST", path, f"issue\x1f{data.count}\x1f{data.user_id or ''}"
+        idempotency_key, principal, path, f"issue\x1f{data.count}\x1f{data.user_id or ''}"
     )
     result = await services.issuer.issue(
         project_id,
@@ -96,7 +97,7 @@ async def purchase_reward(
     if not user_id:
         raise errors.BadRequest("user_id is required when an admin purchases for a user")
     digest, fingerprint = idempotency(
-        idempotency_key, principal, "POST", path, f"purchase\x1f{reward_id}\x1f{user_id}"
+        idempotency_key, principal, path, f"purchase\x1f{reward_id}\x1f{user_id}"
     )
     return await purchase(
         services.issuer,
