@@ -173,6 +173,48 @@ async def test_issue_is_all_or_nothing_and_counts_exact(backend: Backend) -> Non
     ]
 
 
+async def test_codes_a_call_does_not_hand_out_go_back_in_order(backend: Backend) -> None:
+    # issue.lua pops for the whole call at once; what failed requests leave goes back
+    # to the head in its order (over 1000 codes: more than one LPUSH), and hand-out
+    # positions stay those of the hand-out order.
+    codes = [f"C{i:04d}" for i in range(2500)]
+    await _pool(backend)
+    await _fill(backend, codes)
+    revoked = Credential("key", "revoked")
+    results = await issue_batch(
+        backend,
+        P,
+        POOL,
+        [
+            IssueRequest(count=1),
+            IssueRequest(count=1000, credential=revoked),
+            IssueRequest(count=1000, credential=revoked),
+            IssueRequest(count=2500),
+            IssueRequest(count=2),
+        ],
+    )
+    assert [r.status for r in results] == [
+        Status.OK,
+        Status.STALE_CREDENTIAL,
+        Status.STALE_CREDENTIAL,
+        Status.EXHAUSTED,
+        Status.OK,
+    ]
+    assert results[0].codes == ["C0000"] and results[4].codes == ["C0001", "C0002"]
+    assert (results[0].position, results[4].position) == (0, 1)
+    assert results[4].available == 2497
+    avail = keys.pool_available(P, POOL)
+    assert [text(c) for c in await backend.client.lrange(avail, 0, -1)] == codes[3:]
+    assert [text(c) for c in await backend.client.lrange(keys.pool_log(P, POOL), 0, -1)] == [
+        "C0000",
+        "C0001",
+        "C0002",
+    ]
+    assert await _counters(backend) == (2500, 2497, 3)
+    (rest,) = await issue_batch(backend, P, POOL, [IssueRequest(count=1000)])
+    assert rest.codes == codes[3:1003] and rest.position == 3
+
+
 async def test_issue_duplicate_strings_are_separate_instances(backend: Backend) -> None:
     await _pool(backend)
     await _fill(backend, ["SAVE10", "SAVE10", "SAVE10"])
