@@ -6,7 +6,8 @@
   (codepool.snapshot, codepool.restore).
 
   KEYS[1] the key to read   KEYS[2] the project's pools set
-  ARGV[1] kind: avail | hash | hscan | list | xrange
+  KEYS[3], KEYS[4], ... (kind lists only) more lists to read after KEYS[1]
+  ARGV[1] kind: avail | hash | hscan | list | lists | xrange
   ARGV[2] pool hash template   ARGV[3] available list template (keys.py, "\0" = pool id)
   ARGV[4], ARGV[5] by kind:
     avail   position to read from, count     (KEYS[1] a pool's available list;
@@ -14,6 +15,8 @@
     hash    -, -                             (the whole hash: only for small ones)
     hscan   cursor, count
     list    start index, count
+    lists   count per list, -                (many small lists in one call: the
+                                               snapshot's per-user code lists)
     xrange  exclusive start id ("" = from the first entry), count
   Returns: {clock, data}
     clock: {pool_id, popped, end, redeemed, ...} for every pool of the project, where
@@ -25,6 +28,9 @@
       hash    {field, value, ...}
       hscan   {next cursor, {field, value, ...}}
       list    {length, {item, ...}}
+      lists   {{length, pttl, {item, ...}}, ...}: one entry per list, KEYS[1] first,
+              then KEYS[3], KEYS[4], ...; items are the first `count` (index 0 on);
+              pttl as PTTL answers it (-1 no expiry, -2 no such key: length 0)
       xrange  {{id, {field, value, ...}}, ...}
 ]]
 local rcall = redis.call
@@ -56,6 +62,15 @@ elseif kind == 'hscan' then
 elseif kind == 'list' then
   local start = tonumber(ARGV[4])
   data = {rcall('LLEN', KEYS[1]), rcall('LRANGE', KEYS[1], start, start + tonumber(ARGV[5]) - 1)}
+elseif kind == 'lists' then
+  local last = tonumber(ARGV[4]) - 1
+  data = {}
+  for i = 1, #KEYS do
+    if i ~= 2 then
+      local key = KEYS[i]
+      data[#data + 1] = {rcall('LLEN', key), rcall('PTTL', key), rcall('LRANGE', key, 0, last)}
+    end
+  end
 elseif kind == 'xrange' then
   local start = '-'
   if ARGV[4] ~= '' then start = '(' .. ARGV[4] end

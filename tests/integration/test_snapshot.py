@@ -13,6 +13,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,10 @@ from codepool.journal import (
     read_journal,
 )
 from codepool.restore import has_state, restore
+from codepool.scripts import Arg, Scripts
 from codepool.settings import Settings
-from codepool.store.base import text
+from codepool.store.base import Backend, text
+from codepool.store.issuing import IssueRequest, issue_batch
 from tests.apphelpers import (
     ROOT,
     Client,
@@ -132,6 +135,98 @@ async def test_round_trip_reproduces_every_key(real_redis: Redis, tmp_path: Path
     after = await dump(real_redis)
     assert after.pop(keys.EPOCH.encode())[0] == "string"
     assert after == before
+
+
+async def _buyers(redis: Redis, counts: dict[str, int]) -> Tenant:
+    """A project whose users (user id -> codes) got their codes from real issue calls,
+    many users to a call as a flash sale's coalesced purchases are."""
+    async with app_client(redis, notify=False) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t, [f"C-{i:05d}" for i in range(sum(counts.values()) + 50)])
+    backend = Backend(redis, settings_for_tests())
+    requests = [IssueRequest(count=n, user_id=user) for user, n in counts.items()]
+    for i in range(0, len(requests), 250):
+        chunk = requests[i : i + 250]
+        results = await issue_batch(backend, t.id, pool["id"], chunk)
+        assert [len(r.codes) for r in results] == [q.count for q in chunk]
+    return t
+
+
+class _CountingScripts(Scripts):
+    """Scripts that count the calls reading per-user code lists."""
+
+    def __init__(self, client: Redis) -> None:
+        super().__init__(client)
+        self.user_list_calls: list[int] = []  # per call: how many user lists it read
+
+    async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        users = sum(1 for key in keys if (k := snapshot.classify(key)) and k.kind == "user")
+        if users:
+            self.user_list_calls.append(users)
+        return await super().run(name, keys, args)
+
+
+async def test_many_user_lists_round_trip_exactly(
+    real_redis: Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thousand buyers, a few holding more codes than a slice, one list emptied and one
+    grown while the snapshot reads them: every user list comes back as Redis held it."""
+    monkeypatch.setattr(snapshot, "LIST_SLICE", 200)  # 2 items per list in a batch call
+    counts = {f"buyer-{i:04d}": 1 + i % 3 for i in range(1000)}
+    for user in ("buyer-0003", "buyer-0500", "buyer-0999"):
+        counts[user] = 450  # a head, then slices of LIST_SLICE
+    t = await _buyers(real_redis, counts)
+    expiring = keys.user_codes(t.id, "buyer-0001")
+    await real_redis.pexpire(expiring, 600_000)
+    gone, grown = keys.user_codes(t.id, "buyer-0998"), keys.user_codes(t.id, "buyer-0003")
+    read_lists = snapshot._Reader._read_lists
+
+    async def read_then_change(self: snapshot._Reader, names: list[str], *args: Any) -> Any:
+        result = await read_lists(self, names, *args)
+        if grown in names:  # between its head and the rest; and before `gone` is read
+            assert gone not in names
+            await real_redis.rpush(grown, *[f"LATE-{i}" for i in range(300)])
+            await real_redis.delete(gone)
+        return result
+
+    monkeypatch.setattr(snapshot._Reader, "_read_lists", read_then_change)
+    scripts = _CountingScripts(real_redis)
+    info = await snapshot.take_snapshot(real_redis, tmp_path, scripts=scripts)
+    live = await dump(real_redis)
+    assert gone.encode() not in live and len(live[grown.encode()][1]) == 750
+    assert live[expiring.encode()][2]
+    assert max(scripts.user_list_calls) == snapshot.USER_LISTS_PER_CALL
+    # Deleted before its batch was read: what read_list wrote for a missing key.
+    (end,) = [f for f in snapshot.read_frames(info.path) if getattr(f, "key", "") == gone]
+    assert isinstance(end, snapshot.KeyEnd) and end.expires_ms == 0
+
+    await real_redis.flushall()
+    await restore(real_redis, info.path, [])
+    restored = await dump(real_redis)
+    restored.pop(keys.EPOCH.encode())
+    assert restored == live
+
+
+async def test_user_lists_cost_one_script_call_per_batch(
+    real_redis: Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round trips grow with batches of user lists, not with users: the old reader made
+    a script call and a PTTL per user."""
+    await _buyers(real_redis, {f"u{i}": 1 + i % 2 for i in range(1000)})
+    pttl = real_redis.pttl
+    pttl_keys: list[Any] = []
+
+    def counting_pttl(name: Any) -> Any:
+        pttl_keys.append(name)
+        return pttl(name)
+
+    monkeypatch.setattr(real_redis, "pttl", counting_pttl)
+    scripts = _CountingScripts(real_redis)
+    await snapshot.take_snapshot(real_redis, tmp_path, scripts=scripts)
+    calls = scripts.user_list_calls
+    assert len(calls) == 10, f"{len(calls)} script calls read 1,000 user lists"
+    assert not [k for k in pttl_keys if (kind := snapshot.classify(k)) and kind.kind == "user"]
+    assert calls == [snapshot.USER_LISTS_PER_CALL] * 10
 
 
 async def test_restore_is_idempotent(real_redis: Redis, tmp_path: Path) -> None:
