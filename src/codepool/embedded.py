@@ -134,6 +134,18 @@ def _free_tcp_port() -> int:
         return port
 
 
+def _save_points(appendonly: bool) -> list[str]:
+    """RDB save points. Without the AOF they are the only persistence. With it, an
+    hourly RDB is kept as a second, compact copy that backups pick up: every BGSAVE
+    forks and writes the whole dataset, and codepool's own snapshots already do that
+    every minute, so a BGSAVE a minute (Redis's default `save 60 10000`, met by any
+    busy minute) would only take a core from a flash sale for as long as it writes."""
+    # One pair per line: 6.2 ignores several pairs on one `save` line.
+    if appendonly:
+        return ["save 3600 1"]
+    return ["save 3600 1", "save 300 100", "save 60 10000"]
+
+
 def _quote(value: str | Path) -> str:
     """A redis.conf string literal (double quotes, backslash escapes) for paths with spaces."""
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
@@ -429,11 +441,7 @@ class EmbeddedRedis:
             # itself loses nothing (writes reach the kernel before the reply is sent).
             # The snapshot/restore machinery covers the rest.
             "appendfsync everysec",
-            # RDB snapshots as well: a second, compact copy, and what backups pick up.
-            # One pair per line: 6.2 ignores several pairs on one `save` line.
-            "save 3600 1",
-            "save 300 100",
-            "save 60 10000",
+            *_save_points(self.appendonly),
             # If a snapshot cannot be written (disk full), refuse writes rather than accept
             # what cannot be persisted.
             "stop-writes-on-bgsave-error yes",
