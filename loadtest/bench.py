@@ -380,7 +380,9 @@ def raw_rpush(r: redis.Redis, n: int) -> float:
 def script_calls(r: redis.Redis) -> tuple[int, int]:
     """(EVALSHA calls, microseconds in them) Redis has served so far: with one script
     call per coalesced batch, a run's requests over its calls tell how well coalescing
-    works, and the time what Redis spends per request."""
+    works, and the time what Redis spends per request. Every script counts, so a
+    snapshot running meanwhile (its slices are script calls) shows as smaller batches
+    and more time per request."""
     stats = r.info("commandstats").get("cmdstat_evalsha", {})
     if not isinstance(stats, dict):
         return 0, 0
