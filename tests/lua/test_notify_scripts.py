@@ -17,8 +17,8 @@ from codepool.store.base import Backend
 from codepool.store.issuing import IssueRequest, issue_batch
 from codepool.store.pos import PosStore
 from codepool.store.trace import StreamEntries
+from tests.scripthelpers import POOL, P, create_pool, fill
 
-P, POOL = "proj", "pool1"
 NOW = 1_700_000_000_000  # ms
 
 
@@ -33,19 +33,8 @@ def store(backend: Backend) -> DeliveryStore:
 
 
 async def _pool(b: Backend, codes: list[str], thresholds: str, notify: str) -> None:
-    assert (
-        await b.scripts.run(
-            "create_pool",
-            [keys.pool_names(P), keys.pools(P), keys.pool(P, POOL)],
-            [POOL, "Summer", 1.0, "", thresholds, notify],
-        )
-        == 1
-    )
-    staging = keys.pool_staging(P, POOL, "u")
-    await b.client.rpush(staging, *codes)
-    await b.scripts.run(
-        "commit_upload", [keys.pool(P, POOL), keys.pool_available(P, POOL), staging], [100, "u"]
-    )
+    await create_pool(b, name="Summer", thresholds=thresholds, notify=notify)
+    await fill(b, codes)
 
 
 async def _outbox(b: Backend) -> list[dict[str, str]]:

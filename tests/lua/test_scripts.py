@@ -17,8 +17,8 @@ from codepool.store.codes import CodeStore
 from codepool.store.issuing import IssueRequest, issue_batch
 from codepool.store.records import parse_record
 from codepool.store.trace import StreamEntries
+from tests.scripthelpers import POOL, P, create_pool, fill
 
-P, POOL = "proj", "pool1"
 LUA = Path(__file__).resolve().parents[2] / "lua"
 
 
@@ -37,30 +37,6 @@ async def test_every_script_loads(redis: Redis) -> None:
         sha = await redis.script_load(source)
         assert sha, name
     assert scripts.names == sorted(script_sources())
-
-
-async def _pool(b: Backend, thresholds: str = "", expires_at: str = "") -> None:
-    created = await b.scripts.run(
-        "create_pool",
-        [keys.pool_names(P), keys.pools(P), keys.pool(P, POOL)],
-        [POOL, "Pool", 1.0, expires_at, thresholds, "{}"],
-    )
-    assert created == 1
-
-
-async def _fill(b: Backend, codes: list[str], upload_id: str = "u") -> list[int]:
-    staging = keys.pool_staging(P, POOL, upload_id)
-    await b.client.rpush(staging, *codes)
-    result: list[int] = await b.scripts.run(
-        "commit_upload", [keys.pool(P, POOL), keys.pool_available(P, POOL), staging], [3, upload_id]
-    )
-    while result[0] > 0:
-        result = await b.scripts.run(
-            "commit_upload",
-            [keys.pool(P, POOL), keys.pool_available(P, POOL), staging],
-            [3, upload_id],
-        )
-    return result
 
 
 async def _counters(b: Backend) -> tuple[int, int, int]:
@@ -91,9 +67,9 @@ async def test_issued_records_of_repeated_strings_in_one_large_hand_out(
     codes = [f"U{i:05d}" for i in range(2500)]
     for at in (0, 999, 1000, 2400):
         codes[at] = "DUP"
-    await _pool(backend)
+    await create_pool(backend)
     await backend.client.hset(keys.issued(P), "U00005", "earlier")  # issued by another pool
-    await _fill(backend, codes)
+    await fill(backend, codes)
     (result,) = await issue_batch(backend, P, POOL, [IssueRequest(count=2500, user_id="u")])
     assert result.status == Status.OK and result.codes == codes
     dup = text(await _record(backend, "DUP")).split("\x1e")
@@ -105,7 +81,7 @@ async def test_issued_records_of_repeated_strings_in_one_large_hand_out(
 
 
 async def test_create_pool_rejects_taken_name_and_id(backend: Backend) -> None:
-    await _pool(backend)
+    await create_pool(backend)
     again = await backend.scripts.run(
         "create_pool",
         [keys.pool_names(P), keys.pools(P), keys.pool(P, "other")],
@@ -121,10 +97,10 @@ async def test_create_pool_rejects_taken_name_and_id(backend: Backend) -> None:
 
 
 async def test_commit_renames_into_empty_pool_and_appends_in_slices(backend: Backend) -> None:
-    await _pool(backend)
-    assert await _fill(backend, ["A", "B"], "u1") == [0, 2, 2]
+    await create_pool(backend)
+    assert await fill(backend, ["A", "B"], "u1") == [0, 2, 2]
     # Not empty now: the second upload is moved 3 at a time, order kept.
-    assert await _fill(backend, ["C", "D", "E", "F", "G"], "u2") == [0, 7, 7]
+    assert await fill(backend, ["C", "D", "E", "F", "G"], "u2") == [0, 7, 7]
     assert await backend.client.lrange(keys.pool_available(P, POOL), 0, -1) == [
         b"A",
         b"B",
@@ -149,8 +125,8 @@ async def test_commit_into_deleted_pool_drops_staging(backend: Backend) -> None:
 
 
 async def test_issue_is_all_or_nothing_and_counts_exact(backend: Backend) -> None:
-    await _pool(backend)
-    await _fill(backend, [f"C{i}" for i in range(5)])
+    await create_pool(backend)
+    await fill(backend, [f"C{i}" for i in range(5)])
     results = await issue_batch(
         backend,
         P,
@@ -178,8 +154,8 @@ async def test_codes_a_call_does_not_hand_out_go_back_in_order(backend: Backend)
     # to the head in its order (over 1000 codes: more than one LPUSH), and hand-out
     # positions stay those of the hand-out order.
     codes = [f"C{i:04d}" for i in range(2500)]
-    await _pool(backend)
-    await _fill(backend, codes)
+    await create_pool(backend)
+    await fill(backend, codes)
     revoked = Credential("key", "revoked")
     results = await issue_batch(
         backend,
@@ -216,8 +192,8 @@ async def test_codes_a_call_does_not_hand_out_go_back_in_order(backend: Backend)
 
 
 async def test_issue_duplicate_strings_are_separate_instances(backend: Backend) -> None:
-    await _pool(backend)
-    await _fill(backend, ["SAVE10", "SAVE10", "SAVE10"])
+    await create_pool(backend)
+    await fill(backend, ["SAVE10", "SAVE10", "SAVE10"])
     results = await issue_batch(
         backend, P, POOL, [IssueRequest(count=1, user_id=f"u{i}") for i in range(3)]
     )
@@ -227,8 +203,8 @@ async def test_issue_duplicate_strings_are_separate_instances(backend: Backend) 
 
 
 async def test_issue_idempotency_replay_and_mismatch(backend: Backend) -> None:
-    await _pool(backend)
-    await _fill(backend, ["A", "B", "C"])
+    await create_pool(backend)
+    await fill(backend, ["A", "B", "C"])
     first = IssueRequest(count=1, idempotency_digest="d1", fingerprint="f1")
     r1 = await issue_batch(backend, P, POOL, [first])
     r2 = await issue_batch(
@@ -244,8 +220,8 @@ async def test_issue_idempotency_replay_and_mismatch(backend: Backend) -> None:
 
 
 async def test_issue_expired_and_missing_pool(backend: Backend) -> None:
-    await _pool(backend, expires_at="1000")
-    await _fill(backend, ["A"])
+    await create_pool(backend, expires_at="1000")
+    await fill(backend, ["A"])
     assert (await issue_batch(backend, P, POOL, [IssueRequest(count=1)]))[
         0
     ].status == Status.EXPIRED
@@ -255,8 +231,8 @@ async def test_issue_expired_and_missing_pool(backend: Backend) -> None:
 
 
 async def test_thresholds_fire_once_per_crossing_and_rearm_on_refill(backend: Backend) -> None:
-    await _pool(backend, thresholds="3,1")
-    await _fill(backend, [f"C{i}" for i in range(5)], "u1")
+    await create_pool(backend, thresholds="3,1")
+    await fill(backend, [f"C{i}" for i in range(5)], "u1")
 
     async def types() -> list[tuple[bytes, bytes]]:
         entries = cast(StreamEntries, await backend.client.xrange(keys.events(P)))
@@ -269,15 +245,15 @@ async def test_thresholds_fire_once_per_crossing_and_rearm_on_refill(backend: Ba
     assert await types() == [(b"POOL_LOW", b"3")]
     await issue_batch(backend, P, POOL, [IssueRequest(count=2)])  # 0 left: crosses 1, exhausted
     assert await types() == [(b"POOL_LOW", b"3"), (b"POOL_LOW", b"1"), (b"POOL_EXHAUSTED", b"")]
-    await _fill(backend, [f"D{i}" for i in range(2)], "u2")  # 2 left: re-arms 1 only
+    await fill(backend, [f"D{i}" for i in range(2)], "u2")  # 2 left: re-arms 1 only
     await issue_batch(backend, P, POOL, [IssueRequest(count=1)])  # 1 left: crosses 1 again
     assert (await types())[-1] == (b"POOL_LOW", b"1")
     assert len(await types()) == 4
 
 
 async def test_update_pool_renames_and_rearms(backend: Backend) -> None:
-    await _pool(backend)
-    await _fill(backend, ["A", "B", "C"])
+    await create_pool(backend)
+    await fill(backend, ["A", "B", "C"])
     args = [keys.pool_names(P), keys.pool(P, POOL), keys.pool_available(P, POOL)]
     assert await backend.scripts.run("update_pool", args, [POOL, "Renamed", "5,2", "", "-"]) == 1
     assert await backend.client.hget(keys.pool_names(P), "Renamed") == POOL.encode()
@@ -288,8 +264,8 @@ async def test_update_pool_renames_and_rearms(backend: Backend) -> None:
 
 
 async def test_delete_pool_refuses_in_use_and_purges_issued(backend: Backend) -> None:
-    await _pool(backend)
-    await _fill(backend, ["A", "B", "C"])
+    await create_pool(backend)
+    await fill(backend, ["A", "B", "C"])
     await issue_batch(backend, P, POOL, [IssueRequest(count=2)])
     delete_keys = [
         keys.pool_names(P),
@@ -321,8 +297,8 @@ async def test_delete_pool_refuses_in_use_and_purges_issued(backend: Backend) ->
 
 
 async def test_skip_mode_staging_skips_pool_and_upload_duplicates(backend: Backend) -> None:
-    await _pool(backend)
-    await _fill(backend, ["A", "B", "C"])
+    await create_pool(backend)
+    await fill(backend, ["A", "B", "C"])
     await issue_batch(backend, P, POOL, [IssueRequest(count=1)])  # A handed out
     seen, staging = keys.pool_staging_seen(P, POOL, "s"), keys.pool_staging(P, POOL, "s")
     read = await backend.scripts.run(
@@ -337,8 +313,8 @@ async def test_skip_mode_staging_skips_pool_and_upload_duplicates(backend: Backe
 
 
 async def test_read_codes_pairs_codes_with_records(backend: Backend) -> None:
-    await _pool(backend)
-    await _fill(backend, ["A", "B"])
+    await create_pool(backend)
+    await fill(backend, ["A", "B"])
     await issue_batch(backend, P, POOL, [IssueRequest(count=2, user_id="u")])
     flat = await backend.scripts.run(
         "read_codes", [keys.pool_log(P, POOL), keys.issued(P)], [1, 10]
@@ -347,8 +323,8 @@ async def test_read_codes_pairs_codes_with_records(backend: Backend) -> None:
 
 
 async def test_resume_commit_after_interruption(backend: Backend) -> None:
-    await _pool(backend)
-    await _fill(backend, ["A"])
+    await create_pool(backend)
+    await fill(backend, ["A"])
     staging = keys.pool_staging(P, POOL, "crash")
     await backend.client.rpush(staging, "B", "C", "D", "E")
     # One slice moved, then the process "dies": the mark stays behind.
@@ -364,8 +340,8 @@ async def test_resume_commit_after_interruption(backend: Backend) -> None:
 
 
 async def test_issue_rechecks_cached_credentials(backend: Backend) -> None:
-    await _pool(backend)
-    await _fill(backend, ["A", "B", "C"])
+    await create_pool(backend)
+    await fill(backend, ["A", "B", "C"])
     await backend.client.hset(keys.api_keys(P), "k1", "{}")
     await backend.client.hset(keys.project(P), "user_token_secret", "s1")
     results = await issue_batch(
@@ -389,8 +365,8 @@ async def test_issue_rechecks_cached_credentials(backend: Backend) -> None:
 
 
 async def test_find_code_reads_by_position_so_pops_never_skip(backend: Backend) -> None:
-    await _pool(backend)
-    await _fill(backend, [f"F{i}" for i in range(10)])
+    await create_pool(backend)
+    await fill(backend, [f"F{i}" for i in range(10)])
     avail, pool = keys.pool_available(P, POOL), keys.pool(P, POOL)
     first = await backend.scripts.run("find_code", [avail, pool], ["F9", -1, 4])
     assert first == [0, 4]  # F0..F3 read; next position 4

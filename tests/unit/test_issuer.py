@@ -12,31 +12,15 @@ from codepool.scripts import Status
 from codepool.settings import load_settings
 from codepool.store.base import Backend, text
 from codepool.store.issuing import IssueRequest
-
-P, POOL = "proj", "pool1"
-
-
-async def _pool(b: Backend, codes: list[str]) -> None:
-    assert (
-        await b.scripts.run(
-            "create_pool",
-            [keys.pool_names(P), keys.pools(P), keys.pool(P, POOL)],
-            [POOL, "Pool", 1.0, "", "", "{}"],
-        )
-        == 1
-    )
-    staging = keys.pool_staging(P, POOL, "u")
-    await b.client.rpush(staging, *codes)
-    await b.scripts.run(
-        "commit_upload", [keys.pool(P, POOL), keys.pool_available(P, POOL), staging], [10, "u"]
-    )
+from tests.scripthelpers import POOL, P, create_pool, fill
 
 
 async def test_a_caller_cancelled_while_waiting_gets_no_code_and_others_are_served(
     redis: Redis,
 ) -> None:
     b = Backend(redis, load_settings({}))
-    await _pool(b, [f"C{i}" for i in range(10)])
+    await create_pool(b)
+    await fill(b, [f"C{i}" for i in range(10)])
     issuer = Issuer(b, max_requests=100)
     # The first request starts a batch at once; the rest queue behind it.
     first = asyncio.create_task(issuer.issue(P, POOL, IssueRequest(count=1, user_id="a")))
