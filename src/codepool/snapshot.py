@@ -36,7 +36,7 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -284,10 +284,13 @@ class _Reader:
         self.out = out
         self.codes = 0
 
-    async def _read(self, key: str, project: str, kind: str, *args: Any) -> tuple[Clock, Any]:
+    async def _read(
+        self, key: str, project: str, kind: str, *args: Any, more: Sequence[str] = ()
+    ) -> tuple[Clock, Any]:
+        """One snapshot_read.lua call; ``more``: further keys (kind lists)."""
         pool_t, avail_t = _templates(project)
         clock, data = await self.scripts.run(
-            "snapshot_read", [key, keys.pools(project)], [kind, pool_t, avail_t, *args]
+            "snapshot_read", [key, keys.pools(project), *more], [kind, pool_t, avail_t, *args]
         )
         return _clock(clock), data
 
@@ -295,14 +298,8 @@ class _Reader:
         self, names: list[str], project: str, count: int
     ) -> tuple[Clock, list[tuple[int, int, list[bytes]]]]:
         """The first ``count`` items, length and PTTL of each list, with one clock."""
-        pool_t, avail_t = _templates(project)
-        # KEYS[2] is the pools set the clock is read from; the lists are all the others.
-        clock, data = await self.scripts.run(
-            "snapshot_read",
-            [names[0], keys.pools(project), *names[1:]],
-            ["lists", pool_t, avail_t, count],
-        )
-        return _clock(clock), [(int(n), int(ttl), items) for n, ttl, items in data]
+        clock, data = await self._read(names[0], project, "lists", count, more=names[1:])
+        return clock, [(int(n), int(ttl), items) for n, ttl, items in data]
 
     async def _expiry(self, key: str) -> int:
         # Redis 6.2 has no PEXPIRETIME: the absolute time from PTTL, to a millisecond or so.
