@@ -175,12 +175,11 @@ for i = 0, n - 1 do
       end
     end
     issued_total = issued_total + count
-    local available = avail_now
     if fingerprint ~= '' then
-      rcall('SET', idem_key, fingerprint .. US .. now .. US .. purchase_id .. US .. available
+      rcall('SET', idem_key, fingerprint .. US .. now .. US .. purchase_id .. US .. avail_now
             .. US .. table.concat(codes, ','), 'EX', idem_ttl)
     end
-    answer(1, available, now, purchase_id, hide, codes)
+    answer(1, avail_now, now, purchase_id, hide, codes)
   end
 end
 
