@@ -221,6 +221,9 @@ class Run:
             # Request numbers go on across turns (distinct users, keys).
             route.append(self.b.load(_shifted(make, sent), duration=turn, keep_bodies=True))
             sent += route[-1].requests
+        # The spread of the turns shows how much the machine moved during the run.
+        turns = " ".join(f"{r.rate / h.rate:.2f}" for r, h in zip(route, yardstick, strict=True))
+        print(f"  rate / healthz rate per turn: {turns}")
         return httpload.merge(route), httpload.merge(yardstick)
 
     def single_issue(self) -> None:

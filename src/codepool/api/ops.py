@@ -52,5 +52,9 @@ class OpsController(Controller):
                 "# HELP codepool_journal_fsyncs_total journal writes (one fsync each).",
                 "# TYPE codepool_journal_fsyncs_total counter",
                 f"codepool_journal_fsyncs_total {journal.writes}",
+                "# HELP codepool_journal_fsync_seconds_total time the worker's event loop"
+                " spent writing and fsyncing the journal (it waits meanwhile).",
+                "# TYPE codepool_journal_fsync_seconds_total counter",
+                f"codepool_journal_fsync_seconds_total {journal.sync_seconds:.6f}",
             ]
         return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
