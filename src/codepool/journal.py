@@ -158,11 +158,12 @@ class Journal:
     Why not a thread (as before): a writer thread woken by a condition has to get the
     GIL from a busy event loop before and after each write, and a batch's answers wait
     for it; we read the idle CPU below as that wait. Measured in one session, old and
-    new alternating (per-process CPU over 6 s runs of the bench's routes, 64
-    connections): a core's 0.13-0.25 sat idle during issue and purchase runs with the
-    thread, 0.08-0.12 without; worker CPU per issue request 172-212 us against 170-205
-    us; purchase/healthz (loadtest.bench, two runs each) 0.49-0.56 against 0.61. The
-    price: a worker answers nothing while its disk syncs.
+    new alternating (per-process CPU over 6 s runs, 7 with the thread, 9 without):
+    idle CPU during issue runs 0.10-0.18 of a core with the thread, 0.08-0.12 without
+    (one run at 0.71), during purchase runs 0.14-0.31 against 0.10-0.17; worker CPU per
+    request (medians) issue 198 -> 178 us, purchase 242 -> 226 us; purchase/healthz in
+    loadtest.bench (two runs each) 0.49-0.56 -> 0.61. The price: a worker answers
+    nothing while its disk syncs.
     """
 
     def __init__(self, directory: Path, rotate_after: float = DEFAULT_ROTATE_SECONDS) -> None:
