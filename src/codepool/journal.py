@@ -162,8 +162,9 @@ class Journal:
     idle CPU during issue runs 0.10-0.18 of a core with the thread, 0.08-0.12 without
     (one run at 0.71), during purchase runs 0.14-0.31 against 0.10-0.17; worker CPU per
     request (medians) issue 198 -> 178 us, purchase 242 -> 226 us; purchase/healthz in
-    loadtest.bench (two runs each) 0.49-0.56 -> 0.61. The price: a worker answers
-    nothing while its disk syncs.
+    loadtest.bench (two runs each) 0.49-0.56 -> 0.61. Without HTTP
+    (loadtest/snapshot_bench.py) it measured worse, journal on/off 0.89, 0.81 -> 0.82,
+    0.67 (docs/durability.md). The price: a worker answers nothing while its disk syncs.
     """
 
     def __init__(self, directory: Path, rotate_after: float = DEFAULT_ROTATE_SECONDS) -> None:
