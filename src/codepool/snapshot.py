@@ -72,6 +72,17 @@ PIPELINE = 500
 # its reply stays within one LIST_SLICE; a longer list goes on in read_list's slices.
 USER_LISTS_PER_CALL = 100
 
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _expires_ms(ttl: int, now_ms: int) -> int:
+    """A key's expiry as Unix ms from its PTTL (Redis 6.2 has no PEXPIRETIME: to a
+    millisecond or so); 0 for none (-1) or no such key (-2)."""
+    return now_ms + ttl if ttl > 0 else 0
+
+
 # pool id -> (codes popped, end position of the available list, redeems), see snapshot_read.lua
 Clock = dict[str, tuple[int, int, int]]
 
@@ -302,9 +313,7 @@ class _Reader:
         return clock, [(int(n), int(ttl), items) for n, ttl, items in data]
 
     async def _expiry(self, key: str) -> int:
-        # Redis 6.2 has no PEXPIRETIME: the absolute time from PTTL, to a millisecond or so.
-        ttl = int(await self.client.pttl(key))
-        return int(time.time() * 1000) + ttl if ttl > 0 else 0
+        return _expires_ms(int(await self.client.pttl(key)), _now_ms())
 
     async def read_hash(self, key: str, project: str) -> None:
         cursor, clock = "0", None
@@ -342,7 +351,7 @@ class _Reader:
         for i in range(0, len(names), USER_LISTS_PER_CALL):
             batch = names[i : i + USER_LISTS_PER_CALL]
             clock, lists = await self._read_lists(batch, project, count)
-            now_ms = int(time.time() * 1000)
+            now_ms = _now_ms()
             for key, (length, ttl, items) in zip(batch, lists, strict=True):
                 if items:
                     self.out.add(ListSlice(key=key, items=items, clock=clock))
@@ -350,8 +359,7 @@ class _Reader:
                     await self.read_list(key, project, start=len(items))
                     continue
                 # Deleted since the scan: length 0, PTTL -2, no slice (as read_list).
-                expires = now_ms + ttl if ttl > 0 else 0
-                self.out.add(KeyEnd(key=key, expires_ms=expires, clock=clock))
+                self.out.add(KeyEnd(key=key, expires_ms=_expires_ms(ttl, now_ms), clock=clock))
 
     async def read_stream(self, key: str, project: str) -> None:
         after, clock = "", None
@@ -418,11 +426,11 @@ class _Reader:
                     pipe.get(name)
                     pipe.pttl(name)
                 raw = await pipe.execute()
-            now_ms = int(time.time() * 1000)
+            now_ms = _now_ms()
             for name, value, ttl in zip(chunk, raw[::2], raw[1::2], strict=True):
                 if value is None or ttl == -2:
                     continue  # expired or deleted since the scan
-                expires = now_ms + int(ttl) if int(ttl) > 0 else 0
+                expires = _expires_ms(int(ttl), now_ms)
                 self.out.add(StringKey(key=name, value=value, expires_ms=expires))
 
     async def read_generic(self, key: str, project: str | None) -> None:
