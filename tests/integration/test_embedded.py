@@ -70,6 +70,32 @@ def test_data_survives_a_graceful_restart(server: EmbeddedRedis) -> None:
         assert client.get("code") == b"A1"
 
 
+def test_stop_with_the_aof_on_writes_no_rdb(server: EmbeddedRedis) -> None:
+    # SHUTDOWN NOSAVE: the AOF holds every write, and a final RDB of a big sale's data
+    # took longer than stop() waits. Everything written just before stop() is kept.
+    with _client(server.url) as client:
+        client.hset("issued", mapping={f"C{i:06d}": "pl1" for i in range(20_000)})
+    server.stop()
+    assert not (server.directory / "dump.rdb").exists()
+    assert "DB saved on disk" not in (server.directory / "redis.log").read_text()
+    server.start()
+    with _client(server.url) as client:
+        assert client.hlen("issued") == 20_000
+
+
+def test_what_a_save_killed_midway_left_is_removed_at_start(tmp_path: Path) -> None:
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    left = [directory / "temp-4242.rdb", directory / "temp-rewriteaof-bg-4243.aof"]
+    for path in left:
+        path.write_bytes(b"REDIS0009 half written")
+    (directory / "notes.txt").write_text("not redis's")
+    with EmbeddedRedis(directory) as embedded, _client(embedded.url) as client:
+        assert client.ping()
+    assert [path for path in left if path.exists()] == []
+    assert (directory / "notes.txt").read_text() == "not redis's"
+
+
 def test_acknowledged_writes_survive_a_crash(server: EmbeddedRedis) -> None:
     with _client(server.url) as client:
         client.set("code", "A1")
