@@ -3,8 +3,10 @@
 A purchase carries one, so one is verified per purchase. PyJWT 2.15 took ~70 us for
 that on the machine here, half of a purchase's CPU: it checks every base64 character
 in a Python loop and re-checks the key for PEM and SSH shapes on every call. This
-verifier does the checks that matter for the one algorithm codepool accepts, in a few
-microseconds. tests/unit/test_usertoken.py holds it to PyJWT's verdict on a corpus of
+verifier does the checks that matter for the one algorithm codepool accepts, in about a
+fifth of PyJWT's time (11-13 us against 58-65 us, timeit in one run): the key is
+absorbed into the HMAC once per secret, and base64url is checked and decoded in C.
+tests/unit/test_usertoken.py holds it to PyJWT's verdict on a corpus of
 good, bad and mangled tokens: whatever PyJWT refuses, this refuses too.
 
 What it checks, as PyJWT does by default: three base64url segments (canonical, padding
@@ -18,17 +20,17 @@ strings), and any ``aud`` is refused (PyJWT lets an empty one pass).
 
 from __future__ import annotations
 
-import base64
 import binascii
+import functools
+import hashlib
 import hmac
-import re
 import time
 from typing import Any
 
 import msgspec
 
-# Unpadded base64url; a length of 1 mod 4 cannot be produced by any input.
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+# base64url's two own characters -> standard base64's, for binascii.
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _json = msgspec.json.Decoder()
 # Last characters whose unused bits are zero: 2 characters carry 8 bits (4 unused), 3
 # carry 16 (2 unused); the alphabet index must be a multiple of 16 or 4.
@@ -60,12 +62,20 @@ def verify(token: str, secret: str, now: float | None = None) -> dict[str, Any]:
         raise InvalidTokenError("the token asks for extensions codepool does not know")
     if "kid" in header and not isinstance(header["kid"], str):
         raise InvalidTokenError("the kid header must be a string")
-    expected = hmac.digest(secret.encode(), f"{header_b64}.{payload_b64}".encode("ascii"), "sha256")
-    if not hmac.compare_digest(expected, signature):
+    mac = _keyed(secret).copy()
+    mac.update(f"{header_b64}.{payload_b64}".encode("ascii"))
+    if not hmac.compare_digest(mac.digest(), signature):
         raise InvalidTokenError("bad signature")
     claims = _object(payload_raw, "payload")
     _check_claims(claims, time.time() if now is None else now)
     return claims
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyed(secret: str) -> hmac.HMAC:
+    """HMAC-SHA256 with the key already absorbed: copied per token, it saves hashing
+    the key again for every purchase (4.6 -> 3.4 us on the machine here)."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
 
 
 def _segment(text: str) -> bytes:
@@ -73,16 +83,22 @@ def _segment(text: str) -> bytes:
     padding = len(text) - len(stripped)
     if padding > 2 or (padding and len(text) % 4) or len(stripped) % 4 == 1:
         raise InvalidTokenError("bad base64url padding")
-    if not _SEGMENT.fullmatch(stripped):
-        raise InvalidTokenError("not base64url")
     # Canonical only: the unused low bits of the last character must be zero, so one
     # token has one spelling (PyJWT re-encodes to check the same).
     tail = len(stripped) % 4
     if tail and stripped[-1] not in _CANONICAL_LAST[tail]:
         raise InvalidTokenError("non-canonical base64url")
+    # "+" and "/" are base64, not base64url: the translation below would let them in.
+    if "+" in stripped or "/" in stripped:
+        raise InvalidTokenError("not base64url")
     try:
-        return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
-    except (binascii.Error, ValueError):
+        # Strict mode refuses anything outside the alphabet (whitespace, "=" inside);
+        # in C, at half the cost of a regex check plus base64.urlsafe_b64decode.
+        return binascii.a2b_base64(
+            stripped.encode("ascii").translate(_TO_STANDARD) + b"=" * (-len(stripped) % 4),
+            strict_mode=True,
+        )
+    except (binascii.Error, UnicodeEncodeError):
         raise InvalidTokenError("not base64url") from None
 
 
