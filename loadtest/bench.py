@@ -278,12 +278,15 @@ class Run:
 
     def bulk(self) -> None:
         b = self.b
-        pool = b.pool("bulk", 3_000_000, "B")
+        n = self.args.bulk_codes
+        pool = b.pool("bulk", n, "B")
         req = b.post(f"/v1/projects/{b.project}/pools/{pool}/issue", b.admin, b'{"count":1000}')
         self.r.config_resetstat()
         cpu_before = redis_cpu(self.r)
         res = asyncio.run(
-            httpload.run(HOST, b.port, lambda i: req, connections=8, total=3000, keep_bodies=True)
+            httpload.run(
+                HOST, b.port, lambda i: req, connections=8, total=n // 1000, keep_bodies=True
+            )
         )
         busy = (redis_cpu(self.r) - cpu_before) / res.seconds
         stats = self.r.info("commandstats").get("cmdstat_evalsha", {})
@@ -420,6 +423,9 @@ def main() -> int:
         "--codes", type=int, default=10_000_000, help="codes for the upload and memory figures"
     )
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each HTTP rate run")
+    parser.add_argument(
+        "--bulk-codes", type=int, default=3_000_000, help="codes the bulk phase issues, 1000 a call"
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
@@ -439,6 +445,8 @@ def main() -> int:
     unknown = set(phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    if args.bulk_codes < 1000:
+        parser.error("--bulk-codes must be at least 1000 (one call's worth)")
     extra_env = dict(item.split("=", 1) for item in args.env)
 
     with tempfile.TemporaryDirectory(prefix="codepool-bench-") as tmp:

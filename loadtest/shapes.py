@@ -29,3 +29,12 @@ class SteadyShape(LoadTestShape):
 
     def tick(self) -> tuple[int, float] | None:
         return (100, 50) if self.get_run_time() < 60 else None
+
+
+class SmokeShape(LoadTestShape):
+    """20 users for 8 seconds: checks that every scenario runs clean against a server
+    (a new deployment, or these tools themselves: tests/e2e/test_load_tools.py). Not a
+    measurement."""
+
+    def tick(self) -> tuple[int, float] | None:
+        return (20, 20) if self.get_run_time() < 8 else None

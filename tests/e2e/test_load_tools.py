@@ -1,0 +1,98 @@
+"""The tools users measure codepool with: `make bench` and `make loadtest`, run small.
+
+Each starts its own embedded Redis and `codepool serve`, as a user's run does. These
+check that every phase and scenario runs and that what they check holds (no code told
+twice, no errors, every bought code redeems once); the rates they print are not
+judged here: speed lives in the benchmark, not in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.real]
+
+REPO = Path(__file__).resolve().parents[2]
+# A report line: "ok   pool/issue errors                 0.00 <= 0.00 "
+TARGET = re.compile(r"^(ok  |MISS) (.{36}) +(-?[\d,.]+) (>=|<=) ")
+
+
+def _run(args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> str:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CODEPOOL_")}
+    environ.update(env or {}, TMPDIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
+    out = _run(
+        [
+            "loadtest.bench",
+            "--codes",
+            "20000",
+            "--bulk-codes",
+            "20000",
+            "--seconds",
+            "1",
+            "--connections",
+            "16",
+        ],
+        tmp_path,
+    )
+    targets = {}
+    for line in out.splitlines():
+        if m := TARGET.match(line):
+            targets[m[2].strip()] = (m[1].strip(), float(m[3].replace(",", "")))
+    assert set(targets) == {
+        "pool/issue rate / healthz rate",
+        "pool/issue errors",
+        "purchase rate / healthz rate",
+        "purchase errors",
+        "redeem: each code once",
+        "bulk issue codes/s",
+        "upload rate / raw RPUSH rate",
+        "bytes per available code",
+        "bytes per assigned code",
+    }, out
+    assert targets["pool/issue errors"] == ("ok", 0.0)
+    assert targets["purchase errors"] == ("ok", 0.0)
+    assert targets["redeem: each code once"][0] == "ok"
+    assert targets["redeem: each code once"][1] > 0
+    for rate in ("pool/issue rate / healthz rate", "purchase rate / healthz rate"):
+        assert targets[rate][1] > 0
+    assert "bulk issue: 20000 codes told to clients, 0 handed out twice" in out
+    assert "codes handed out twice: 0" in out
+    # A 10-character code in a list costs bytes, not tens of bytes (at any pool size).
+    assert 0 < targets["bytes per available code"][1] <= 24
+
+
+@pytest.mark.timeout(120)
+def test_locust_scenarios_run_clean_and_write_a_report(tmp_path: Path) -> None:
+    report = tmp_path / "locust.html"
+    # locust exits 1 if any request failed: a body that does not fit its Struct, a code
+    # a buyer got that does not validate, a refill that added fewer codes than sent.
+    out = _run(
+        ["loadtest.run_locust", "--shape", "SmokeShape", "--report", str(report)],
+        tmp_path,
+        env={"CODEPOOL_LOCUST_CODES": "20000"},
+    )
+    assert f"report: {report}" in out
+    html = report.read_text()
+    for name in ("purchase", "validate", "redeem", "refill"):
+        assert f'"{name}"' in html, name
