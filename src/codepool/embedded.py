@@ -585,6 +585,10 @@ class EmbeddedRedis:
             self._url, socket_connect_timeout=1.0, socket_timeout=5.0, retry=None
         )
         try:
+            # Only while the AOF really is on: had someone turned it off at runtime, the
+            # RDB written on SIGTERM would be the only copy of the data.
+            if client.config_get("appendonly").get("appendonly") != "yes":
+                return False
             # redis-py treats the connection closing under it as success.
             client.shutdown(nosave=True)
         except redis.exceptions.RedisError as exc:

@@ -83,6 +83,14 @@ def test_stop_with_the_aof_on_writes_no_rdb(server: EmbeddedRedis) -> None:
         assert client.hlen("issued") == 20_000
 
 
+def test_stop_writes_the_rdb_if_the_aof_was_turned_off_at_runtime(server: EmbeddedRedis) -> None:
+    with _client(server.url) as client:
+        client.config_set("appendonly", "no")
+        client.set("code", "A1")
+    server.stop()
+    assert (server.directory / "dump.rdb").stat().st_size > 0
+
+
 def test_what_a_save_killed_midway_left_is_removed_at_start(tmp_path: Path) -> None:
     directory = tmp_path / "redis"
     directory.mkdir()
