@@ -4,7 +4,8 @@
     python -m loadtest.bench --codes 1000000 --seconds 5    # quicker
 
 Starts its own embedded Redis and `codepool serve` (2 workers), loads pools, drives
-them with a lean keep-alive client (loadtest/httpload.py) and prints every target as
+them with wrk when it is installed (loadtest/wrkload.py; --client picks) or else a lean
+asyncio keep-alive client (loadtest/httpload.py), and prints every target as
 measured / goal. Machines here are noisy and small, so HTTP rates are reported as a
 ratio to the same server's /healthz rate measured in the same run, with the same
 client and connection count. Every code any response carried is checked for
@@ -30,7 +31,7 @@ import msgspec
 import redis
 
 from codepool.embedded import EmbeddedRedis
-from loadtest import httpload
+from loadtest import httpload, wrkload
 
 ROOT_KEY = "bench-root-key"
 HOST = "127.0.0.1"
@@ -102,6 +103,10 @@ class Bench:
         self.project = project
         self.args = args
         self.redis = r
+        # wrk for the rate runs when it is there (and not turned off), else asyncio.
+        self.wrk: str | None = wrkload.find() if args.client != "asyncio" else None
+        if args.client == "wrk" and self.wrk is None:
+            raise SystemExit("--client wrk: no wrk on PATH")
         self.http = httpx.Client(base_url=f"http://{HOST}:{port}", timeout=600, trust_env=False)
         root = {"Authorization": f"Bearer {ROOT_KEY}"}
         created = self.http.post(
@@ -144,7 +149,20 @@ class Bench:
         duration: float | None = None,
         total: int | None = None,
         keep_bodies: bool = False,
+        distinct: int = 1,
     ) -> httpload.Result:
+        """Run ``make`` for ``duration`` seconds or ``total`` requests; ``distinct``:
+        how many different requests it makes (request i = request i % distinct)."""
+        if self.wrk is not None and duration is not None and total is None:
+            return wrkload.run(
+                self.wrk,
+                HOST,
+                self.port,
+                [make(i) for i in range(distinct)],
+                connections=self.args.connections,
+                seconds=duration,
+                keep_bodies=keep_bodies,
+            )
         return asyncio.run(
             httpload.run(
                 HOST,
@@ -156,6 +174,10 @@ class Bench:
                 keep_bodies=keep_bodies,
             )
         )
+
+    def lasts(self, seconds: float) -> float:
+        """How long a timed run of ``seconds`` really runs (wrk: whole seconds)."""
+        return seconds if self.wrk is None else wrkload.whole_seconds(seconds)
 
     def post(self, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
         return httpload.request("POST", path, f"{HOST}:{self.port}", headers, body)
@@ -206,7 +228,7 @@ class Run:
         return httpload.request("GET", "/healthz", f"{HOST}:{self.b.port}", {})
 
     def versus_healthz(
-        self, make: httpload.RequestMaker
+        self, make: httpload.RequestMaker, distinct: int = 1
     ) -> tuple[httpload.Result, httpload.Result]:
         """A route's run and a /healthz run, interleaved in SLICES turns each, so a
         machine that slows down or speeds up mid-run (shared hosts do) weighs on both
@@ -219,7 +241,11 @@ class Run:
         for _ in range(SLICES):
             yardstick.append(self.b.load(lambda i: health, duration=turn))
             # Request numbers go on across turns (distinct users, keys).
-            route.append(self.b.load(_shifted(make, sent), duration=turn, keep_bodies=True))
+            route.append(
+                self.b.load(
+                    _shifted(make, sent), duration=turn, keep_bodies=True, distinct=distinct
+                )
+            )
             sent += route[-1].requests
         # The spread of the turns shows how much the machine moved during the run.
         turns = " ".join(f"{r.rate / h.rate:.2f}" for r, h in zip(route, yardstick, strict=True))
@@ -253,7 +279,7 @@ class Run:
         ]
         reqs = [b.post(path, {"Authorization": f"Bearer {t}"}) for t in tokens]
         calls = script_calls(self.r)
-        res, health = self.versus_healthz(lambda i: reqs[i % len(reqs)])
+        res, health = self.versus_healthz(lambda i: reqs[i % len(reqs)], distinct=len(reqs))
         coalesced(res, calls, script_calls(self.r))
         told = [msgspec.json.decode(body)["code"] for body in res.bodies]
         self.duplicates += check_unique(told, "purchase")
@@ -343,7 +369,8 @@ class Run:
 
     def stock(self) -> int:
         """Enough codes that a rate run never runs dry."""
-        return int(max(self.health_rate, 1000) * self.args.seconds * 1.5)
+        seconds = SLICES * self.b.lasts(self.args.seconds / SLICES)
+        return int(max(self.health_rate, 1000) * seconds * 1.5)
 
     def rate_targets(
         self, label: str, res: httpload.Result, health: httpload.Result, told: int
@@ -352,7 +379,9 @@ class Run:
         self.targets.append(
             Target(f"{label} rate / healthz rate", res.rate / health.rate, 0.8, "x")
         )
-        failed = res.errors + (len(res.latencies) - told)
+        # Every request that did not come back with its codes (error statuses, requests
+        # lost without an answer, which both clients count as status 0).
+        failed = res.requests - told
         self.targets.append(Target(f"{label} errors", failed, 0, "", higher_is_better=False))
 
 
@@ -367,6 +396,21 @@ PHASES = {
     "bulk": "bulk",
     "upload": "upload_and_memory",
 }
+
+
+def add_client_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--client",
+        choices=("auto", "wrk", "asyncio"),
+        default="auto",
+        help="load generator of the timed runs: wrk if on PATH (auto), or the asyncio one",
+    )
+
+
+def client_name(b: Bench) -> str:
+    if b.wrk is None:
+        return "the asyncio client (loadtest/httpload.py)"
+    return f"{wrkload.version(b.wrk)} (2 threads; timed runs in whole seconds)"
 
 
 def raw_rpush(r: redis.Redis, n: int) -> float:
@@ -428,6 +472,7 @@ def main() -> int:
     )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    add_client_argument(parser)
     parser.add_argument(
         "--env",
         action="append",
@@ -455,11 +500,13 @@ def main() -> int:
             r = redis.Redis.from_url(embedded.url)
             proc, port = start_server(data_dir, embedded.url, args.workers, extra_env)
             try:
+                b = Bench(port, args, r)
                 print(
                     f"codepool bench: {os.cpu_count()} cores, {args.workers} workers, "
-                    f"{args.connections} connections, {args.seconds:g} s per rate run"
+                    f"{args.connections} connections, {args.seconds:g} s per rate run; "
+                    f"load from {client_name(b)}"
                 )
-                run = Run(Bench(port, args, r), r, args)
+                run = Run(b, r, args)
                 run.health()
                 for phase, method in PHASES.items():  # in order: pos redeems purchases
                     if phase in phases:

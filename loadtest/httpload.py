@@ -1,5 +1,8 @@
 """A lean HTTP/1.1 load generator: keep-alive connections on asyncio streams.
 
+The bench's client when wrk is not installed (see loadtest/wrkload.py), and for runs of
+a fixed number of requests, which wrk cannot do.
+
 httpx costs more CPU per request than the server under test on a small machine, which
 would measure the client. This sends pre-built requests over raw keep-alive sockets and
 parses only the status line, Content-Length and the body.

@@ -28,7 +28,16 @@ import msgspec
 import redis
 
 from codepool.embedded import EmbeddedRedis
-from loadtest.bench import HOST, ROOT_KEY, Bench, Run, free_port, stop
+from loadtest.bench import (
+    HOST,
+    ROOT_KEY,
+    Bench,
+    Run,
+    add_client_argument,
+    client_name,
+    free_port,
+    stop,
+)
 
 FACTORY = "codepool.app:create_app_from_env"
 
@@ -101,6 +110,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", default="", help="comma-separated subset of the servers")
+    add_client_argument(parser)
     parser.add_argument(
         "--env",
         action="append",
@@ -141,8 +151,9 @@ def main() -> int:
                 proc = launch(name, port, args.workers, env, data_dir / f"{name}.log")
                 try:
                     wait_ready(port, proc)
-                    print(f"-- {name}")
-                    run = Run(Bench(port, args, r), r, args)
+                    b = Bench(port, args, r)
+                    print(f"-- {name} (load from {client_name(b)})")
+                    run = Run(b, r, args)
                     run.health()
                     run.single_issue()
                     run.purchase()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,8 @@ def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
             "1",
             "--connections",
             "16",
+            "--client",
+            "asyncio",
         ],
         tmp_path,
     )
@@ -80,6 +83,24 @@ def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
     assert "codes handed out twice: 0" in out
     # A 10-character code in a list costs bytes, not tens of bytes (at any pool size).
     assert 0 < targets["bytes per available code"][1] <= 24
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="no wrk (.ci/run installs it)")
+def test_bench_with_wrk_gets_every_answer_and_checks_it(tmp_path: Path) -> None:
+    # 5,000 distinct purchase requests (one user each) through wrk_requests.lua: every
+    # answer logged, its code checked for duplicates, each request counted once.
+    out = _run(
+        ["loadtest.bench", "--phases", "purchase", "--seconds", "2", "--client", "wrk"],
+        tmp_path,
+    )
+    assert "load from wrk" in out
+    told = re.search(r"purchase: (\d+) codes told to clients, 0 handed out twice", out)
+    assert told is not None, out
+    statuses = re.search(r"^purchase: .* statuses \{201: (\d+)\}$", out, re.MULTILINE)
+    assert statuses is not None, out
+    assert int(told[1]) == int(statuses[1]) > 1000
+    assert re.search(r"^ok   purchase errors +0\.00 ", out, re.MULTILINE), out
 
 
 @pytest.mark.timeout(120)
