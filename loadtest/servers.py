@@ -6,9 +6,9 @@
 Starts one embedded Redis, then, one server at a time, runs the app factory
 (codepool.app:create_app_from_env) under that server's own command line with the same
 settings (2 workers; journal and snapshots off, so the server is what differs), and
-drives /healthz, single-code pool/issue and purchase with the lean client of
-loadtest/bench.py. Prints requests per second and the ratio of each hand-out route to
-the same server's /healthz.
+drives /healthz, single-code pool/issue and purchase with the client of
+loadtest/bench.py (wrk if installed; --client). Prints requests per second and the
+ratio of each hand-out route to the same server's /healthz.
 """
 
 from __future__ import annotations
