@@ -4,8 +4,9 @@ wrk is C and multi-threaded; it costs the machine less per request than the asyn
 client (loadtest/httpload.py), which matters when client and server share the cores.
 It sends the same pre-built raw requests (loadtest/wrk_requests.lua takes them in
 turn) and logs every answer, so a run gives the same ``httpload.Result`` (statuses,
-per-request latencies, bodies for the duplicate check) and the bench's checks hold
-whichever client ran. wrk only runs for a time, in whole seconds: runs of a fixed
+bodies for the duplicate check) and the bench's checks hold whichever client ran. Its
+latencies are wrk's histogram, which wrk corrects for coordinated omission (so it has
+more entries than there were requests). wrk only runs for a time, in whole seconds: runs of a fixed
 number of requests stay with the asyncio client.
 """
 
