@@ -161,7 +161,8 @@ async def _sale_then_crash(server: ServeProcess, shop: Shop) -> Sale:
             killed.set()
 
         await asyncio.gather(killer(), *(buy(i) for i in range(BUYERS)))
-    assert KILL_AFTER <= len(told) < BUYERS, "the kill must land mid-sale"
+    # Told counts went past KILL_AFTER before the kill (releases may take some back).
+    assert enough.is_set() and len(told) < BUYERS, "the kill must land mid-sale"
     return sale
 
 
