@@ -242,5 +242,11 @@ async def test_kill_9_mid_sale_then_restart(tmp_path: Path, keep_redis_files: bo
             assert "Redis state: kept" in log or "Redis state: caught-up" in log, log
         else:
             assert "snapshots exist: restoring" in log, log
-        await _after_restart(server, shop, sale)
+        try:
+            await _after_restart(server, shop, sale)
+        except AssertionError:
+            # What the restart did (kept, caught-up, restored, and from which records)
+            # is only in its log: show it with the failure.
+            print("server log after the restart:\n" + server.log_tail(400))
+            raise
         assert server.terminate() == 0
