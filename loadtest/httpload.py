@@ -18,6 +18,8 @@ from collections.abc import Callable
 import msgspec
 
 RequestMaker = Callable[[int], bytes]
+# Answers whose bodies a run keeps when asked to (wrk_requests.lua keeps the same ones).
+KEPT = frozenset({200, 201})
 
 
 class Result(msgspec.Struct, kw_only=True):
@@ -83,7 +85,7 @@ async def run(
     total: int | None = None,
     duration: float | None = None,
     keep_bodies: bool = False,
-    accept: frozenset[int] = frozenset({200, 201}),
+    accept: frozenset[int] = KEPT,
 ) -> Result:
     """Send requests (``make(i)`` builds request i) over ``connections`` keep-alive sockets
     until ``total`` requests were sent or ``duration`` seconds passed."""

@@ -6,7 +6,7 @@
     CODEPOOL_WRK_REQUESTS  file of requests, each as "<byte length>\n<raw request>"
     CODEPOOL_WRK_OUT       directory for the logs below
     CODEPOOL_WRK_THREADS   wrk's -t, so the threads take the requests in turn
-    CODEPOOL_WRK_KEEP      "1": log the bodies of 200/201 answers too
+    CODEPOOL_WRK_KEEP      "1": log the bodies of 200/201 answers too (httpload.KEPT)
 
   Writes OUT/responses-<thread>: per response "<status> <body length>\n<body>\n" (length
   0 and no body unless kept), and OUT/summary.txt: "requests <n>", "duration_us <n>",

@@ -18,10 +18,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from loadtest.httpload import Result
+from loadtest.httpload import KEPT, Result
 
 SCRIPT = Path(__file__).with_name("wrk_requests.lua")
-ACCEPT = (200, 201)
 
 
 def find() -> str | None:
@@ -115,7 +114,7 @@ def _read(out: Path, summary: Path) -> Result:
             body = data[nl + 1 : nl + 1 + length]
             pos = nl + 1 + length + 1
             statuses[status] = statuses.get(status, 0) + 1
-            if length and status in ACCEPT:
+            if length and status in KEPT:
                 bodies.append(body)
     if failed:
         statuses[0] = statuses.get(0, 0) + failed  # as httpload counts a lost request

@@ -206,10 +206,10 @@ async def _after_restart(server: ServeProcess, shop: Shop, sale: Sale) -> None:
         final = await shop.pool(c)
         assert (final["available"], final["assigned"] + final["redeemed"]) == (0, CODES)
         # Every code is accounted for exactly once: told, drained, or popped by a request
-        # that never got its answer (at most the requests in flight at the kill), or kept
-        # by a release that never got its answer.
+        # that never got its answer (at most the requests in flight at the kill, and the
+        # redeems and releases of 2 buyers in 50: one unanswered keeps its code).
         unanswered = CODES - len(told_codes | set(drained))
-        assert 0 <= unanswered <= IN_FLIGHT + 2 * KILL_AFTER // 50 + len(sale.maybe_released)
+        assert 0 <= unanswered <= IN_FLIGHT + 2 * KILL_AFTER // 50
         after_sale = await c.post(
             f"/v1/projects/shop/rewards/{shop.reward_id}/purchase", headers=shop.user(BUYERS + 1)
         )
