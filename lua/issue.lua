@@ -37,7 +37,10 @@
   Returns: {available after the batch, then per request:
             status, available, assigned_time, purchase_id, hide_code (0|1), n,
             code_1 .. code_n,
-            then the hand-out position of the batch's first code}
+            then the hand-out position of the batch's first code,
+            then the low-stock alerts the batch fired: thresholds, 'exhausted'}
+  (The alerts are journaled with the hand-outs: a restore fires again those of
+  hand-outs Redis lost.)
   Positions: the pool's `popped` counts every code ever popped from its available list,
   so the k-th code this call pops (over the requests with status 1, in order) sat at
   position popped_before + k - 1. Snapshots and the journal (codepool.snapshot,
@@ -248,25 +251,9 @@ local available = avail_now
 out[1] = available
 out[#out + 1] = first_position
 
--- Low-stock alerts: one event per threshold crossed, re-armed only by a refill.
 if issued_total > 0 then
-  local about_pool = {key = pool, name = meta[1]}
-  local armed = rcall('HGET', pool, 'armed') or ''
-  if armed ~= '' then
-    local still = {}
-    for t in string.gmatch(armed, '[^,]+') do
-      if available <= tonumber(t) then
-        emit({'type', 'POOL_LOW', 'time', now, 'pool_id', pool_id, 'threshold', t, 'available', available},
-             about_pool)
-      else
-        still[#still + 1] = t
-      end
-    end
-    rcall('HSET', pool, 'armed', table.concat(still, ','))
-  end
-  if available == 0 and rcall('HGET', pool, 'exhausted_armed') == '1' then
-    rcall('HSET', pool, 'exhausted_armed', '0')
-    emit({'type', 'POOL_EXHAUSTED', 'time', now, 'pool_id', pool_id, 'available', 0}, about_pool)
+  for _, fired in ipairs(fire_alerts(emit, {key = pool, name = meta[1]}, pool_id, available, now)) do
+    out[#out + 1] = fired
   end
 end
 return out

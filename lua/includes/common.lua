@@ -25,9 +25,12 @@ local function rearm(pool, available)
   rcall('HSET', pool, 'armed', table.concat(armed, ','), 'exhausted_armed', available > 0 and '1' or '0')
 end
 
--- Append to the project's event stream, trimmed approximately (cheap) to maxlen.
-local function add_event(stream, maxlen, fields)
-  return rcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+-- Append to the project's event stream, trimmed approximately (cheap) to maxlen, under
+-- a new id, or under `id` (a restore gives lost events back under ids it chose). A nil
+-- maxlen does not trim: a restore writes the stream as it was; the next live event trims.
+local function add_event(stream, maxlen, fields, id)
+  if maxlen then return rcall('XADD', stream, 'MAXLEN', '~', maxlen, id or '*', unpack(fields)) end
+  return rcall('XADD', stream, id or '*', unpack(fields))
 end
 
 -- Whether a pool's notify JSON names anyone (emails or a webhook_url).
@@ -41,14 +44,14 @@ end
 
 -- An event someone must be told about also goes into the project's outbox, in the same
 -- atomic step that writes it: an alert is never lost, and never sent for an event that
--- was not written. Returns emit(fields, pool) -> event id; `fields` as for add_event,
--- starting with 'type', <type>; `pool` only for pool alerts: {key = pool hash, name}.
--- The project webhook is read at the first event of a script call, so a call that
--- writes no event pays nothing, and a bulk one pays one HMGET.
+-- was not written. Returns emit(fields, pool, id) -> event id; `fields` and `id` as for
+-- add_event, starting with 'type', <type>; `pool` only for pool alerts: {key = pool
+-- hash, name}. The project webhook is read at the first event of a script call, so a
+-- call that writes no event pays nothing, and a bulk one pays one HMGET.
 local function emitter(events, maxlen, outbox, webhook)
   local hook_url, hook_types
-  return function(fields, pool)
-    local id = add_event(events, maxlen, fields)
+  return function(fields, pool, given_id)
+    local id = add_event(events, maxlen, fields, given_id)
     if not hook_url then
       local h = rcall('HMGET', webhook, 'url', 'events')
       hook_url, hook_types = h[1] or '', {}
@@ -69,6 +72,35 @@ local function emitter(events, maxlen, outbox, webhook)
     end
     return id
   end
+end
+
+-- Low-stock alerts of a pool whose `available` just fell: one POOL_LOW per armed
+-- threshold at or above it, one POOL_EXHAUSTED at 0; each fires once, until a refill or
+-- a release re-arms it (rearm). So a threshold is armed exactly while `available` is
+-- above it, which a restore relies on. `pool` as for emit: {key = pool hash, name}.
+-- Returns what fired: thresholds, and 'exhausted' for POOL_EXHAUSTED.
+local function fire_alerts(emit, pool, pool_id, available, now)
+  local fired = {}
+  local armed = rcall('HGET', pool.key, 'armed') or ''
+  if armed ~= '' then
+    local still = {}
+    for t in string.gmatch(armed, '[^,]+') do
+      if available <= tonumber(t) then
+        emit({'type', 'POOL_LOW', 'time', now, 'pool_id', pool_id, 'threshold', t, 'available', available},
+             pool)
+        fired[#fired + 1] = t
+      else
+        still[#still + 1] = t
+      end
+    end
+    rcall('HSET', pool.key, 'armed', table.concat(still, ','))
+  end
+  if available == 0 and rcall('HGET', pool.key, 'exhausted_armed') == '1' then
+    rcall('HSET', pool.key, 'exhausted_armed', '0')
+    emit({'type', 'POOL_EXHAUSTED', 'time', now, 'pool_id', pool_id, 'available', 0}, pool)
+    fired[#fired + 1] = 'exhausted'
+  end
+  return fired
 end
 
 -- A key name from a template keys.py made with "\0" where the id goes. Scripts that

@@ -24,7 +24,7 @@ from codepool import errors, keys
 from codepool.journal import Handout, IssueRecord, Journal, idempotency_value
 from codepool.scripts import Status
 from codepool.store.base import Backend
-from codepool.store.issuing import IssueRequest, IssueResult, issue_batch
+from codepool.store.issuing import IssueCall, IssueRequest, IssueResult, issue_call
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,7 @@ class Issuer:
                 if not batch:
                     continue  # every pending caller was gone
                 try:
-                    results = await issue_batch(
-                        self._backend, key[0], key[1], [r for r, _ in batch]
-                    )
+                    call = await issue_call(self._backend, key[0], key[1], [r for r, _ in batch])
                 except Exception as exc:  # every waiter must learn of it
                     for _, future in batch:
                         if not future.done():
@@ -84,8 +82,9 @@ class Issuer:
                     continue
                 self.calls += 1
                 self.requests += len(batch)
+                results = call.results
                 journal = self._backend.journal
-                record = self._record(key, batch, results) if journal is not None else None
+                record = self._record(key, batch, call) if journal is not None else None
                 if journal is None or record is None:
                     _answer(batch, results)
                 else:
@@ -114,14 +113,12 @@ class Issuer:
             return
         _answer(batch, results)
 
-    def _record(
-        self, key: tuple[str, str], batch: _Batch, results: list[IssueResult]
-    ) -> IssueRecord | None:
+    def _record(self, key: tuple[str, str], batch: _Batch, call: IssueCall) -> IssueRecord | None:
         """The journal record of a batch's hand-outs (replayed answers included: they
-        tell codes too), or None if it handed nothing out."""
+        tell codes too) and the alerts they fired, or None if it handed nothing out."""
         ttl = self._backend.settings.idempotency_ttl
         handouts: list[Handout] = []
-        for (request, _), result in zip(batch, results, strict=True):
+        for (request, _), result in zip(batch, call.results, strict=True):
             if result.status not in (Status.OK, Status.REPLAYED) or not result.codes:
                 continue
             at = repr(result.assigned_time)  # the text issue.lua stored (redis-py sends repr)
@@ -147,7 +144,14 @@ class Issuer:
             )
         if not handouts:
             return None
-        return IssueRecord(written=time.time(), project=key[0], pool=key[1], handouts=handouts)
+        return IssueRecord(
+            written=time.time(),
+            project=key[0],
+            pool=key[1],
+            handouts=handouts,
+            alerts=call.alerts,
+            available=call.available,
+        )
 
     def _take(self, queue: _PoolQueue) -> list[tuple[IssueRequest, asyncio.Future[IssueResult]]]:
         batch: list[tuple[IssueRequest, asyncio.Future[IssueResult]]] = []

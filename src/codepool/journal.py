@@ -72,6 +72,10 @@ class IssueRecord(msgspec.Struct, tag="i", array_like=True, frozen=True):
     project: str
     pool: str
     handouts: list[Handout]
+    # Low-stock alerts the call fired (thresholds, "exhausted") and the available count
+    # they fired at; their time is the hand-outs' `at`. Older files lack both.
+    alerts: list[str] = []
+    available: int = -1
 
 
 class RedeemRecord(msgspec.Struct, tag="d", array_like=True, frozen=True):

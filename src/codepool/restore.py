@@ -17,7 +17,12 @@ Everything not reflected is applied, exactly once, to the data of that slice:
   available lists, so a code read as available cannot already be in it.
 - issued records: missed hand-outs are added, missed redeems and releases applied.
 - pool log, user code lists, per-user reward counts, idempotency records and events:
-  missed changes appended or applied the way the scripts would have.
+  missed changes appended or applied the way the scripts would have. Missed events,
+  and the low-stock alerts missed hand-outs fired (the journal keeps them with the
+  hand-outs; reflected with them), go through lua/restore_events.lua, which queues
+  them in the outbox for whoever the lost writes would have told.
+- pool hashes: `armed` from the restored available count (a threshold is armed
+  exactly while more than it is available).
 - counters are recounted from what was written (total = available + assigned +
   redeemed), so they are exact whatever the snapshot's timing.
 
@@ -48,6 +53,7 @@ from redis.asyncio import Redis
 
 from codepool import keys
 from codepool.journal import IssueRecord, Record, RedeemRecord
+from codepool.scripts import Scripts
 from codepool.snapshot import (
     FORMAT_VERSION,
     Avail,
@@ -76,6 +82,7 @@ _NO_CLOCK: Clock = {}
 WRITE_BATCH = 1_000
 PUSH_CHUNK = 10_000
 PLACEHOLDER_PREFIX = "restored-"
+EVENTS_PER_CALL = 500  # ~8,000 script arguments
 
 
 class RestoreStats(msgspec.Struct, kw_only=True):
@@ -90,9 +97,10 @@ class RestoreStats(msgspec.Struct, kw_only=True):
 
 
 class Op(NamedTuple):
-    """One journaled change of one code instance."""
+    """One journaled change of one code instance, or a low-stock alert ("alert": code
+    is the threshold or b"exhausted", counter the first position its call handed out)."""
 
-    kind: str  # issue | replay | redeem | release
+    kind: str  # issue | replay | redeem | release | alert
     pool: str
     code: bytes
     counter: int  # issue: position; release: position pushed at; redeem: seq; replay: -1
@@ -100,13 +108,14 @@ class Op(NamedTuple):
     user: bytes
     reward: bytes
     purchase: bytes
-    when: bytes  # issue/replay: at; redeem: redeemed_at; release: released_at
+    when: bytes  # issue/replay/alert: at; redeem: redeemed_at; release: released_at
     order: int  # place in the journal, to keep causal order among equal times
+    available: int = -1  # alert: the pool's available count it fired at
 
 
 def reflected(op: Op, clock: Clock) -> bool:
     popped, end, redeemed = clock.get(op.pool, (0, 0, 0))
-    if op.kind == "issue":
+    if op.kind in ("issue", "alert"):  # an alert is written in its hand-outs' script call
         return op.counter < popped
     if op.kind == "release":
         return op.counter < end
@@ -130,6 +139,9 @@ class _ProjectJournal:
         self.ops: list[Op] = []
 
     def add(self, op: Op) -> None:
+        if op.kind == "alert":  # an event only: no code, list or count changes
+            self.ops.append(op)
+            return
         if op.kind == "issue":
             if op.counter in self.handed_out[op.pool]:
                 return  # the same hand-out twice (a record read twice): once is enough
@@ -170,6 +182,14 @@ def index_journal(records: Iterable[Record]) -> dict[str, _ProjectJournal]:
                     )
                 if h.idem_key:
                     pj.idempotency.setdefault(h.idem_key, (h.idem_value, h.idem_expires))
+            positions = [h.position for h in record.handouts if h.position >= 0]
+            for alert in record.alerts if positions else []:
+                order += 1
+                at = next(h.at for h in record.handouts if h.position >= 0).encode()
+                pj.add(
+                    Op("alert", record.pool, alert.encode(), min(positions), at,
+                       b"", b"", b"", at, order, record.available)
+                )  # fmt: skip
         else:
             order += 1
             is_redeem = isinstance(record, RedeemRecord)
@@ -204,6 +224,11 @@ def _same(inst: list[bytes], op: Op) -> bool:
     )
 
 
+def _identity(op: Op) -> tuple[str, bytes, bytes, bytes, bytes]:
+    """What tells one instance of a code from another (as _same compares)."""
+    return op.pool, op.at, op.user, op.reward, op.purchase
+
+
 def apply_ops(record: bytes | None, ops: list[Op], clock: Clock) -> tuple[bytes | None, list[Op]]:
     """A code's issued record with the changes ``clock`` does not reflect applied, in the
     order the scripts made them; also the replayed hand-outs it had to add (their codes
@@ -211,6 +236,11 @@ def apply_ops(record: bytes | None, ops: list[Op], clock: Clock) -> tuple[bytes 
     instances = [r.split(US) for r in record.split(RS)] if record else []
     added: list[Op] = []
     todo = [op for op in ops if not reflected(op, clock)]
+    # A replayed answer is evidence of a hand-out only when the journal lacks that
+    # hand-out's own record (its write failed). If it has it, that record decides; if
+    # it has the instance's release, the instance is gone, whether the release is
+    # reflected or not: a replay must not bring a released code back from the pool.
+    known = {_identity(op) for op in ops if op.kind in ("issue", "release")}
     # A hand-out precedes the redeem or release of the same instance, whatever the
     # journal times say; instances are told apart by their identity fields.
     rank = {"issue": 0, "replay": 1, "redeem": 2, "release": 2}
@@ -218,7 +248,7 @@ def apply_ops(record: bytes | None, ops: list[Op], clock: Clock) -> tuple[bytes 
         if op.kind == "issue":
             instances.append([op.pool.encode(), b"a", op.at, b"", op.user, op.reward, op.purchase])
         elif op.kind == "replay":
-            if not any(_same(i, op) for i in instances):
+            if _identity(op) not in known and not any(_same(i, op) for i in instances):
                 instances.append(
                     [op.pool.encode(), b"a", op.at, b"", op.user, op.reward, op.purchase]
                 )
@@ -243,6 +273,7 @@ class _Writer:
 
     def __init__(self, client: Redis) -> None:
         self.client = client
+        self.scripts = Scripts(client)
         self.pipe = client.pipeline(transaction=False)
         self.pending = 0
         self.keys: set[str] = set()
@@ -266,7 +297,18 @@ class _Writer:
 
 
 def _event_fields(op: Op) -> list[bytes]:
-    """The event a script wrote for a change (issue.lua, redeem.lua, release.lua)."""
+    """The event a script wrote for a change (issue.lua, redeem.lua, release.lua; alerts:
+    fire_alerts in lua/includes/common.lua)."""
+    if op.kind == "alert":
+        if op.code == b"exhausted":
+            return [
+                b"type", b"POOL_EXHAUSTED", b"time", op.when, b"pool_id", op.pool.encode(),
+                b"available", b"0",
+            ]  # fmt: skip
+        return [
+            b"type", b"POOL_LOW", b"time", op.when, b"pool_id", op.pool.encode(),
+            b"threshold", op.code, b"available", str(op.available).encode(),
+        ]  # fmt: skip
     if op.kind == "issue":
         return [
             b"type", b"REDEEMED_VOUCHER", b"time", op.when, b"user_id", op.user,
@@ -309,6 +351,7 @@ class _Project:
         self.idem_seen: set[str] = set()
         self.events_done = False
         self.last_event: tuple[int, int] = (0, 0)
+        self.missed_events: list[tuple[str, list[bytes]]] = []  # (stream id, fields)
         self.avail_len: dict[str, int] = defaultdict(int)
         # available-list streaming state, per pool
         self._sorted_releases: dict[str, list[Op]] = {}
@@ -587,10 +630,20 @@ class _Project:
         for op in missed:
             ms = int(float(op.when or b"0") * 1000)
             last = (ms, 0) if (ms, 0) > last else (last[0], last[1] + 1)
-            await self.w.call(
-                "XADD", keys.events(self.project), f"{last[0]}-{last[1]}", *_event_fields(op)
-            )
+            self.missed_events.append((f"{last[0]}-{last[1]}", _event_fields(op)))
         self.last_event = last
+
+    async def _write_missed_events(self) -> None:
+        """The missed changes' events, and their outbox entries for whoever hears of them
+        (the project webhook, a pool's notify targets; restored by now), the way the
+        scripts that first wrote them did: lua/restore_events.lua."""
+        names = [keys.events(self.project), keys.outbox(self.project), keys.webhook(self.project)]
+        for i in range(0, len(self.missed_events), EVENTS_PER_CALL):
+            chunk = self.missed_events[i : i + EVENTS_PER_CALL]
+            args: list[Any] = [keys.pool(self.project, "\0"), len(chunk)]
+            for event_id, fields in chunk:
+                args += [event_id, len(fields), *fields]
+            await self.w.scripts.run("restore_events", names, args)
 
     # -- the end --------------------------------------------------------------------
 
@@ -619,6 +672,9 @@ class _Project:
         for pool in sorted(set(self.pool_hashes) | journal_pools):
             await self._pool_hash(pool, counts.get(pool, (0, 0)), pool in placeholders)
         await self.w.flush()
+        # Through a script, with every key of the project in place: the same outbox rules
+        # as the scripts whose writes were lost.
+        await self._write_missed_events()
         return len(placeholders)
 
     async def _recount_and_rebuild(self) -> dict[str, tuple[int, int]]:
@@ -692,13 +748,13 @@ class _Project:
             fields = {
                 k: v for k, v in self.pool_hashes[pool].items() if not k.startswith(b"committing:")
             }
-            # Thresholds crossed since the snapshot fired before the loss: keep them spent.
-            armed = [
-                t for t in fields.get(b"armed", b"").decode().split(",") if t and available > int(t)
-            ]
+            # A threshold is armed exactly while more than it is available (issue.lua
+            # fires and disarms it on the way down, a release or refill re-arms it on the
+            # way up); the alerts of crossings since the snapshot are journaled.
+            thresholds = fields.get(b"thresholds", b"").decode().split(",")
+            armed = [t for t in thresholds if t and available > int(t)]
             fields[b"armed"] = ",".join(armed).encode()
-            if available == 0:
-                fields[b"exhausted_armed"] = b"0"
+            fields[b"exhausted_armed"] = b"1" if available > 0 else b"0"
         fields.update(
             {
                 b"total": str(available + assigned + redeemed).encode(),

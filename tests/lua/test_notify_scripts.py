@@ -12,9 +12,10 @@ from codepool import errors, keys
 from codepool.models import WebhookEvent
 from codepool.notify.records import DeadInfo, Delivery
 from codepool.notify.store import GROUP, Claimed, DeliveryStore
+from codepool.scripts import Status
 from codepool.settings import load_settings
 from codepool.store.base import Backend
-from codepool.store.issuing import IssueRequest, issue_batch
+from codepool.store.issuing import IssueRequest, issue_batch, issue_call
 from codepool.store.pos import PosStore
 from codepool.store.trace import StreamEntries
 from tests.scripthelpers import POOL, P, create_pool, fill
@@ -109,6 +110,48 @@ async def test_project_webhook_takes_the_types_it_subscribed_to(backend: Backend
     await issue_batch(backend, P, POOL, [IssueRequest(count=1, user_id="w", reward_id="r1")])
     await pos.release(P, "C")
     assert [e["type"] for e in await _outbox(backend)][2:] == ["VOUCHER_USED", "VOUCHER_RELEASED"]
+
+
+async def test_an_issue_call_reports_the_alerts_it_fired(backend: Backend) -> None:
+    """The journal keeps them (a restore fires again those Redis lost)."""
+    await _pool(backend, ["A", "B", "C", "D"], "3,1,0", "{}")
+    call = await issue_call(backend, P, POOL, [IssueRequest(count=1)])
+    assert (call.available, call.alerts) == (3, ["3"])
+    call = await issue_call(backend, P, POOL, [IssueRequest(count=1)])
+    assert (call.available, call.alerts) == (2, [])
+    call = await issue_call(backend, P, POOL, [IssueRequest(count=1), IssueRequest(count=1)])
+    assert (call.available, call.alerts) == (0, ["1", "0", "exhausted"])
+    call = await issue_call(backend, P, POOL, [IssueRequest(count=1)])
+    assert call.alerts == [] and call.results[0].status == Status.EXHAUSTED
+
+
+async def test_restored_events_reach_whoever_the_lost_ones_would_have(backend: Backend) -> None:
+    """restore_events.lua: events under the ids given, and outbox entries by the rules of
+    the scripts that first wrote them (project webhook types, a pool's notify)."""
+    notify = json.dumps({"emails": ["ops@example.com"], "webhook_url": None})
+    await _pool(backend, ["A"], "5", notify)
+    await backend.client.hset(keys.pool(P, "quiet"), mapping={"name": "Quiet", "notify": "{}"})
+    await backend.client.hset(
+        keys.webhook(P), mapping={"url": "https://h.example/x", "events": "VOUCHER_USED"}
+    )
+    events = [
+        ("5-0", ["type", "VOUCHER_USED", "time", "0.005", "code", "A", "pool_id", POOL]),
+        ("5-1", ["type", "VOUCHER_RELEASED", "time", "0.005", "code", "B", "pool_id", POOL]),
+        ("7-0", ["type", "POOL_LOW", "time", "0.007", "pool_id", POOL, "threshold", "5"]),
+        ("8-0", ["type", "POOL_LOW", "time", "0.008", "pool_id", "quiet", "threshold", "1"]),
+    ]
+    args: list[str | int] = [keys.pool(P, "\0"), len(events)]
+    for event_id, fields in events:
+        args += [event_id, len(fields), *fields]
+    names = [keys.events(P), keys.outbox(P), keys.webhook(P)]
+    assert await backend.scripts.run("restore_events", names, args) == 4
+    assert await _events(backend) == [(i, f[1]) for i, f in events]
+    entries = await _outbox(backend)
+    assert [(e["event_id"], e["type"], e["hook"], e["notify"]) for e in entries] == [
+        ("5-0", "VOUCHER_USED", "https://h.example/x", ""),
+        ("7-0", "POOL_LOW", "", notify),  # the quiet pool's alert: nobody to tell
+    ]
+    assert entries[1]["pool_name"] == "Summer"
 
 
 def _delivery(event_id: str, n: int) -> Delivery:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import struct
+import zlib
 from pathlib import Path
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from codepool.journal import Handout, IssueRecord, Journal, JournalError, read_journal
+from codepool.journal import (
+    Handout,
+    IssueRecord,
+    Journal,
+    JournalError,
+    journal_dir,
+    read_journal,
+)
 from tests.apphelpers import app_client, make_pool, make_tenant
 
 
@@ -86,3 +96,17 @@ async def test_metrics_tell_how_long_the_loop_spent_in_journal_writes(
     assert metrics["codepool_journal_records_total"] == "1"
     assert metrics["codepool_journal_fsyncs_total"] == "1"
     assert float(metrics["codepool_journal_fsync_seconds_total"]) > 0
+
+
+def test_records_written_before_alerts_were_journaled_still_read(tmp_path: Path) -> None:
+    """IssueRecord grew `alerts` and `available`: a file an older version wrote (the
+    array without them) reads with none."""
+    handout = Handout(codes=["A"], position=0, at="1.5", user="", reward="", purchase="p")
+    old = msgspec.msgpack.encode(["i", 2.0, "acme", "pool", [handout]])
+    frame = struct.pack(">II", len(old), zlib.crc32(old)) + old
+    directory = journal_dir(tmp_path)
+    directory.mkdir(parents=True)
+    (directory / "old.cpj").write_bytes(frame)
+    (record,) = read_journal(directory)
+    assert record == IssueRecord(written=2.0, project="acme", pool="pool", handouts=[handout])
+    assert (record.alerts, record.available) == ([], -1)

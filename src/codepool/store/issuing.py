@@ -38,10 +38,27 @@ class IssueResult(msgspec.Struct, frozen=True, kw_only=True):
     position: int = -1
 
 
+class IssueCall(msgspec.Struct, frozen=True, kw_only=True):
+    """What one issue.lua call did."""
+
+    results: list[IssueResult]  # per request, in order
+    available: int  # the pool's available count after the call
+    # Low-stock alerts it fired: thresholds, and "exhausted" for POOL_EXHAUSTED. The
+    # journal keeps them, so a restore can fire again those Redis lost.
+    alerts: list[str] = []
+
+
 async def issue_batch(
     backend: Backend, project_id: str, pool_id: str, requests: Sequence[IssueRequest]
 ) -> list[IssueResult]:
     """Run one atomic issue step for every request, in order."""
+    return (await issue_call(backend, project_id, pool_id, requests)).results
+
+
+async def issue_call(
+    backend: Backend, project_id: str, pool_id: str, requests: Sequence[IssueRequest]
+) -> IssueCall:
+    """:func:`issue_batch`, with what the call did besides answering the requests."""
     pool_key = keys.pool(project_id, pool_id)
     key_list = [
         pool_key,
@@ -96,7 +113,8 @@ async def issue_batch(
         if result.status == Status.OK:
             results[k] = msgspec.structs.replace(result, position=position)
             position += len(result.codes)
-    return results
+    alerts = [a.decode() for a in raw[i + 1 :]]
+    return IssueCall(results=results, available=int(raw[0]), alerts=alerts)
 
 
 def _credential_key(project_id: str, credential: Credential | None) -> str | None:

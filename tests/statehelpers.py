@@ -1,0 +1,90 @@
+"""Whole-state comparisons of a real Redis: what a restore or a catch-up must give back."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from redis.asyncio import Redis
+
+from codepool.store.base import text
+
+Dump = dict[bytes, tuple[str, Any, bool]]
+
+
+async def dump(r: Redis) -> Dump:
+    """Every codepool key: (type, value, has a TTL)."""
+    out: Dump = {}
+    async for key in r.scan_iter(match="cp:*", count=1000):
+        kind = text(await r.type(key))
+        value: Any
+        if kind == "string":
+            value = await r.get(key)
+        elif kind == "hash":
+            value = await r.hgetall(key)
+        elif kind == "list":
+            value = await r.lrange(key, 0, -1)
+        elif kind == "set":
+            value = sorted(await r.smembers(key))
+        elif kind == "zset":
+            value = await r.zrange(key, 0, -1, withscores=True)
+        else:
+            value = await r.xrange(key)
+        out[key] = (kind, value, await r.pttl(key) > 0)
+    return out
+
+
+def _entry(fields: dict[bytes, bytes], ids_renewed: bool) -> tuple[Any, ...]:
+    if ids_renewed:  # an outbox entry names its event by id
+        fields = {k: v for k, v in fields.items() if k != b"event_id"}
+    return tuple(sorted(fields.items()))
+
+
+def _multiset(kind: str, value: Any, ids_renewed: bool = False) -> Any:
+    if kind == "list":
+        return Counter(value)
+    if kind == "stream":
+        return Counter(_entry(fields, ids_renewed) for _, fields in value)
+    return value
+
+
+def assert_same_state(
+    restored: Dump, live: Dump, context: str = "", *, ids_renewed: bool = False
+) -> None:
+    """``restored`` holds what ``live`` holds. The order of a pool log, a user's code list
+    or an event stream may differ where changes raced (a restore rebuilds them from
+    records, not in hand-out order); their content may not. Everything else is exact:
+    available lists in order, every issued record, counter and idempotency record.
+    ``ids_renewed``: events the restore wrote again have new ids, so outbox entries
+    are compared without the event id they name. Fails with every difference."""
+    problems: list[Any] = [("missing key", k) for k in sorted(set(live) - set(restored))]
+    problems += [("extra key", k) for k in sorted(set(restored) - set(live))]
+    for key, (kind, value, ttl) in sorted(live.items()):
+        if key not in restored:
+            continue
+        got_kind, got, got_ttl = restored[key]
+        if (got_kind, got_ttl) != (kind, ttl):
+            problems.append((key, "kind/ttl", (got_kind, got_ttl), (kind, ttl)))
+        elif kind in ("list", "stream") and not key.endswith(b":avail"):
+            have, want = _multiset(kind, got, ids_renewed), _multiset(kind, value, ids_renewed)
+            if have != want:
+                problems.append((key, "extra", have - want, "missing", want - have))
+        elif got != value:
+            problems.append((key, _diff(kind, got, value)))
+    assert not problems, (context, problems)
+
+
+def _diff(kind: str, got: Any, want: Any) -> Any:
+    """What differs, readably."""
+    if kind == "hash":
+        fields = set(got) | set(want)
+        return {f: (got.get(f), want.get(f)) for f in fields if got.get(f) != want.get(f)}
+    if kind == "list":
+        at = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), None)
+        return {
+            "lengths": (len(got), len(want)),
+            "first difference at": at,
+            "extra": Counter(got) - Counter(want),
+            "missing": Counter(want) - Counter(got),
+        }
+    return got, want
