@@ -49,6 +49,8 @@
           -1 pool exhausted, -2 pool expired, -3 per-user limit reached,
           -4 idempotency key reused with another request, -5 no such pool,
           -6 no such reward, -7 reward draws from another pool,
+          -8 a retry whose codes were released since (the answer would tell codes
+             that went back to the pool and may have gone to someone else),
           -9 credential revoked or rotated (nothing done; answer 401)
 ]]
 local rcall = redis.call
@@ -99,9 +101,23 @@ local drawn = {}
 if not expired and asked > 0 and avail_now > 0 then
   drawn = rcall('LPOP', avail_key, math.min(asked, avail_now))
 end
+-- Whether the codes a replayed answer told were given back since: released, so the
+-- record of that hand-out is gone (and the code may have gone to someone else).
+local function given_back(codes, at, purchase_id)
+  for _, code in ipairs(codes) do
+    local kept = false
+    for _, inst in ipairs(parse_record(rcall('HGET', issued, code) or '')) do
+      if inst.pool == pool_id and inst.at == at and inst.purchase == purchase_id then kept = true; break end
+    end
+    if not kept then return true end
+  end
+  return false
+end
+
 local taken = 0            -- codes of `drawn` handed out so far
 local handed, entries, nh = {}, {}, 0  -- codes handed out in order, their record entries
 local cred_ok, rewards = {}, {}
+local idem_here = {}       -- idempotency records this call wrote (their codes' records come last)
 
 for i = 0, n - 1 do
   local kb, ab = 8 + 5 * i, 6 + 7 * i
@@ -148,7 +164,11 @@ for i = 0, n - 1 do
       else
         local codes = {}
         if f[5] ~= '' then codes = split(f[5], ',') end
-        answer(2, tonumber(f[4]), f[2], f[3], hide, codes)
+        if not idem_here[idem_key] and given_back(codes, f[2], f[3]) then
+          fail(-8)
+        else
+          answer(2, tonumber(f[4]), f[2], f[3], hide, codes)
+        end
       end
       done = true
     end
@@ -181,6 +201,7 @@ for i = 0, n - 1 do
     if fingerprint ~= '' then
       rcall('SET', idem_key, fingerprint .. US .. now .. US .. purchase_id .. US .. avail_now
             .. US .. table.concat(codes, ','), 'EX', idem_ttl)
+      idem_here[idem_key] = true
     end
     answer(1, avail_now, now, purchase_id, hide, codes)
   end

@@ -66,6 +66,11 @@ UploadInProgress = _error(
 IdempotencyKeyReused = _error(
     "idempotency_key_reused", 422, "this Idempotency-Key was used with a different request"
 )
+CodesReleased = _error(
+    "codes_released",
+    409,
+    "the codes first given for this Idempotency-Key were released since; ask again with a new key",
+)
 PoolExpired = _error("pool_expired", 410, "the pool has expired")
 PayloadTooLarge = _error("payload_too_large", 413, "the request body is larger than allowed")
 UnsupportedMediaType = _error("unsupported_media_type", 415, "unsupported Content-Type")

@@ -25,6 +25,8 @@ def raise_for_issue(result: IssueResult, pool_id: str, reward_id: str | None = N
             raise errors.PerUserLimitReached(reward_id=reward_id)
         case Status.IDEMPOTENCY_MISMATCH:
             raise errors.IdempotencyKeyReused()
+        case Status.GIVEN_BACK:
+            raise errors.CodesReleased()
         case Status.NO_POOL:
             raise errors.PoolNotFound(id=pool_id)
         case Status.STALE_CREDENTIAL:

@@ -38,6 +38,7 @@ class Status(enum.IntEnum):
     NO_POOL = -5
     NO_REWARD = -6
     REWARD_MOVED = -7
+    GIVEN_BACK = -8
     STALE_CREDENTIAL = -9
 
 

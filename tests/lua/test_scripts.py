@@ -15,6 +15,7 @@ from codepool.settings import load_settings
 from codepool.store.base import Backend, text
 from codepool.store.codes import CodeStore
 from codepool.store.issuing import IssueRequest, issue_batch
+from codepool.store.pos import PosStore
 from codepool.store.records import parse_record
 from codepool.store.trace import StreamEntries
 from tests.scripthelpers import POOL, P, create_pool, fill
@@ -217,6 +218,24 @@ async def test_issue_idempotency_replay_and_mismatch(backend: Backend) -> None:
     assert await _counters(backend) == (3, 2, 1)
     ttl = await backend.client.ttl(keys.idempotency(P, "d1"))
     assert 0 < ttl <= 24 * 3600
+
+
+async def test_a_replay_never_tells_a_released_code(backend: Backend) -> None:
+    await create_pool(backend)
+    await fill(backend, ["A", "B", "C", "D"])
+    buy = IssueRequest(count=2, idempotency_digest="d1", fingerprint="f1", purchase_id="p1")
+    # The same key twice in one call: the second is a replay of the first (whose issued
+    # records this call writes only at its end).
+    first, same_call = await issue_batch(backend, P, POOL, [buy, buy])
+    assert first.codes == ["A", "B"] and same_call.status == Status.REPLAYED
+    redeemed = await PosStore(backend).redeem(P, "A")
+    assert redeemed.status == "redeemed"
+    (again,) = await issue_batch(backend, P, POOL, [buy])
+    assert again.status == Status.REPLAYED and again.codes == ["A", "B"]  # A is still theirs
+    await PosStore(backend).release(P, "B")
+    (after_release,) = await issue_batch(backend, P, POOL, [buy])
+    assert after_release.status == Status.GIVEN_BACK and after_release.codes == []
+    assert await _counters(backend) == (4, 3, 0)  # total, available, assigned: as released
 
 
 async def test_issue_expired_and_missing_pool(backend: Backend) -> None:

@@ -199,6 +199,31 @@ async def test_purchase_idempotency(redis: Redis) -> None:
         assert p["assigned"] == 2
 
 
+async def test_a_retry_after_its_code_was_released_tells_it_to_nobody(redis: Redis) -> None:
+    """A released code goes back to the pool and may go to someone else: a retry of the
+    purchase it came from must not tell it again (that would be the same code told to
+    two people). The retry is refused; a new key buys again."""
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t, ["A", "B", "C"])
+        reward = await make_reward(c, t, pool["id"])
+        url = f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"
+        h = {**user_token(t, "gina"), "Idempotency-Key": "cart-1"}
+        code = (await c.post(url, headers=h)).json()["code"]
+        r = await c.post(f"/v1/projects/{t.id}/codes/release", json={"code": code}, headers=t.admin)
+        assert r.status_code == 200, r.text
+        rest = await c.post(
+            f"/v1/projects/{t.id}/pools/{pool['id']}/issue", json={"count": 3}, headers=t.admin
+        )
+        assert code in [x["code"] for x in rest.json()["codes"]]  # someone else's now
+        again = await c.post(url, headers=h)
+        assert again.status_code == 409, again.text
+        assert again.json()["error"]["code"] == "codes_released"
+        assert code not in again.text
+        p = (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()
+        assert (p["available"], p["assigned"]) == (0, 3)
+
+
 async def test_bad_user_tokens_are_refused(redis: Redis) -> None:
     async with app_client(redis) as c:
         a = await make_tenant(c, "alpha")
