@@ -638,6 +638,8 @@ class _Project:
         (the project webhook, a pool's notify targets; restored by now), the way the
         scripts that first wrote them did: lua/restore_events.lua."""
         names = [keys.events(self.project), keys.outbox(self.project), keys.webhook(self.project)]
+        if self.missed_events:
+            self.w.keys.add(names[0])
         for i in range(0, len(self.missed_events), EVENTS_PER_CALL):
             chunk = self.missed_events[i : i + EVENTS_PER_CALL]
             args: list[Any] = [keys.pool(self.project, "\0"), len(chunk)]
