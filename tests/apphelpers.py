@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -36,6 +37,15 @@ def settings_for_tests(**overrides: Any) -> Settings:
     # write under ./var otherwise.
     overrides.setdefault("journal", False)
     return load_settings({}, root_key=ROOT_KEY, **overrides)
+
+
+def journaled_settings(url: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings of an app on the Redis at ``url`` that journals under ``data_dir`` (no
+    delivery worker: the tests read the outbox themselves)."""
+    overrides.setdefault("redis_max_connections", 16)
+    return settings_for_tests(
+        redis_url=url, data_dir=str(data_dir), journal=True, notify=False, **overrides
+    )
 
 
 def auth(token: str) -> dict[str, str]:

@@ -25,15 +25,14 @@ from redis.asyncio import Redis
 from codepool import durability, keys, snapshot
 from codepool.app import create_app
 from codepool.embedded import EmbeddedRedis
-from codepool.settings import Settings
 from tests.apphelpers import (
     Tenant,
     app_client,
+    journaled_settings,
     make_pool,
     make_reward,
     make_tenant,
     serve_app,
-    settings_for_tests,
     user_token,
 )
 from tests.statehelpers import Dump, assert_same_state, dump
@@ -45,12 +44,6 @@ AOF = "appendonly.aof"  # Redis 6.2's one AOF file (7.x keeps a multi-part direc
 EVENT_TYPES = ("REDEEMED_VOUCHER", "VOUCHER_USED", "VOUCHER_RELEASED", "POOL_LOW", "POOL_EXHAUSTED")
 
 
-def _settings(url: str, data_dir: Path) -> Settings:
-    return settings_for_tests(
-        redis_url=url, data_dir=str(data_dir), journal=True, notify=False, redis_max_connections=8
-    )
-
-
 async def _sale(url: str, data_dir: Path, t: Tenant, pool: str, reward: str) -> None:
     """Purchases (some retried), partner issues, redeems and releases through two app
     processes' worth of apps, concurrently: coalesced script calls, as in a flash sale,
@@ -58,7 +51,9 @@ async def _sale(url: str, data_dir: Path, t: Tenant, pool: str, reward: str) -> 
     rng = random.Random(11)
     async with AsyncExitStack() as stack:
         workers = [
-            await stack.enter_async_context(serve_app(create_app(_settings(url, data_dir))))
+            await stack.enter_async_context(
+                serve_app(create_app(journaled_settings(url, data_dir)))
+            )
             for _ in range(2)
         ]
 
@@ -102,7 +97,7 @@ async def _after_cut(source: Path, target: Path, size: int) -> tuple[str, Dump]:
     with EmbeddedRedis(target / "redis") as server:
         client = Redis.from_url(server.url)
         try:
-            outcome = await durability.ensure_state(client, _settings(server.url, target))
+            outcome = await durability.ensure_state(client, journaled_settings(server.url, target))
             state = await dump(client)
             state.pop(keys.EPOCH.encode())
         finally:
@@ -118,7 +113,7 @@ async def test_any_cut_of_the_aof_comes_back_to_the_same_state(tmp_path: Path) -
             # Every reply after its AOF write: the file then holds every change in order,
             # and any prefix of it is a state Redis really passed through.
             await client.config_set("appendfsync", "always")
-            settings = _settings(server.url, data)
+            settings = journaled_settings(server.url, data)
             assert await durability.ensure_state(client, settings) == "initialized"
             async with app_client(client, journal=True, data_dir=str(data), notify=False) as c:
                 t = await make_tenant(c)

@@ -36,7 +36,6 @@ from codepool.journal import (
 )
 from codepool.restore import has_state, restore
 from codepool.scripts import Arg, Scripts
-from codepool.settings import Settings
 from codepool.store.base import Backend, text
 from codepool.store.issuing import IssueRequest, issue_batch
 from tests.apphelpers import (
@@ -44,6 +43,7 @@ from tests.apphelpers import (
     Client,
     Tenant,
     app_client,
+    journaled_settings,
     make_pool,
     make_reward,
     make_tenant,
@@ -54,17 +54,6 @@ from tests.apphelpers import (
 from tests.statehelpers import Dump, assert_same_state, dump
 
 pytestmark = pytest.mark.real
-
-
-def _settings(url: str, data_dir: Path, **overrides: Any) -> Settings:
-    return settings_for_tests(
-        redis_url=url,
-        data_dir=str(data_dir),
-        journal=True,
-        notify=False,
-        redis_max_connections=16,
-        **overrides,
-    )
 
 
 async def _rich_project(c: Client) -> tuple[Tenant, dict[str, Any], list[str]]:
@@ -206,7 +195,7 @@ async def test_user_lists_cost_one_script_call_per_batch(
 
 
 async def test_restore_is_idempotent(real_redis: Redis, tmp_path: Path) -> None:
-    settings = _settings("unused", tmp_path)
+    settings = journaled_settings("unused", tmp_path)
     async with app_client(real_redis, notify=False) as c:
         t, pool, _ = await _rich_project(c)
         info = await snapshot.take_snapshot(real_redis, snapshot.snapshots_dir(tmp_path))
@@ -242,7 +231,7 @@ async def test_snapshot_while_issuing_plus_journal_is_exact(
         return await read(self, *args)
 
     monkeypatch.setattr(snapshot._Reader, "_read", slow_read)
-    settings = _settings(redis_server_url, tmp_path)
+    settings = journaled_settings(redis_server_url, tmp_path)
     async with app_client(real_redis, notify=False) as c:
         t = await make_tenant(c)
         # Thresholds the sale crosses while the snapshot reads: alerts of hand-outs it
@@ -360,7 +349,7 @@ async def test_corrupt_newest_snapshot_falls_back_to_the_previous(
     real_redis: Redis, tmp_path: Path
 ) -> None:
     directory = snapshot.snapshots_dir(tmp_path)
-    settings = _settings("unused", tmp_path)
+    settings = journaled_settings("unused", tmp_path)
     async with app_client(real_redis, journal=True, data_dir=str(tmp_path), notify=False) as c:
         t = await make_tenant(c)
         pool = await make_pool(c, t, [f"C{i}" for i in range(100)])
@@ -442,7 +431,7 @@ async def test_catch_up_applies_what_redis_lost(real_redis: Redis, tmp_path: Pat
     """Redis kept its data but lost its last writes (AOF everysec: a power cut, or a kill -9
     while a slow fsync postponed the AOF write) - writes that a snapshot taken since may
     even hold."""
-    settings = _settings("unused", tmp_path)
+    settings = journaled_settings("unused", tmp_path)
     directory = snapshot.snapshots_dir(tmp_path)
     assert await durability.ensure_state(real_redis, settings) == "initialized"
     epoch = await real_redis.get(keys.EPOCH)
@@ -469,7 +458,7 @@ async def test_catch_up_applies_what_redis_lost(real_redis: Redis, tmp_path: Pat
 
 
 async def test_ensure_state_outcomes(real_redis: Redis, tmp_path: Path) -> None:
-    settings = _settings("unused", tmp_path)
+    settings = journaled_settings("unused", tmp_path)
     assert await durability.ensure_state(real_redis, settings) == "initialized"
     assert await durability.ensure_state(real_redis, settings) == "kept"
     async with app_client(real_redis, notify=False) as c:
