@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -39,16 +40,18 @@ from tests.statehelpers import Dump, assert_same_state, dump
 
 pytestmark = pytest.mark.real
 
-CUTS = 12  # random cut points, besides "nothing lost" (150 a run also passed, twice)
+CUTS = 12  # random cut points, besides "nothing lost" (150 a run also passed, 3 times)
 AOF = "appendonly.aof"  # Redis 6.2's one AOF file (7.x keeps a multi-part directory)
 EVENT_TYPES = ("REDEEMED_VOUCHER", "VOUCHER_USED", "VOUCHER_RELEASED", "POOL_LOW", "POOL_EXHAUSTED")
 
 
-async def _sale(url: str, data_dir: Path, t: Tenant, pool: str, reward: str) -> None:
-    """Purchases (some retried), partner issues, redeems and releases through two app
+async def _sale(url: str, data_dir: Path, t: Tenant, pool: str, reward: str, partners: str) -> None:
+    """Purchases (some retried), redeems and releases, and partner issues that run their
+    small pool dry, get 409s, give codes back and run it dry again, through two app
     processes' worth of apps, concurrently: coalesced script calls, as in a flash sale,
     crossing low-stock thresholds. Every request is answered and journaled."""
     rng = random.Random(11)
+    partner_codes: list[str] = []
     async with AsyncExitStack() as stack:
         workers = [
             await stack.enter_async_context(
@@ -76,16 +79,42 @@ async def _sale(url: str, data_dir: Path, t: Tenant, pool: str, reward: str) -> 
                 assert r.status_code == 200, r.text
 
         async def partner(i: int) -> None:
-            r = await workers[i % 2].post(
-                f"/v1/projects/{t.id}/pools/{pool}/issue",
+            w = workers[i % 2]
+            r = await w.post(
+                f"/v1/projects/{t.id}/pools/{partners}/issue",
                 json={"count": 1 + i % 5, "user_id": f"partner-{i % 2}"},
                 headers=t.admin,
             )
+            if r.status_code == 409:
+                assert r.json()["error"]["code"] == "pool_exhausted", r.text
+                return
             assert r.status_code == 200, r.text
+            codes = [x["code"] for x in r.json()["codes"]]
+            partner_codes.extend(codes[1:])
+            if i % 3 == 0:  # given back
+                code = codes[0]
+                r = await w.post(
+                    f"/v1/projects/{t.id}/codes/release", json={"code": code}, headers=t.admin
+                )
+                assert r.status_code == 200, r.text
 
-        traffic = [buyer(i) for i in range(240)] + [partner(i) for i in range(30)]
+        traffic = [buyer(i) for i in range(240)] + [partner(i) for i in range(40)]
         rng.shuffle(traffic)
         await asyncio.gather(*traffic)
+        # Run the partners' pool dry (releases may have refilled it), give one code back
+        # (which re-arms POOL_EXHAUSTED) and take it again: it fires once more.
+        partners_url = f"/v1/projects/{t.id}/pools/{partners}"
+        available = (await workers[0].get(partners_url, headers=t.admin)).json()["available"]
+        if available:
+            r = await workers[0].post(
+                f"{partners_url}/issue", json={"count": available}, headers=t.admin
+            )
+            assert r.status_code == 200, r.text
+        back = {"code": partner_codes[0]}
+        r = await workers[0].post(f"/v1/projects/{t.id}/codes/release", json=back, headers=t.admin)
+        assert r.status_code == 200, r.text
+        r = await workers[1].post(f"{partners_url}/issue", json={"count": 1}, headers=t.admin)
+        assert r.json()["codes"][0]["code"] == back["code"], r.text
 
 
 async def _after_cut(source: Path, target: Path, size: int) -> tuple[str, Dump]:
@@ -130,6 +159,14 @@ async def test_any_cut_of_the_aof_comes_back_to_the_same_state(tmp_path: Path) -
                     notify={"webhook_url": "http://127.0.0.1:9/alerts"},
                 )
                 reward = await make_reward(c, t, pool["id"], per_user_limit=12)
+                partners = await make_pool(
+                    c,
+                    t,
+                    [f"P-{i:03d}" for i in range(50)],
+                    name="partners",
+                    low_stock_thresholds=[20, 0],
+                    notify={"emails": ["ops@example.com"]},
+                )
             # A snapshot on disk, older than every cut: a catch-up must work from what
             # Redis kept plus the journal, not go back to it.
             await snapshot.take_snapshot(client, snapshot.snapshots_dir(data))
@@ -137,9 +174,12 @@ async def test_any_cut_of_the_aof_comes_back_to_the_same_state(tmp_path: Path) -
             if not aof.is_file():
                 pytest.skip(f"{server!r} keeps no single {AOF} to cut")
             start = aof.stat().st_size
-            await _sale(server.url, data, t, pool["id"], reward["id"])
+            await _sale(server.url, data, t, pool["id"], reward["id"], partners["id"])
             live = await dump(client)
             live.pop(keys.EPOCH.encode())
+            events = live[keys.events(t.id).encode()][1]
+            alerts = Counter(f[b"type"] for _, f in events if f[b"type"].startswith(b"POOL_"))
+            assert alerts[b"POOL_EXHAUSTED"] >= 2 and alerts[b"POOL_LOW"] >= 3, alerts
         finally:
             await client.aclose()
     end = aof.stat().st_size
