@@ -182,14 +182,17 @@ def index_journal(records: Iterable[Record]) -> dict[str, _ProjectJournal]:
                     )
                 if h.idem_key:
                     pj.idempotency.setdefault(h.idem_key, (h.idem_value, h.idem_expires))
-            positions = [h.position for h in record.handouts if h.position >= 0]
-            for alert in record.alerts if positions else []:
-                order += 1
-                at = next(h.at for h in record.handouts if h.position >= 0).encode()
-                pj.add(
-                    Op("alert", record.pool, alert.encode(), min(positions), at,
-                       b"", b"", b"", at, order, record.available)
-                )  # fmt: skip
+            # The call's alerts share the fate of its first hand-out (positions grow in
+            # handout order; replays have none) and its time.
+            first = next((h for h in record.handouts if h.position >= 0), None)
+            if first is not None:
+                at = first.at.encode()
+                for alert in record.alerts:
+                    order += 1
+                    pj.add(
+                        Op("alert", record.pool, alert.encode(), first.position, at,
+                           b"", b"", b"", at, order, record.available)
+                    )  # fmt: skip
         else:
             order += 1
             is_redeem = isinstance(record, RedeemRecord)
