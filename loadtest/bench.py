@@ -8,8 +8,11 @@ them with wrk when it is installed (loadtest/wrkload.py; --client picks) or else
 asyncio keep-alive client (loadtest/httpload.py), and prints every target as
 measured / goal. Machines here are noisy and small, so HTTP rates are reported as a
 ratio to the same server's /healthz rate measured in the same run, with the same
-client and connection count. Every code any response carried is checked for
-duplicates.
+client and connection count, and next to each ratio the CPU per request of the server,
+Redis and the load generator, for the route and for /healthz (loadtest/cpusplit.py),
+which is what the ratio comes from when the cores are all busy. Every code any
+response carried is checked for duplicates. Redis's own share of bulk issue, without
+HTTP: python -m loadtest.bulk_floor.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import msgspec
 import redis
 
 from codepool.embedded import EmbeddedRedis
-from loadtest import httpload, wrkload
+from loadtest import cpusplit, httpload, wrkload
 
 ROOT_KEY = "bench-root-key"
 HOST = "127.0.0.1"
@@ -207,8 +210,10 @@ def summary(label: str, res: httpload.Result) -> None:
 class Run:
     """The measurements, in the order they run; each appends its targets."""
 
-    def __init__(self, b: Bench, r: redis.Redis, args: argparse.Namespace) -> None:
+    def __init__(self, b: Bench, r: redis.Redis, args: argparse.Namespace, server_pid: int) -> None:
         self.b, self.r, self.args = b, r, args
+        self.server_pid = server_pid
+        self.redis_pid = int(r.info("server")["process_id"])
         self.targets: list[Target] = []
         self.duplicates = 0
         self.health_rate = 0.0
@@ -236,21 +241,39 @@ class Run:
         health = self.healthz_request()
         route: list[httpload.Result] = []
         yardstick: list[httpload.Result] = []
+        route_cpu, yardstick_cpu = cpusplit.Split(), cpusplit.Split()
         turn = self.args.seconds / SLICES
         sent = 0
         for _ in range(SLICES):
-            yardstick.append(self.b.load(lambda i: health, duration=turn))
+            yardstick.append(self.timed(yardstick_cpu, lambda i: health, turn, keep_bodies=False))
             # Request numbers go on across turns (distinct users, keys).
-            route.append(
-                self.b.load(
-                    _shifted(make, sent), duration=turn, keep_bodies=True, distinct=distinct
-                )
-            )
+            route.append(self.timed(route_cpu, _shifted(make, sent), turn, distinct=distinct))
             sent += route[-1].requests
         # The spread of the turns shows how much the machine moved during the run.
         turns = " ".join(f"{r.rate / h.rate:.2f}" for r, h in zip(route, yardstick, strict=True))
         print(f"  rate / healthz rate per turn: {turns}")
+        if route_cpu.requests:
+            print(f"  CPU, this route: {route_cpu.line()}")
+            print(f"  CPU, /healthz:   {yardstick_cpu.line()}")
         return httpload.merge(route), httpload.merge(yardstick)
+
+    def timed(
+        self,
+        split: cpusplit.Split,
+        make: httpload.RequestMaker,
+        seconds: float,
+        *,
+        keep_bodies: bool = True,
+        distinct: int = 1,
+    ) -> httpload.Result:
+        """A timed run, with the CPU each process used meanwhile added to ``split``."""
+        before, started = cpusplit.sample(self.server_pid, self.redis_pid), time.perf_counter()
+        res = self.b.load(make, duration=seconds, keep_bodies=keep_bodies, distinct=distinct)
+        elapsed = time.perf_counter() - started
+        after = cpusplit.sample(self.server_pid, self.redis_pid)
+        if before is not None and after is not None:
+            split.add(before, after, elapsed, res.requests)
+        return res
 
     def single_issue(self) -> None:
         b = self.b
@@ -506,7 +529,7 @@ def main() -> int:
                     f"{args.connections} connections, {args.seconds:g} s per rate run; "
                     f"load from {client_name(b)}"
                 )
-                run = Run(b, r, args)
+                run = Run(b, r, args, proc.pid)
                 run.health()
                 for phase, method in PHASES.items():  # in order: pos redeems purchases
                     if phase in phases:

@@ -153,7 +153,7 @@ def main() -> int:
                     wait_ready(port, proc)
                     b = Bench(port, args, r)
                     print(f"-- {name} (load from {client_name(b)})")
-                    run = Run(b, r, args)
+                    run = Run(b, r, args, proc.pid)
                     run.health()
                     run.single_issue()
                     run.purchase()

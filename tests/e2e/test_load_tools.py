@@ -1,9 +1,11 @@
-"""The tools users measure codepool with: `make bench` and `make loadtest`, run small.
+"""The tools users measure codepool with: `make bench`, `make loadtest` and
+`loadtest.bulk_floor`, run small.
 
-Each starts its own embedded Redis and `codepool serve`, as a user's run does. These
-check that every phase and scenario runs and that what they check holds (no code told
-twice, no errors, every bought code redeems once); the rates they print are not
-judged here: speed lives in the benchmark, not in tests.
+Each starts its own embedded Redis (and `codepool serve`, but the bulk floor, which
+times scripts without HTTP), as a user's run does. These check that every phase and
+scenario runs and that what they check holds (no code told twice, no errors, every
+bought code redeems once); the rates they print are not judged here: speed lives in
+the benchmark, not in tests.
 """
 
 from __future__ import annotations
@@ -81,6 +83,17 @@ def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
         assert targets[rate][1] > 0
     assert "bulk issue: 20000 codes told to clients, 0 handed out twice" in out
     assert "codes handed out twice: 0" in out
+    if sys.platform == "linux":  # the CPU split reads /proc
+        split = re.findall(
+            r"^  CPU, (this route|/healthz): +server (\d+), Redis (\d+), load generator (\d+) us",
+            out,
+            re.MULTILINE,
+        )
+        assert [s[0] for s in split] == ["this route", "/healthz"] * 2, out
+        for _, server, _, client in split:
+            assert int(server) > 0 and int(client) > 0, out
+        # Hand-outs run scripts; /healthz does not touch Redis.
+        assert int(split[0][2]) > 0 and int(split[2][2]) > 0, out
     # A 10-character code in a list costs bytes, not tens of bytes (at any pool size).
     assert 0 < targets["bytes per available code"][1] <= 24
 
@@ -101,6 +114,17 @@ def test_bench_with_wrk_gets_every_answer_and_checks_it(tmp_path: Path) -> None:
     assert statuses is not None, out
     assert int(told[1]) == int(statuses[1]) > 1000
     assert re.search(r"^ok   purchase errors +0\.00 ", out, re.MULTILINE), out
+
+
+@pytest.mark.timeout(60)
+def test_bulk_floor_times_both_scripts_and_checks_their_writes(tmp_path: Path) -> None:
+    out = _run(["loadtest.bulk_floor", "--codes", "6000", "--rounds", "3"], tmp_path)
+    assert "3 rounds of 2,000 codes each" in out, out
+    for label in ("issue.lua", "floor"):
+        line = re.search(rf"^  {re.escape(label)} +([\d.]+) us of script time per code", out, re.M)
+        assert line is not None and float(line[1]) > 0, out
+    # The tool exits 1 (failing _run) unless every code went out once and got a record.
+    assert "codes handed out twice: 0; issued records 6,000, floor records 6,000" in out
 
 
 @pytest.mark.timeout(120)
