@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -338,14 +339,14 @@ class Run:
             )
         )
         busy = (redis_cpu(self.r) - cpu_before) / res.seconds
-        stats = self.r.info("commandstats").get("cmdstat_evalsha", {})
+        _, usec = script_calls(self.r)
         told = [c["code"] for body in res.bodies for c in msgspec.json.decode(body)["codes"]]
         self.duplicates += check_unique(told, "bulk issue")
         rate = len(told) / res.seconds
         print(f"bulk issue count=1000: {rate:,.0f} codes/s ({res.rate:,.0f} req/s, 8 connections)")
-        if isinstance(stats, dict) and told:
+        if usec and told:
             # Every script call of the run (issue.lua, and the few of the delivery worker).
-            per_code = float(stats["usec"]) / len(told)
+            per_code = usec / len(told)
             print(
                 f"  Redis: {per_code:.2f} us of script time per code; "
                 f"redis-server busy {busy:.0%} of a core"
@@ -456,7 +457,12 @@ def script_calls(r: redis.Redis) -> tuple[int, int]:
     works, and the time what Redis spends per request. Every script counts, so a
     snapshot running meanwhile (its slices are script calls) shows as smaller batches
     and more time per request."""
-    stats = r.info("commandstats").get("cmdstat_evalsha", {})
+    return evalsha_totals(r.info("commandstats"))
+
+
+def evalsha_totals(commandstats: dict[str, Any]) -> tuple[int, int]:
+    """(calls, microseconds) of EVALSHA in an ``INFO commandstats`` answer."""
+    stats = commandstats.get("cmdstat_evalsha", {})
     if not isinstance(stats, dict):
         return 0, 0
     return int(stats.get("calls", 0)), int(stats.get("usec", 0))

@@ -40,6 +40,7 @@ from codepool.scripts import Status
 from codepool.settings import load_settings
 from codepool.store.base import Backend, now
 from codepool.store.issuing import IssueRequest, issue_call
+from loadtest.bench import evalsha_totals
 from loadtest.snapshot_bench import PROJECT, make_pool
 
 PER_CALL = 1000
@@ -64,8 +65,7 @@ return codes
 
 async def script_usec(client: Redis) -> int:
     """Microseconds Redis has spent in EVALSHA so far."""
-    stats = (await client.info("commandstats")).get("cmdstat_evalsha", {})
-    return int(stats.get("usec", 0)) if isinstance(stats, dict) else 0
+    return evalsha_totals(await client.info("commandstats"))[1]
 
 
 async def issue_round(backend: Backend, pool_id: str, codes: int) -> tuple[float, list[str]]:
