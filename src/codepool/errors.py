@@ -75,6 +75,17 @@ PoolExpired = _error("pool_expired", 410, "the pool has expired")
 PayloadTooLarge = _error("payload_too_large", 413, "the request body is larger than allowed")
 UnsupportedMediaType = _error("unsupported_media_type", 415, "unsupported Content-Type")
 InvalidCodes = _error("invalid_codes", 422, "the upload holds invalid codes; nothing was stored")
+NoCodes = _error("no_codes", 422, "the upload holds no code; nothing was stored")
+WebhookUrlNotAllowed = _error(
+    "webhook_url_not_allowed",
+    422,
+    "webhook URLs must point to a public address (CODEPOOL_WEBHOOK_ALLOW_PRIVATE=1 lifts this)",
+)
+QuotaExceeded = _error(
+    "quota_exceeded", 409, "the project would hold more codes than its quota allows"
+)
+RateLimited = _error("rate_limited", 429, "too many requests for this credential; slow down")
+StorageFull = _error("storage_full", 507, "the store is full; nothing was stored")
 InternalError = _error("internal_error", 500, "internal error")
 RedisUnavailable = _error("redis_unavailable", 503, "the store is not reachable")
 NotReady = _error("not_ready", 503, "the service is not ready")

@@ -124,6 +124,22 @@ def user_codes(project: str, user_id: str) -> str:
     return f"{_p(project)}:user:{user_id}:codes"
 
 
+def user_events(project: str, user_id: str) -> str:
+    """Stream: the events about one user (ids mirror the project stream's), written in the
+    same script as the project event, so ``/events`` for a user reads only their own."""
+    return f"{_p(project)}:user:{user_id}:events"
+
+
+def rate_limit(project: str, credential: str) -> str:
+    """String with a 1 s TTL: requests of one credential in the current second.
+
+    ``credential`` is ``key:<api key id>`` or ``user:<user id>``. INCR; the first INCR of
+    a window sets PEXPIRE 1000; a count above the role's limit is refused with 429 and
+    ``Retry-After`` = the key's remaining PTTL rounded up to whole seconds (at least 1).
+    """
+    return f"{_p(project)}:rl:{credential}"
+
+
 # -- notifications (see codepool.notify) ----------------------------------------------
 
 

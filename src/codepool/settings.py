@@ -56,6 +56,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long the worker waits for new outbox entries in one read; also how often it
     # looks for due retries. Projects are looked for every 5 polls.
     notify_poll: float = 1.0
+    # Hardening (issue 16). Requests per second per credential, 0 = no limit; the
+    # counters live in Redis so the limit holds across workers and hosts.
+    rate_limit_pos: float = 20.0
+    rate_limit_user: float = 10.0
+    rate_limit_admin: float = 0.0
+    # Longest lifetime (exp - iat, or exp - now) a user JWT may have, in seconds.
+    user_token_max_ttl: int = 7 * 24 * 3600
+    # Let webhook URLs point to loopback/private/link-local hosts (private networks, tests).
+    webhook_allow_private: bool = False
+    # Most code instances one project may store (every pool, every status); 0 = no quota.
+    max_codes_per_project: int = 0
+    # maxmemory of the embedded redis-server ("0" = no limit); ignored for CODEPOOL_REDIS_URL.
+    redis_maxmemory: str = "0"
 
 
 # env var suffix -> field name. Kept explicit so the README table and this stay in step.
@@ -81,6 +94,13 @@ _ENV: dict[str, str] = {
     "DELIVERY_BACKOFF": "delivery_backoff",
     "DELIVERY_LEASE": "delivery_lease",
     "NOTIFY_POLL": "notify_poll",
+    "RATE_LIMIT_POS": "rate_limit_pos",
+    "RATE_LIMIT_USER": "rate_limit_user",
+    "RATE_LIMIT_ADMIN": "rate_limit_admin",
+    "USER_TOKEN_MAX_TTL": "user_token_max_ttl",
+    "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
+    "MAX_CODES_PER_PROJECT": "max_codes_per_project",
+    "REDIS_MAXMEMORY": "redis_maxmemory",
 }
 
 
