@@ -9,18 +9,21 @@
   KEYS[1] pool hash            KEYS[2] available list      KEYS[3] issued hash
   KEYS[4] pool log list        KEYS[5] events stream       KEYS[6] outbox stream
   KEYS[7] project webhook hash
-  per request i (0-based), from KEYS[8 + 5*i]:
+  per request i (0-based), from KEYS[8 + 7*i]:
     idempotency key, user codes list, reward hash, reward users hash, credential key
-    (the project's API keys hash or the project hash; see ARGV)
-    (a request without idempotency/user/reward/credential passes placeholder names;
-    they are never touched)
+    (the project's API keys hash or the project hash; see ARGV), user events stream
+    (keys.user_events: the purchase's REDEEMED_VOUCHER goes there too), rate-limit
+    counter (keys.rate_limit of the caller's credential)
+    (a request without idempotency/user/reward/credential/limit passes placeholder
+    names; they are never touched)
 
   ARGV[1] now (unix seconds)   ARGV[2] pool id   ARGV[3] events maxlen
-  ARGV[4] idempotency ttl (s)  ARGV[5] number of requests
-  per request i, from ARGV[6 + 7*i]:
+  ARGV[4] idempotency ttl (s)  ARGV[5] number of requests   ARGV[6] user events maxlen
+  per request i, from ARGV[7 + 8*i]:
     count, user id ("" none), reward id ("" none: an admin pool issue),
     fingerprint ("" no idempotency key), purchase id,
-    credential kind ("" none, "key", "user") and value: the caller was authenticated
+    credential kind ("" none, "key", "user") and value, rate limit (requests per
+    second of the caller's role; 0 none). Credential: the caller was authenticated
     from a per-process cache (codepool.auth), so this step re-checks what the cache
     took on trust: for "key" the API key id must still be in the keys hash (not
     revoked), for "user" the secret the JWT was verified with must still be the
@@ -51,17 +54,25 @@
           -6 no such reward, -7 reward draws from another pool,
           -8 a retry whose codes were released since (the answer would tell codes
              that went back to the pool and may have gone to someone else),
-          -9 credential revoked or rotated (nothing done; answer 401)
+          -9 credential revoked or rotated (nothing done; answer 401),
+          -10 rate limited (nothing done; the `available` slot holds the PTTL in ms of
+              the caller's counter: answer 429 with Retry-After). The counter is INCRed
+              once per request, PEXPIRE 1000 on a window's first; above the limit the
+              request is refused (keys.rate_limit). Checked here, not in a round trip
+              of its own, so the hand-out path costs what it did.
+  -1 (pool exhausted) answers in `available` the codes really left for that request.
 ]]
 local rcall = redis.call
 --@include "common.lua"
 
 local now, pool_id = ARGV[1], ARGV[2]
-local maxlen, idem_ttl, n = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local maxlen, idem_ttl, n, user_maxlen = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local pool, avail_key, issued, log, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local emit = emitter(events, maxlen, KEYS[6], KEYS[7])
-local function event(fields) emit(fields) end
+local function event(fields, user_events)
+  add_user_event(user_events, user_maxlen, emit(fields), fields)
+end
 
 local out = {0}
 
@@ -96,7 +107,7 @@ local issued_total = 0
 -- purchase 158k -> 132k, admin issue 76k -> 62k; per bulk code 12.9k -> 11.7k.
 local avail_now = rcall('LLEN', avail_key)
 local asked = 0
-for i = 0, n - 1 do asked = asked + tonumber(ARGV[6 + 7 * i]) end
+for i = 0, n - 1 do asked = asked + tonumber(ARGV[7 + 8 * i]) end
 local drawn = {}
 if not expired and asked > 0 and avail_now > 0 then
   drawn = rcall('LPOP', avail_key, math.min(asked, avail_now))
@@ -120,7 +131,7 @@ local cred_ok, rewards = {}, {}
 local idem_here = {}       -- idempotency records this call wrote (their codes' records come last)
 
 for i = 0, n - 1 do
-  local kb, ab = 8 + 5 * i, 6 + 7 * i
+  local kb, ab = 8 + 7 * i, 7 + 8 * i
   local idem_key, user_key, reward_key, reward_users = KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3]
   local count, user, reward = tonumber(ARGV[ab]), ARGV[ab + 1], ARGV[ab + 2]
   local fingerprint, purchase_id = ARGV[ab + 3], ARGV[ab + 4]
@@ -139,6 +150,11 @@ for i = 0, n - 1 do
       cred_ok[seen] = ok
     end
     if not ok then fail(-9); done = true end
+  end
+  local rate_limit = tonumber(ARGV[ab + 7])
+  if not done and rate_limit > 0 then
+    local wait = over_limit(KEYS[kb + 6], rate_limit)
+    if wait then answer(-10, wait, '', '', 0, {}); done = true end
   end
   if not done and reward ~= '' then
     local r = rewards[reward]
@@ -178,7 +194,7 @@ for i = 0, n - 1 do
     local held = tonumber(rcall('HGET', reward_users, user) or '0')
     if held + count > limit then fail(-3); done = true end
   end
-  if not done and avail_now < count then fail(-1); done = true end
+  if not done and avail_now < count then answer(-1, avail_now, '', '', 0, {}); done = true end
 
   if not done then
     local entry = pool_id .. US .. 'a' .. US .. now .. US .. US .. user .. US .. reward .. US .. purchase_id
@@ -194,7 +210,8 @@ for i = 0, n - 1 do
       if user ~= '' then rcall('HINCRBY', reward_users, user, count) end
       for j = 1, count do
         event({'type', 'REDEEMED_VOUCHER', 'time', now, 'user_id', user, 'reward_id', reward,
-               'pool_id', pool_id, 'code', codes[j], 'purchase_id', purchase_id})
+               'pool_id', pool_id, 'code', codes[j], 'purchase_id', purchase_id},
+              user ~= '' and KEYS[kb + 5])
       end
     end
     issued_total = issued_total + count

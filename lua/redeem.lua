@@ -5,6 +5,7 @@
   KEYS[4] outbox stream   KEYS[5] project webhook hash
   ARGV[1] code   ARGV[2] now   ARGV[3] events maxlen
   ARGV[4] pool hash template   ARGV[5] available list template (keys.py, "\0" = pool id)
+  ARGV[6] user events template (keys.user_events, "\0" = user id)   ARGV[7] its maxlen
   Returns: like validate.lua; status 1 = redeemed now (the instance, now 'redeemed'),
   -2 pool expired (nothing changed), -12 already redeemed (the latest redeemed
   instance, with its redeemed_time), -11 not issued, -10 unknown code; status 1 adds
@@ -14,6 +15,7 @@
 local rcall = redis.call
 --@include "common.lua"
 local code, now, maxlen, pool_t, avail_t = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local user_events_t, user_maxlen = ARGV[6], ARGV[7]
 local emit = emitter(KEYS[3], maxlen, KEYS[4], KEYS[5])
 
 local record = rcall('HGET', KEYS[1], code)
@@ -30,8 +32,10 @@ for _, inst in ipairs(instances) do
         rcall('HSET', KEYS[1], code, join_record(instances))
         rcall('HINCRBY', pool_key, 'assigned', -1)
         local seq = rcall('HINCRBY', pool_key, 'redeemed', 1)
-        emit({'type', 'VOUCHER_USED', 'time', now, 'code', code, 'pool_id', inst.pool,
-              'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase})
+        local fields = {'type', 'VOUCHER_USED', 'time', now, 'code', code, 'pool_id', inst.pool,
+                        'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase}
+        local id = emit(fields)
+        if inst.user ~= '' then add_user_event(fill(user_events_t, inst.user), user_maxlen, id, fields) end
         local out = describe(1, inst)
         out[9] = seq
         return out

@@ -8,6 +8,7 @@
   ARGV[1] code   ARGV[2] now   ARGV[3] events maxlen
   ARGV[4] pool hash template   ARGV[5] available list template   ARGV[6] pool log template
   ARGV[7] user codes template   ARGV[8] reward users template  (keys.py, "\0" = the id)
+  ARGV[9] user events template   ARGV[10] user events maxlen
   Returns: like validate.lua plus the pool's available count as element 9 and, for
   status 1, the position the code now holds in the pool's available list as element 10
   (see issue.lua: positions tell a restore whether a snapshot holds this release);
@@ -18,6 +19,7 @@ local rcall = redis.call
 --@include "common.lua"
 local code, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
 local pool_t, avail_t, log_t, user_t, reward_users_t = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local user_events_t, user_maxlen = ARGV[9], ARGV[10]
 local emit = emitter(KEYS[3], maxlen, KEYS[4], KEYS[5])
 
 local record = rcall('HGET', KEYS[1], code)
@@ -51,8 +53,10 @@ end
 rcall('HINCRBY', pool_key, 'assigned', -1)
 local available = rcall('LLEN', avail)
 rearm(pool_key, available)
-emit({'type', 'VOUCHER_RELEASED', 'time', now, 'code', code, 'pool_id', inst.pool,
-      'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase})
+local fields = {'type', 'VOUCHER_RELEASED', 'time', now, 'code', code, 'pool_id', inst.pool,
+                'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase}
+local event_id = emit(fields)
+if inst.user ~= '' then add_user_event(fill(user_events_t, inst.user), user_maxlen, event_id, fields) end
 local out = describe(1, inst)
 out[9] = available
 out[10] = tonumber(rcall('HGET', pool_key, 'popped') or '0') + available - 1

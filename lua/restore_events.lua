@@ -9,19 +9,26 @@
 
   KEYS[1] events stream   KEYS[2] outbox stream   KEYS[3] project webhook hash
   ARGV[1] pool hash template (keys.py, "\0" = pool id)   ARGV[2] number of events
+  ARGV[3] user events template (keys.user_events, "\0" = user id)   ARGV[4] its maxlen
   then per event: id, number of fields n, the n fields (name, value, ...; 'type' first,
   and 'pool_id' among them for an alert)
+  An event with a non-empty 'user_id' also goes to that user's stream, under its id,
+  as the live scripts do (add_user_event).
   Returns: the number of events written
 ]]
 local rcall = redis.call
 --@include "common.lua"
 local emit = emitter(KEYS[1], nil, KEYS[2], KEYS[3])
 local pools = {}  -- pool id -> {key, name} (emitter caches its notify there)
-local at, count = 3, tonumber(ARGV[2])
+local user_events_t, user_maxlen = ARGV[3], ARGV[4]
+local at, count = 5, tonumber(ARGV[2])
 for _ = 1, count do
   local id, n = ARGV[at], tonumber(ARGV[at + 1])
   local fields = {unpack(ARGV, at + 2, at + 1 + n)}
-  local pool = nil
+  local pool, user = nil, ''
+  for j = 1, n - 1, 2 do
+    if fields[j] == 'user_id' then user = fields[j + 1] end
+  end
   if fields[2] == 'POOL_LOW' or fields[2] == 'POOL_EXHAUSTED' then
     local pool_id = ''
     for j = 1, n - 1, 2 do
@@ -35,6 +42,7 @@ for _ = 1, count do
     end
   end
   emit(fields, pool, id)
+  if user ~= '' then add_user_event(fill(user_events_t, user), user_maxlen, id, fields) end
   at = at + 2 + n
 end
 return count

@@ -33,6 +33,27 @@ local function add_event(stream, maxlen, fields, id)
   return rcall('XADD', stream, id or '*', unpack(fields))
 end
 
+-- The same event in one user's own stream (keys.user_events), under the project event's
+-- id, written in the step that writes the project event: a user's /events reads only
+-- this, never the project stream. Trimmed approximately to `maxlen` (the user's newest
+-- events). pcall: an id not above the stream's last (only if someone wrote the stream
+-- by hand) must not abort the step half-way. No-op for a nil/false stream.
+local function add_user_event(stream, maxlen, id, fields)
+  if stream then redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, id, unpack(fields)) end
+end
+
+-- keys.rate_limit's fixed one-second window: INCR, PEXPIRE 1000 on the window's first.
+-- Returns nil while the count is within `limit`, else the window's PTTL in ms (how long
+-- the caller waits).
+local function over_limit(key, limit)
+  local count = rcall('INCR', key)
+  if count == 1 then rcall('PEXPIRE', key, 1000) end
+  if count <= limit then return nil end
+  local ttl = rcall('PTTL', key)
+  if ttl < 0 then rcall('PEXPIRE', key, 1000); ttl = 1000 end  -- never stuck without expiry
+  return ttl
+end
+
 -- Whether a pool's notify JSON names anyone (emails or a webhook_url).
 local function notify_has_targets(notify)
   if notify == '' then return false end

@@ -54,7 +54,12 @@ def _error(
 
 
 def _respond(err: errors.CodepoolError) -> Response[ErrorOut]:
-    return Response(errors.shape(err), status_code=err.status, media_type=MediaType.JSON)
+    return Response(
+        errors.shape(err),
+        status_code=err.status,
+        media_type=MediaType.JSON,
+        headers=errors.headers(err) or None,
+    )
 
 
 def _codepool_error(_: Request[Any, Any, Any], exc: errors.CodepoolError) -> Response[ErrorOut]:

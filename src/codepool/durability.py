@@ -122,7 +122,7 @@ async def restore_from_disk(
         snapshot or "no snapshot (journal only)",
         len(records),
     )
-    stats = await restore(client, snapshot, records)
+    stats = await restore(client, snapshot, records, user_events_maxlen=settings.user_events_maxlen)
     log.warning(
         "restored %d project(s), %d key(s), %d available code(s), %d journaled hand-out(s) "
         "in %.1f s",
@@ -187,7 +187,9 @@ async def _catch_up(client: Redis, settings: Settings) -> RestoreStats | None:
     with tempfile.TemporaryDirectory(dir=directory, prefix=".catchup-") as temp:
         # Redis is quiet (nothing serves yet): this snapshot is exact.
         current = await take_snapshot(client, Path(temp), keep=1)
-        stats = await restore(client, current.path, records)
+        stats = await restore(
+            client, current.path, records, user_events_maxlen=settings.user_events_maxlen
+        )
     info = await take_snapshot(
         client,
         directory,

@@ -99,6 +99,14 @@ def shape(err: CodepoolError) -> ErrorOut:
     return ErrorOut(error=ErrorBody(code=err.code, message=err.message, details=err.details))
 
 
+def headers(err: CodepoolError) -> dict[str, str]:
+    """HTTP headers that go with ``err``: ``Retry-After`` (whole seconds) for a 429."""
+    retry_after = err.details.get("retry_after")
+    if err.status == 429 and isinstance(retry_after, int):
+        return {"Retry-After": str(retry_after)}
+    return {}
+
+
 def redis_unavailable(exc: Exception) -> CodepoolError:
     """A lost or timed-out Redis, as the client hears of it (and the log, once)."""
     log.warning("redis unavailable: %s", exc)

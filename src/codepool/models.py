@@ -11,11 +11,16 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-# Ids are short URL-safe strings; they also appear inside Redis key names.
-Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# Ids are short URL-safe strings; they also appear inside Redis key names, so no ':'
+# (an id like "p1:avail" would name another key of another type). Path ids must match
+# too (api/params.py): every id the API creates or accepts on creation does.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+Id = Annotated[str, Meta(pattern=ID_PATTERN)]
 # A user id is whatever the customer's system uses; no control characters, as it is
-# stored inside \31/\30-separated records.
-UserId = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,128}$")]
+# stored inside \31/\30-separated records. It may hold ':': user keys end in a fixed
+# suffix (keys.user_codes, keys.user_events), so no user id names another user's key.
+USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"
+UserId = Annotated[str, Meta(pattern=USER_ID_PATTERN)]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Email = Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
 Url = Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=2000)]

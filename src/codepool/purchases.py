@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from codepool import errors
 from codepool.auth import Credential
 from codepool.issuer import Issuer
@@ -29,6 +31,8 @@ def raise_for_issue(result: IssueResult, pool_id: str, reward_id: str | None = N
             raise errors.CodesReleased()
         case Status.NO_POOL:
             raise errors.PoolNotFound(id=pool_id)
+        case Status.RATE_LIMITED:
+            raise errors.RateLimited(retry_after=max(1, math.ceil(result.retry_after_ms / 1000)))
         case Status.STALE_CREDENTIAL:
             raise errors.Unauthorized("the API key was revoked or the user-token secret rotated")
         case _:
@@ -45,6 +49,8 @@ async def purchase(
     idempotency_digest: str | None,
     fingerprint: str | None,
     credential: Credential | None = None,
+    rate_key: str | None = None,
+    rate_limit: float = 0.0,
 ) -> Purchase:
     purchase_id = new_id()
     fresh = False
@@ -61,6 +67,8 @@ async def purchase(
                 fingerprint=fingerprint,
                 purchase_id=purchase_id,
                 credential=credential,
+                rate_key=rate_key,
+                rate_limit=rate_limit,
             ),
         )
         # The cached route was stale (the reward moved pools): read it again, once.

@@ -21,6 +21,10 @@ Everything not reflected is applied, exactly once, to the data of that slice:
   and the low-stock alerts missed hand-outs fired (the journal keeps them with the
   hand-outs; reflected with them), go through lua/restore_events.lua, which queues
   them in the outbox for whoever the lost writes would have told.
+- per-user event streams (keys.user_events; snapshots leave them out): rebuilt from the
+  project stream as it is written back, each event with a user under the same id, and
+  missed events through restore_events.lua, which writes both. A user's events older
+  than the project stream keeps (settings.events_maxlen) are not rebuilt.
 - pool hashes: `armed` from the restored available count (a threshold is armed
   exactly while more than it is available).
 - counters are recounted from what was written (total = available + assigned +
@@ -54,6 +58,7 @@ from redis.asyncio import Redis
 from codepool import keys
 from codepool.journal import IssueRecord, Record, RedeemRecord
 from codepool.scripts import Scripts
+from codepool.settings import Settings
 from codepool.snapshot import (
     FORMAT_VERSION,
     Avail,
@@ -83,6 +88,7 @@ WRITE_BATCH = 1_000
 PUSH_CHUNK = 10_000
 PLACEHOLDER_PREFIX = "restored-"
 EVENTS_PER_CALL = 500  # ~8,000 script arguments
+USER_EVENTS_MAXLEN = Settings().user_events_maxlen
 
 
 class RestoreStats(msgspec.Struct, kw_only=True):
@@ -274,8 +280,9 @@ def apply_ops(record: bytes | None, ops: list[Op], clock: Clock) -> tuple[bytes 
 class _Writer:
     """Pipelined, batched writes."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, user_events_maxlen: int = USER_EVENTS_MAXLEN) -> None:
         self.client = client
+        self.user_events_maxlen = user_events_maxlen
         self.scripts = Scripts(client)
         self.pipe = client.pipeline(transaction=False)
         self.pending = 0
@@ -406,12 +413,26 @@ class _Project:
             self._clock(frame.key, frame.clock)
             for entry_id, fields in frame.entries:
                 await self.w.call("XADD", frame.key, entry_id, *fields)
+                if kind.kind == "events":
+                    await self._user_event(entry_id, fields)
             if frame.entries and kind.kind == "events":
                 self.last_event = max(self.last_event, _stream_id(frame.entries[-1][0]))
         elif isinstance(frame, StringKey):
             if kind.kind == "idem":
                 self.idem_seen.add(frame.key)
             await self._string(frame.key, frame.value.decode(), frame.expires_ms / 1000)
+
+    async def _user_event(self, entry_id: bytes, fields: list[bytes]) -> None:
+        """An event of the project stream with a user goes to that user's stream too,
+        under the same id, trimmed as add_user_event (lua/includes/common.lua) trims."""
+        for name, value in zip(fields[::2], fields[1::2], strict=True):
+            if name == b"user_id":
+                if value:
+                    stream = keys.user_events(self.project, value.decode())
+                    await self.w.call(
+                        "XADD", stream, "MAXLEN", "~", self.w.user_events_maxlen, entry_id, *fields
+                    )
+                return
 
     async def _string(self, key: str, value: str, expires: float) -> None:
         if expires == 0:
@@ -645,7 +666,12 @@ class _Project:
             self.w.keys.add(names[0])
         for i in range(0, len(self.missed_events), EVENTS_PER_CALL):
             chunk = self.missed_events[i : i + EVENTS_PER_CALL]
-            args: list[Any] = [keys.pool(self.project, "\0"), len(chunk)]
+            args: list[Any] = [
+                keys.pool(self.project, "\0"),
+                len(chunk),
+                keys.user_events(self.project, "\0"),
+                self.w.user_events_maxlen,
+            ]
             for event_id, fields in chunk:
                 args += [event_id, len(fields), *fields]
             await self.w.scripts.run("restore_events", names, args)
@@ -830,12 +856,18 @@ def epoch_began(epoch: bytes | str) -> float:
 
 
 async def restore(
-    client: Redis, snapshot: Path | None, journal: list[Record], *, flush: bool = True
+    client: Redis,
+    snapshot: Path | None,
+    journal: list[Record],
+    *,
+    flush: bool = True,
+    user_events_maxlen: int = USER_EVENTS_MAXLEN,
 ) -> RestoreStats:
     """Write ``snapshot`` (verified; None: start from nothing) plus ``journal`` into Redis.
 
     ``journal`` must hold the records written since the snapshot started (see
     journal.read_journal). With ``flush`` every codepool key is deleted first.
+    ``user_events_maxlen``: settings.user_events_maxlen, for the rebuilt user streams.
     """
     started = time.time()
     await client.set(keys.RESTORING, f"{started}")
@@ -848,7 +880,7 @@ async def restore(
     stats.journal_handouts = sum(
         1 for pj in by_project.values() for op in pj.ops if op.kind == "issue"
     )
-    w = _Writer(client)
+    w = _Writer(client, user_events_maxlen)
     projects_seen: set[str] = set()
     registry: set[bytes] = set()
     current: _Project | None = None

@@ -40,6 +40,7 @@ class Status(enum.IntEnum):
     REWARD_MOVED = -7
     GIVEN_BACK = -8
     STALE_CREDENTIAL = -9
+    RATE_LIMITED = -10
 
 
 def lua_dir() -> Traversable:

@@ -33,6 +33,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl: int = 24 * 3600
     # Approximate cap of the per-project event stream (XADD MAXLEN ~).
     events_maxlen: int = 1_000_000
+    # Approximate cap of each user's own event stream (keys.user_events, XADD MAXLEN ~):
+    # a user's /events reads only that, so what one call costs never grows with the project.
+    user_events_maxlen: int = 1_000
     # Most requests one coalesced issue script call serves.
     issue_batch_max: int = 256
     # Connections per worker process; the pool blocks instead of failing when all are busy.
@@ -83,6 +86,7 @@ _ENV: dict[str, str] = {
     "MAX_UPLOAD_BYTES": "max_upload_bytes",
     "IDEMPOTENCY_TTL": "idempotency_ttl",
     "EVENTS_MAXLEN": "events_maxlen",
+    "USER_EVENTS_MAXLEN": "user_events_maxlen",
     "ISSUE_BATCH_MAX": "issue_batch_max",
     "REDIS_MAX_CONNECTIONS": "redis_max_connections",
     "LOG_LEVEL": "log_level",

@@ -16,6 +16,7 @@ routes, and tests/unit/test_fast_routes.py holds both shells to the same answers
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar, cast
 
 import msgspec
@@ -34,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from codepool import errors
 from codepool.api import handouts
 from codepool.auth import authenticate
-from codepool.models import IssueIn, PurchaseIn
+from codepool.models import ID_PATTERN, IssueIn, PurchaseIn
 from codepool.services import Services
 
 # Their bodies are a few dozen bytes; anything near this is not a real request.
@@ -46,6 +47,7 @@ _issue_in = msgspec.json.Decoder(IssueIn, strict=False)
 _purchase_in = msgspec.json.Decoder(PurchaseIn | None, strict=False)
 
 _JSON = (b"content-type", b"application/json")
+_ID = re.compile(ID_PATTERN).fullmatch
 # (collection, action) of the routes served here.
 _ROUTES = frozenset({("pools", "issue"), ("rewards", "purchase")})
 
@@ -69,8 +71,9 @@ class FastRoutes:
                 and parts[1] == "v1"
                 and parts[2] == "projects"
                 and (parts[4], parts[6]) in _ROUTES
-                and parts[3]
-                and parts[5]
+                # An id without the id pattern goes to Litestar, which answers its 400.
+                and _ID(parts[3])
+                and _ID(parts[5])
             ):
                 await self._serve(parts[4], parts[3], parts[5], http, receive, send)
                 return
@@ -86,6 +89,7 @@ class FastRoutes:
         send: Send,
     ) -> None:
         path: str = scope["path"]
+        extra: list[tuple[bytes, bytes]] = []
         try:
             body = await _read_body(receive)
             if body is None:
@@ -122,6 +126,7 @@ class FastRoutes:
                 status = 201
         except errors.CodepoolError as exc:
             status, out = exc.status, errors.shape(exc)
+            extra = [(k.lower().encode(), v.encode()) for k, v in errors.headers(exc).items()]
         except (RedisConnectionError, RedisTimeoutError) as exc:
             err = errors.redis_unavailable(exc)
             status, out = err.status, errors.shape(err)
@@ -129,7 +134,7 @@ class FastRoutes:
             err = errors.unexpected(exc, f"POST {path}")
             status, out = err.status, errors.shape(err)
         payload = _encode(out)
-        headers = [_JSON, (b"content-length", str(len(payload)).encode())]
+        headers = [_JSON, (b"content-length", str(len(payload)).encode()), *extra]
         await send(
             HTTPResponseStartEvent(type="http.response.start", status=status, headers=headers)
         )

@@ -15,7 +15,24 @@ from codepool.auth import Principal, authorize
 from codepool.models import IssuedCode, IssueIn, IssueOut, Purchase, PurchaseIn
 from codepool.purchases import purchase, raise_for_issue
 from codepool.services import Services
+from codepool.settings import Settings
 from codepool.store.issuing import IssueRequest
+
+
+def rate_limit(principal: Principal, settings: Settings) -> tuple[str | None, float]:
+    """(counter name for keys.rate_limit, requests per second) of the caller; (None, 0)
+    when not limited: root always, and a role whose limit is 0. issue.lua counts and
+    checks it in the hand-out's own script call (no round trip of its own)."""
+    match principal.role:
+        case "user":
+            limit, credential = settings.rate_limit_user, f"user:{principal.user_id}"
+        case "admin":
+            limit, credential = settings.rate_limit_admin, f"key:{principal.key_id}"
+        case "pos":
+            limit, credential = settings.rate_limit_pos, f"key:{principal.key_id}"
+        case _:
+            return None, 0.0
+    return (credential, limit) if limit > 0 else (None, 0.0)
 
 
 def idempotency(
@@ -54,6 +71,7 @@ async def issue_codes(
     digest, fingerprint = idempotency(
         idempotency_key, principal, path, f"issue\x1f{data.count}\x1f{data.user_id or ''}"
     )
+    rate_key, limit = rate_limit(principal, services.settings)
     result = await services.issuer.issue(
         project_id,
         pool_id,
@@ -63,6 +81,8 @@ async def issue_codes(
             idempotency_digest=digest,
             fingerprint=fingerprint,
             credential=principal.credential,
+            rate_key=rate_key,
+            rate_limit=limit,
         ),
     )
     raise_for_issue(result, pool_id)
@@ -99,6 +119,7 @@ async def purchase_reward(
     digest, fingerprint = idempotency(
         idempotency_key, principal, path, f"purchase\x1f{reward_id}\x1f{user_id}"
     )
+    rate_key, limit = rate_limit(principal, services.settings)
     return await purchase(
         services.issuer,
         services.rewards,
@@ -108,4 +129,6 @@ async def purchase_reward(
         idempotency_digest=digest,
         fingerprint=fingerprint,
         credential=principal.credential,
+        rate_key=rate_key,
+        rate_limit=limit,
     )

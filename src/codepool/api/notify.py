@@ -8,7 +8,7 @@ from litestar import Controller, delete, get, post, put
 from litestar.params import JSONBody
 
 from codepool.api.deps import Caller, Svc
-from codepool.api.params import Count, PathStr, Skip
+from codepool.api.params import Count, DeliveryPath, IdPath, Skip
 from codepool.auth import authorize
 from codepool.models import DeadDelivery, Page, WebhookConfig, WebhookIn
 
@@ -19,7 +19,7 @@ class NotifyController(Controller):
 
     @put("/webhook", status_code=200)
     async def put_webhook(
-        self, project_id: PathStr, data: JSONBody[WebhookIn], principal: Caller, services: Svc
+        self, project_id: IdPath, data: JSONBody[WebhookIn], principal: Caller, services: Svc
     ) -> WebhookConfig:
         """Set the project webhook: every event of these types is POSTed there, signed."""
         authorize(principal, project_id, "admin")
@@ -28,7 +28,7 @@ class NotifyController(Controller):
 
     @get("/webhook")
     async def get_webhook(
-        self, project_id: PathStr, principal: Caller, services: Svc
+        self, project_id: IdPath, principal: Caller, services: Svc
     ) -> WebhookConfig:
         """The project webhook; 404 when none is set."""
         authorize(principal, project_id, "admin")
@@ -36,7 +36,7 @@ class NotifyController(Controller):
         return await services.deliveries.get_webhook(project_id)
 
     @delete("/webhook", status_code=204)
-    async def delete_webhook(self, project_id: PathStr, principal: Caller, services: Svc) -> None:
+    async def delete_webhook(self, project_id: IdPath, principal: Caller, services: Svc) -> None:
         """Stop sending events to the project webhook (deliveries already queued still go)."""
         authorize(principal, project_id, "admin")
         await services.projects.get(project_id)
@@ -45,7 +45,7 @@ class NotifyController(Controller):
     @get("/deliveries/dead")
     async def list_dead(
         self,
-        project_id: PathStr,
+        project_id: IdPath,
         principal: Caller,
         services: Svc,
         skip: Skip = 0,
@@ -58,7 +58,7 @@ class NotifyController(Controller):
 
     @post("/deliveries/dead/{delivery_id:str}/retry", status_code=204)
     async def retry_dead(
-        self, project_id: PathStr, delivery_id: PathStr, principal: Caller, services: Svc
+        self, project_id: IdPath, delivery_id: DeliveryPath, principal: Caller, services: Svc
     ) -> None:
         """Queue a dead delivery again, due now, with a fresh count of attempts."""
         authorize(principal, project_id, "admin")

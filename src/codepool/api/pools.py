@@ -14,7 +14,7 @@ from litestar.response import Stream
 from codepool import errors
 from codepool.api import handouts
 from codepool.api.deps import CachedCaller, Caller, Svc
-from codepool.api.params import Count, PathStr, Skip, StatusFilter
+from codepool.api.params import Count, IdPath, Skip, StatusFilter
 from codepool.auth import authorize
 from codepool.codeparse import parser_for
 from codepool.models import (
@@ -50,7 +50,7 @@ class PoolController(Controller):
 
     @post("/", status_code=201)
     async def create_pool(
-        self, project_id: PathStr, data: JSONBody[PoolIn], principal: Caller, services: Svc
+        self, project_id: IdPath, data: JSONBody[PoolIn], principal: Caller, services: Svc
     ) -> Pool:
         """Create a pool; its name must be unique in the project."""
         authorize(principal, project_id, "admin")
@@ -60,7 +60,7 @@ class PoolController(Controller):
     @get("/")
     async def list_pools(
         self,
-        project_id: PathStr,
+        project_id: IdPath,
         principal: Caller,
         services: Svc,
         skip: Skip = 0,
@@ -73,7 +73,7 @@ class PoolController(Controller):
 
     @get("/{pool_id:str}")
     async def get_pool(
-        self, project_id: PathStr, pool_id: PathStr, principal: Caller, services: Svc
+        self, project_id: IdPath, pool_id: IdPath, principal: Caller, services: Svc
     ) -> Pool:
         """A pool with its exact counters."""
         authorize(principal, project_id, "admin")
@@ -82,8 +82,8 @@ class PoolController(Controller):
     @patch("/{pool_id:str}")
     async def patch_pool(
         self,
-        project_id: PathStr,
-        pool_id: PathStr,
+        project_id: IdPath,
+        pool_id: IdPath,
         data: JSONBody[PoolPatch],
         principal: Caller,
         services: Svc,
@@ -94,7 +94,7 @@ class PoolController(Controller):
 
     @delete("/{pool_id:str}", status_code=204)
     async def delete_pool(
-        self, project_id: PathStr, pool_id: PathStr, principal: Caller, services: Svc
+        self, project_id: IdPath, pool_id: IdPath, principal: Caller, services: Svc
     ) -> None:
         """Delete a pool and its codes; refused while a reward draws from it."""
         authorize(principal, project_id, "admin")
@@ -103,8 +103,8 @@ class PoolController(Controller):
     @post("/{pool_id:str}/codes", status_code=200, request_max_body_size=None)
     async def upload_codes(
         self,
-        project_id: PathStr,
-        pool_id: PathStr,
+        project_id: IdPath,
+        pool_id: IdPath,
         request: Request[Any, Any, Any],
         principal: Caller,
         services: Svc,
@@ -119,8 +119,8 @@ class PoolController(Controller):
     @get("/{pool_id:str}/codes")
     async def list_codes(
         self,
-        project_id: PathStr,
-        pool_id: PathStr,
+        project_id: IdPath,
+        pool_id: IdPath,
         principal: Caller,
         services: Svc,
         status: StatusFilter = None,
@@ -134,8 +134,8 @@ class PoolController(Controller):
     @get("/{pool_id:str}/codes.csv")
     async def export_codes(
         self,
-        project_id: PathStr,
-        pool_id: PathStr,
+        project_id: IdPath,
+        pool_id: IdPath,
         principal: Caller,
         services: Svc,
         status: StatusFilter = None,
@@ -158,12 +158,12 @@ class PoolController(Controller):
             async for batch in services.codes.entries(project_id, pool_id, statuses):
                 writer.writerows(
                     (
-                        e.code,
+                        _cell(e.code),
                         e.status,
                         _num(e.assigned_time),
                         _num(e.redeemed_time),
-                        e.user_id or "",
-                        e.reward_id or "",
+                        _cell(e.user_id or ""),
+                        _cell(e.reward_id or ""),
                     )
                     for e in batch
                 )
@@ -182,8 +182,8 @@ class PoolController(Controller):
     @post("/{pool_id:str}/issue", status_code=200)
     async def issue_codes(
         self,
-        project_id: PathStr,
-        pool_id: PathStr,
+        project_id: IdPath,
+        pool_id: IdPath,
         data: JSONBody[IssueIn],
         request: Request[Any, Any, Any],
         cached_principal: CachedCaller,
@@ -199,6 +199,17 @@ class PoolController(Controller):
             request.headers.get("idempotency-key"),
             request.url.path,
         )
+
+
+# OWASP's CSV injection rule: a cell a spreadsheet would run as a formula (its first
+# character one of these) is written with a leading "'", which makes it text. Codes like
+# "=1+2" or "-5" are real codes (uploads take them); their export carries the prefix.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str) -> str:
+    """A text cell as a spreadsheet may open it: formulas neutralised."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def _num(value: float | None) -> str:

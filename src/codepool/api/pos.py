@@ -6,7 +6,7 @@ from litestar import Controller, post
 from litestar.params import JSONBody
 
 from codepool.api.deps import Caller, Svc
-from codepool.api.params import PathStr
+from codepool.api.params import IdPath
 from codepool.auth import authorize
 from codepool.models import CodeIn, CodeInstance, Validation
 
@@ -17,7 +17,7 @@ class PosController(Controller):
 
     @post("/validate", status_code=200)
     async def validate(
-        self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc
+        self, project_id: IdPath, data: JSONBody[CodeIn], principal: Caller, services: Svc
     ) -> Validation:
         """Is this code genuine, issued and unused? Changes nothing."""
         authorize(principal, project_id, "pos", "admin")
@@ -25,7 +25,7 @@ class PosController(Controller):
 
     @post("/redeem", status_code=200)
     async def redeem(
-        self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc
+        self, project_id: IdPath, data: JSONBody[CodeIn], principal: Caller, services: Svc
     ) -> CodeInstance:
         """Burn one assigned instance of the code, exactly once."""
         authorize(principal, project_id, "pos", "admin")
@@ -33,7 +33,7 @@ class PosController(Controller):
 
     @post("/release", status_code=200)
     async def release(
-        self, project_id: PathStr, data: JSONBody[CodeIn], principal: Caller, services: Svc
+        self, project_id: IdPath, data: JSONBody[CodeIn], principal: Caller, services: Svc
     ) -> CodeInstance:
         """Give an assigned, unredeemed instance back to its pool (a failed checkout)."""
         authorize(principal, project_id, "admin")

@@ -6,7 +6,7 @@ from litestar import Controller, delete, get, post
 from litestar.params import JSONBody
 
 from codepool.api.deps import Caller, Svc
-from codepool.api.params import Count, PathStr, Skip
+from codepool.api.params import Count, IdPath, Skip
 from codepool.auth import authorize
 from codepool.models import (
     KeyCreated,
@@ -42,7 +42,7 @@ class ProjectController(Controller):
 
     @post("/{project_id:str}/keys", status_code=201)
     async def create_key(
-        self, project_id: PathStr, data: JSONBody[KeyIn], principal: Caller, services: Svc
+        self, project_id: IdPath, data: JSONBody[KeyIn], principal: Caller, services: Svc
     ) -> KeyCreated:
         """Create an admin or pos API key; the key is shown only in this answer."""
         authorize(principal, project_id, "admin")
@@ -50,7 +50,7 @@ class ProjectController(Controller):
 
     @get("/{project_id:str}/keys")
     async def list_keys(
-        self, project_id: PathStr, principal: Caller, services: Svc
+        self, project_id: IdPath, principal: Caller, services: Svc
     ) -> list[KeyInfo]:
         """List the project's API keys (never their secrets)."""
         authorize(principal, project_id, "admin")
@@ -58,7 +58,7 @@ class ProjectController(Controller):
 
     @delete("/{project_id:str}/keys/{key_id:str}", status_code=204)
     async def delete_key(
-        self, project_id: PathStr, key_id: PathStr, principal: Caller, services: Svc
+        self, project_id: IdPath, key_id: IdPath, principal: Caller, services: Svc
     ) -> None:
         """Revoke an API key; it stops working at once."""
         authorize(principal, project_id, "admin")
@@ -66,7 +66,7 @@ class ProjectController(Controller):
 
     @post("/{project_id:str}/secrets/rotate", status_code=200)
     async def rotate_secret(
-        self, project_id: PathStr, data: JSONBody[SecretRotateIn], principal: Caller, services: Svc
+        self, project_id: IdPath, data: JSONBody[SecretRotateIn], principal: Caller, services: Svc
     ) -> Project:
         """Replace the user-token or webhook secret; tokens signed with the old one stop working."""
         authorize(principal, project_id, "admin")

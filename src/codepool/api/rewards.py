@@ -9,7 +9,7 @@ from litestar.params import JSONBody
 
 from codepool.api import handouts
 from codepool.api.deps import CachedCaller, Caller, Svc
-from codepool.api.params import Count, PathStr, Skip
+from codepool.api.params import Count, IdPath, Skip
 from codepool.auth import authorize
 from codepool.models import Page, Purchase, PurchaseIn, Reward, RewardIn, RewardPatch
 
@@ -20,7 +20,7 @@ class RewardController(Controller):
 
     @post("/", status_code=201)
     async def create_reward(
-        self, project_id: PathStr, data: JSONBody[RewardIn], principal: Caller, services: Svc
+        self, project_id: IdPath, data: JSONBody[RewardIn], principal: Caller, services: Svc
     ) -> Reward:
         """Create a reward drawing from one of the project's pools."""
         authorize(principal, project_id, "admin")
@@ -30,7 +30,7 @@ class RewardController(Controller):
     @get("/")
     async def list_rewards(
         self,
-        project_id: PathStr,
+        project_id: IdPath,
         principal: Caller,
         services: Svc,
         skip: Skip = 0,
@@ -45,7 +45,7 @@ class RewardController(Controller):
 
     @get("/{reward_id:str}")
     async def get_reward(
-        self, project_id: PathStr, reward_id: PathStr, principal: Caller, services: Svc
+        self, project_id: IdPath, reward_id: IdPath, principal: Caller, services: Svc
     ) -> Reward:
         """One reward, with its pool's available count."""
         authorize(principal, project_id, "admin", "user")
@@ -54,8 +54,8 @@ class RewardController(Controller):
     @patch("/{reward_id:str}")
     async def patch_reward(
         self,
-        project_id: PathStr,
-        reward_id: PathStr,
+        project_id: IdPath,
+        reward_id: IdPath,
         data: JSONBody[RewardPatch],
         principal: Caller,
         services: Svc,
@@ -66,7 +66,7 @@ class RewardController(Controller):
 
     @delete("/{reward_id:str}", status_code=204)
     async def delete_reward(
-        self, project_id: PathStr, reward_id: PathStr, principal: Caller, services: Svc
+        self, project_id: IdPath, reward_id: IdPath, principal: Caller, services: Svc
     ) -> None:
         """Delete a reward; codes it handed out keep their history."""
         authorize(principal, project_id, "admin")
@@ -75,8 +75,8 @@ class RewardController(Controller):
     @post("/{reward_id:str}/purchase", status_code=201)
     async def purchase_reward(
         self,
-        project_id: PathStr,
-        reward_id: PathStr,
+        project_id: IdPath,
+        reward_id: IdPath,
         request: Request[Any, Any, Any],
         cached_principal: CachedCaller,
         services: Svc,

@@ -9,7 +9,7 @@ from litestar.params import QueryParameter
 
 from codepool import errors
 from codepool.api.deps import Caller, Svc
-from codepool.api.params import Count, PathStr, Skip
+from codepool.api.params import Count, IdPath, Skip, UserPath, UserQuery
 from codepool.auth import authorize
 from codepool.models import Event, EventType, Page, Voucher
 
@@ -24,16 +24,17 @@ class TraceController(Controller):
     @get("/events")
     async def list_events(
         self,
-        project_id: PathStr,
+        project_id: IdPath,
         principal: Caller,
         services: Svc,
-        user_id: OptionalText = None,
+        user_id: UserQuery = None,
         type: TypeFilter = None,
         after: OptionalText = None,
         skip: Skip = 0,
         count: Count = 20,
     ) -> Page[Event]:
-        """Events oldest first; `after` is an event id or a Unix time. Users see their own."""
+        """Events oldest first; `after` is an event id or a Unix time. Users see their own
+        (never the code of a hide_code reward)."""
         authorize(principal, project_id, "admin", "user")
         if principal.role == "user":
             if user_id is not None and user_id != principal.user_id:
@@ -41,14 +42,20 @@ class TraceController(Controller):
             user_id = principal.user_id
         await services.projects.get(project_id)
         return await services.trace.events(
-            project_id, user_id=user_id, event_type=type, after=after, skip=skip, count=count
+            project_id,
+            user_id=user_id,
+            event_type=type,
+            after=after,
+            skip=skip,
+            count=count,
+            hide_codes=principal.role == "user",
         )
 
     @get("/users/{user_id:str}/vouchers")
     async def user_vouchers(
         self,
-        project_id: PathStr,
-        user_id: PathStr,
+        project_id: IdPath,
+        user_id: UserPath,
         principal: Caller,
         services: Svc,
         skip: Skip = 0,

@@ -24,6 +24,10 @@ class IssueRequest(msgspec.Struct, frozen=True, kw_only=True):
     purchase_id: str = ""
     # Set when the caller was authenticated from the cache: issue.lua re-checks it.
     credential: Credential | None = None
+    # Rate limit (keys.rate_limit): the caller's counter ("user:<id>", "key:<key id>")
+    # and its role's requests per second; None/0: not limited (root, a limit of 0).
+    rate_key: str | None = None
+    rate_limit: float = 0.0
 
 
 class IssueResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +40,8 @@ class IssueResult(msgspec.Struct, frozen=True, kw_only=True):
     # Status OK: the hand-out position of codes[0] in the pool (lua/issue.lua); the
     # journal records it so a restore can tell whether a snapshot holds the hand-out.
     position: int = -1
+    # Status RATE_LIMITED: ms until the caller's rate-limit window ends.
+    retry_after_ms: int = 0
 
 
 class IssueCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,6 +82,7 @@ async def issue_call(
         settings.events_maxlen,
         settings.idempotency_ttl,
         len(requests),
+        settings.user_events_maxlen,
     ]
     for r in requests:
         # Unused per-request keys point at the pool hash: same slot, never touched.
@@ -87,9 +94,12 @@ async def issue_call(
             keys.reward(project_id, r.reward_id) if r.reward_id else pool_key,
             keys.reward_users(project_id, r.reward_id) if r.reward_id else pool_key,
             _credential_key(project_id, r.credential) or pool_key,
+            keys.user_events(project_id, r.user_id) if r.user_id else pool_key,
+            keys.rate_limit(project_id, r.rate_key) if r.rate_key else pool_key,
         ]
         args += [r.count, r.user_id or "", r.reward_id or "", r.fingerprint or "", r.purchase_id]
         args += [r.credential.kind, r.credential.value] if r.credential else ["", ""]
+        args.append(r.rate_limit if r.rate_key else 0)
     raw = await backend.scripts.run("issue", key_list, args)
     results: list[IssueResult] = []
     i = 1
@@ -97,10 +107,12 @@ async def issue_call(
         status, available, at, purchase_id, hide, n = raw[i : i + 6]
         codes = [c.decode() for c in raw[i + 6 : i + 6 + n]]
         i += 6 + n
+        limited = status == Status.RATE_LIMITED  # its `available` is the window's PTTL
         results.append(
             IssueResult(
                 status=Status(status),
-                available=int(available),
+                available=0 if limited else int(available),
+                retry_after_ms=int(available) if limited else 0,
                 assigned_time=float(at) if at else None,
                 purchase_id=purchase_id.decode() or None,
                 hide_code=hide == 1,

@@ -30,6 +30,7 @@ def _templates(project_id: str) -> dict[str, str]:
         "log": keys.pool_log(project_id, _ID),
         "user": keys.user_codes(project_id, _ID),
         "reward_users": keys.reward_users(project_id, _ID),
+        "user_events": keys.user_events(project_id, _ID),
     }
 
 
@@ -128,7 +129,15 @@ class PosStore:
         raw = await self._b.scripts.run(
             "redeem",
             _event_keys(project_id),
-            [code, now(), self._b.settings.events_maxlen, t["pool"], t["avail"]],
+            [
+                code,
+                now(),
+                self._b.settings.events_maxlen,
+                t["pool"],
+                t["avail"],
+                t["user_events"],
+                self._b.settings.user_events_maxlen,
+            ],
         )
         raw = await self._settle(project_id, code, raw)
         _raise_for(code, raw)
@@ -191,6 +200,8 @@ class PosStore:
                 t["log"],
                 t["user"],
                 t["reward_users"],
+                t["user_events"],
+                self._b.settings.user_events_maxlen,
             ],
         )
         raw = await self._settle(project_id, code, raw)

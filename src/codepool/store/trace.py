@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from typing import Any, cast
 
 from codepool import errors, keys
@@ -14,7 +16,13 @@ from codepool.store.records import walk
 # listing over a huge stream answers with what it found and says it is limited.
 EVENT_READ = 1000
 EVENT_SCAN_LIMIT = 100_000
-_STREAM_ID = re.compile(r"^\d+-\d+$")
+# A user's events (and an admin's ?user_id=) come from the user's own stream
+# (keys.user_events, capped by settings.user_events_maxlen): a call reads at most this
+# many entries of it, however large the project and whatever the filter.
+USER_EVENT_SCAN_LIMIT = 2_000
+_STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+# Stream ids are two unsigned 64-bit numbers; Redis refuses anything larger.
+_U64 = 2**64 - 1
 _INT_FIELDS = frozenset({"threshold", "available"})
 _TEXT_FIELDS = ("user_id", "reward_id", "pool_id", "code", "purchase_id")
 
@@ -23,15 +31,21 @@ def after_to_stream_id(after: str | None) -> str:
     """``after`` is an event id (exclusive) or a Unix time in seconds."""
     if not after:
         return "-"
-    if _STREAM_ID.match(after):
+    stream_id = _STREAM_ID.fullmatch(after)
+    if stream_id:
+        if int(stream_id.group(1)) > _U64 or int(stream_id.group(2)) > _U64:
+            raise errors.BadRequest("after is not a valid event id", after=after)
         return "(" + after
     try:
         seconds = float(after)
     except ValueError:
         raise errors.BadRequest("after must be an event id or a Unix time", after=after) from None
-    if seconds < 0:
-        raise errors.BadRequest("after must not be negative", after=after)
-    return f"({int(seconds * 1000)}-999999999"
+    # nan, inf and times no stream id can hold (ms past 2**64) are refused, not a 500.
+    if not math.isfinite(seconds) or not 0 <= seconds * 1000 <= _U64:
+        raise errors.BadRequest(
+            "after must be a Unix time between 0 and 1.8e16 seconds", after=after
+        )
+    return f"({int(seconds * 1000)}-{_U64}"
 
 
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -57,29 +71,39 @@ class TraceStore:
         after: str | None,
         skip: int,
         count: int,
+        hide_codes: bool = False,
     ) -> Page[Event]:
-        """Events oldest first, filtered; ``matched`` counts matches in what was scanned."""
-        stream = keys.events(project_id)
+        """Events oldest first, filtered; ``matched`` counts matches in what was scanned.
+
+        With ``user_id`` only that user's own stream is read (never the project's), at
+        most USER_EVENT_SCAN_LIMIT entries. ``hide_codes`` (a user reading): no code of
+        a hide_code reward, nor of a reward that is gone (it may have been one).
+        """
+        if user_id:
+            stream, limit = keys.user_events(project_id, user_id), USER_EVENT_SCAN_LIMIT
+        else:
+            stream, limit = keys.events(project_id), EVENT_SCAN_LIMIT
         start = after_to_stream_id(after)
         data: list[Event] = []
         matched = scanned = 0
         exhausted = False
-        while len(data) < count and scanned < EVENT_SCAN_LIMIT:
-            raw = await self._b.client.xrange(stream, min=start, max="+", count=EVENT_READ)
+        while len(data) < count and scanned < limit:
+            read = min(EVENT_READ, limit - scanned)
+            raw = await self._b.client.xrange(stream, min=start, max="+", count=read)
             entries = cast(StreamEntries, raw)
             scanned += len(entries)
             for entry_id, fields in entries:
                 if event_type and fields.get(b"type", b"").decode() != event_type:
                     continue
-                if user_id and fields.get(b"user_id", b"").decode() != user_id:
-                    continue
                 matched += 1
                 if matched > skip and len(data) < count:
                     data.append(_event(entry_id, fields))
-            if len(entries) < EVENT_READ:
+            if len(entries) < read:
                 exhausted = True
                 break
             start = "(" + entries[-1][0].decode()
+        if hide_codes:
+            await self._hide(project_id, data)
         return Page(
             data=data, matched=matched, matched_limited=not exhausted, skip=skip, limit=count
         )
@@ -107,8 +131,10 @@ class TraceStore:
             await self._hide(project_id, data)
         return Page(data=data, matched=total, matched_limited=False, skip=skip, limit=count)
 
-    async def _hide(self, project_id: str, vouchers: list[Voucher]) -> None:
-        reward_ids = sorted({v.reward_id for v in vouchers if v.reward_id})
+    async def _hide(self, project_id: str, items: Sequence[Voucher | Event]) -> None:
+        """Blank the codes a user must not see: of a hide_code reward, or of a reward that
+        no longer exists (its hide_code can no longer be told, and may have been set)."""
+        reward_ids = sorted({v.reward_id for v in items if v.reward_id and v.code})
         if not reward_ids:
             return
         async with self._b.client.pipeline(transaction=False) as pipe:
@@ -117,8 +143,8 @@ class TraceStore:
             hidden = {
                 r
                 for r, flag in zip(reward_ids, await pipe.execute(), strict=True)
-                if text(flag) == "1"
+                if flag is None or text(flag) == "1"
             }
-        for v in vouchers:
+        for v in items:
             if v.reward_id in hidden:
                 v.code = None
