@@ -134,12 +134,15 @@ async def make_reward(
 WORKERS = 3
 
 
-async def app_workers(stack: AsyncExitStack, redis_url: str, count: int = WORKERS) -> list[Client]:
+async def app_workers(
+    stack: AsyncExitStack, redis_url: str, count: int = WORKERS, **overrides: Any
+) -> list[Client]:
     """Independent apps on one Redis, as `codepool serve` workers are: each with its own
     connection pool, issuer and caches."""
+    overrides.setdefault("redis_max_connections", 16)
     return [
         await stack.enter_async_context(
-            serve_app(create_app(settings_for_tests(redis_url=redis_url, redis_max_connections=16)))
+            serve_app(create_app(settings_for_tests(redis_url=redis_url, **overrides)))
         )
         for _ in range(count)
     ]

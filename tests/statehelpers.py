@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
 from redis.asyncio import Redis
 
+from codepool import keys
 from codepool.store.base import text
 
 Dump = dict[bytes, tuple[str, Any, bool]]
+_RATE_LIMIT = re.compile(
+    re.escape(keys.rate_limit("\0", "\1")).replace("\0", "[^}]+").replace("\1", ".+").encode()
+)
 
 
 async def dump(r: Redis) -> Dump:
-    """Every codepool key: (type, value, has a TTL)."""
+    """Every codepool key: (type, value, has a TTL); but rate-limit counters, which live a
+    second and are no state a snapshot keeps (keys.rate_limit)."""
     out: Dump = {}
     async for key in r.scan_iter(match="cp:*", count=1000):
+        if _RATE_LIMIT.fullmatch(key):
+            continue
         kind = text(await r.type(key))
         value: Any
         if kind == "string":

@@ -231,7 +231,8 @@ async def test_snapshot_while_issuing_plus_journal_is_exact(
         return await read(self, *args)
 
     monkeypatch.setattr(snapshot._Reader, "_read", slow_read)
-    settings = journaled_settings(redis_server_url, tmp_path)
+    # 50 users buying as fast as they can: a race, not a rate (no rate limit).
+    settings = journaled_settings(redis_server_url, tmp_path, rate_limit_user=0)
     async with app_client(real_redis, notify=False) as c:
         t = await make_tenant(c)
         # Thresholds the sale crosses while the snapshot reads: alerts of hand-outs it

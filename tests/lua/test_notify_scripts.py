@@ -135,17 +135,23 @@ async def test_restored_events_reach_whoever_the_lost_ones_would_have(backend: B
         keys.webhook(P), mapping={"url": "https://h.example/x", "events": "VOUCHER_USED"}
     )
     events = [
-        ("5-0", ["type", "VOUCHER_USED", "time", "0.005", "code", "A", "pool_id", POOL]),
-        ("5-1", ["type", "VOUCHER_RELEASED", "time", "0.005", "code", "B", "pool_id", POOL]),
+        ("5-0", ["type", "VOUCHER_USED", "time", "0.005", "code", "A", "pool_id", POOL,
+                 "user_id", "u:1"]),
+        ("5-1", ["type", "VOUCHER_RELEASED", "time", "0.005", "code", "B", "pool_id", POOL,
+                 "user_id", ""]),
         ("7-0", ["type", "POOL_LOW", "time", "0.007", "pool_id", POOL, "threshold", "5"]),
         ("8-0", ["type", "POOL_LOW", "time", "0.008", "pool_id", "quiet", "threshold", "1"]),
-    ]
-    args: list[str | int] = [keys.pool(P, "\0"), len(events)]
+    ]  # fmt: skip
+    args: list[str | int] = [keys.pool(P, "\0"), len(events), keys.user_events(P, "\0"), 100]
     for event_id, fields in events:
         args += [event_id, len(fields), *fields]
     names = [keys.events(P), keys.outbox(P), keys.webhook(P)]
     assert await backend.scripts.run("restore_events", names, args) == 4
     assert await _events(backend) == [(i, f[1]) for i, f in events]
+    # An event with a user also goes to the user's own stream, under the same id.
+    mine = await backend.client.xrange(keys.user_events(P, "u:1"))
+    assert [(i.decode(), f[b"type"]) for i, f in mine] == [("5-0", b"VOUCHER_USED")]
+    assert await backend.client.exists(keys.user_events(P, "")) == 0
     entries = await _outbox(backend)
     assert [(e["event_id"], e["type"], e["hook"], e["notify"]) for e in entries] == [
         ("5-0", "VOUCHER_USED", "https://h.example/x", ""),
