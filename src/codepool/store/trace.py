@@ -33,19 +33,29 @@ def after_to_stream_id(after: str | None) -> str:
         return "-"
     stream_id = _STREAM_ID.fullmatch(after)
     if stream_id:
-        if int(stream_id.group(1)) > _U64 or int(stream_id.group(2)) > _U64:
+        ms, seq = int(stream_id.group(1)), int(stream_id.group(2))
+        if ms > _U64 or seq > _U64:
             raise errors.BadRequest("after is not a valid event id", after=after)
-        return "(" + after
-    try:
-        seconds = float(after)
-    except ValueError:
-        raise errors.BadRequest("after must be an event id or a Unix time", after=after) from None
-    # nan, inf and times no stream id can hold (ms past 2**64) are refused, not a 500.
-    if not math.isfinite(seconds) or not 0 <= seconds * 1000 <= _U64:
-        raise errors.BadRequest(
-            "after must be a Unix time between 0 and 1.8e16 seconds", after=after
-        )
-    return f"({int(seconds * 1000)}-{_U64}"
+    else:
+        try:
+            seconds = float(after)
+        except ValueError:
+            raise errors.BadRequest(
+                "after must be an event id or a Unix time", after=after
+            ) from None
+        # nan, inf and times no stream id can hold (ms past 2**64) are a 400, not a 500.
+        if not math.isfinite(seconds) or not 0 <= seconds < _U64 / 1000:
+            raise errors.BadRequest(
+                "after must be a Unix time from 0 to 1.8e16 seconds", after=after
+            )
+        ms, seq = int(seconds * 1000), _U64
+    # The first id after (ms, seq), inclusive: Redis refuses an exclusive start at the
+    # very last id, and nothing can come after it.
+    if seq < _U64:
+        return f"{ms}-{seq + 1}"
+    if ms < _U64:
+        return f"{ms + 1}-0"
+    raise errors.BadRequest("no event can come after this id", after=after)
 
 
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
