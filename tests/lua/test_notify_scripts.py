@@ -149,7 +149,7 @@ async def test_restored_events_reach_whoever_the_lost_ones_would_have(backend: B
     assert await backend.scripts.run("restore_events", names, args) == 4
     assert await _events(backend) == [(i, f[1]) for i, f in events]
     # An event with a user also goes to the user's own stream, under the same id.
-    mine = await backend.client.xrange(keys.user_events(P, "u:1"))
+    mine = cast(StreamEntries, await backend.client.xrange(keys.user_events(P, "u:1")))
     assert [(i.decode(), f[b"type"]) for i, f in mine] == [("5-0", b"VOUCHER_USED")]
     assert await backend.client.exists(keys.user_events(P, "")) == 0
     entries = await _outbox(backend)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from litestar import Litestar
@@ -121,6 +121,12 @@ async def test_codes_of_visible_rewards_are_shown_to_their_user(redis: Redis) ->
 
 # -- the per-user event index ---------------------------------------------------------
 
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+async def _stream(redis: Redis, key: str) -> Entries:
+    return cast(Entries, await redis.xrange(key))
+
 
 async def test_each_user_event_is_in_the_users_own_stream_under_the_same_id(
     redis: Redis,
@@ -141,13 +147,13 @@ async def test_each_user_event_is_in_the_users_own_stream_under_the_same_id(
             json={"count": 1, "user_id": "ann"},
             headers=t.admin,
         )
-    project = await redis.xrange(keys.events(t.id))
+    project = await _stream(redis, keys.events(t.id))
     assert {f[b"type"] for _, f in project} >= {b"POOL_LOW", b"VOUCHER_USED", b"VOUCHER_RELEASED"}
     for user in ("ann", "bob", "c:events"):
-        own = await redis.xrange(keys.user_events(t.id, user))
+        own = await _stream(redis, keys.user_events(t.id, user))
         assert own == [(i, f) for i, f in project if f.get(b"user_id") == user.encode()]
         assert own, user
-    assert len(await redis.xrange(keys.user_events(t.id, "ann"))) == 4
+    assert len(await _stream(redis, keys.user_events(t.id, "ann"))) == 4
 
 
 async def test_user_streams_are_trimmed_to_their_cap(redis: Redis) -> None:
@@ -198,7 +204,7 @@ async def test_a_users_events_read_does_bounded_work(
 
         async def counting(*args: Any, **kwargs: Any) -> Any:
             got = await xrange(*args, **kwargs)
-            entries_read.append(len(got))
+            entries_read.append(len(cast(list[Any], got)))
             return got
 
         monkeypatch.setattr(real_redis, "xrange", counting)
@@ -317,7 +323,7 @@ BAD = ["P1:avail", "P1:log", "R1:users", "acme}:x", "a b", "x" * 65, "P1%3Aavail
 
 
 def _routes(app: Litestar) -> list[tuple[str, str, list[str]]]:
-    out = []
+    out: list[tuple[str, str, list[str]]] = []
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or not route.path.startswith("/v1/"):
             continue
