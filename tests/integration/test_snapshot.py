@@ -216,6 +216,55 @@ async def test_restore_is_idempotent(real_redis: Redis, tmp_path: Path) -> None:
     assert once == twice
 
 
+async def _user_streams(redis: Redis, project: str) -> dict[bytes, list[Any]]:
+    """Every per-user event stream of ``project``: key -> entries."""
+    return {
+        key: await redis.xrange(key)
+        async for key in redis.scan_iter(match=keys.user_events(project, "*"))
+    }
+
+
+async def test_user_event_streams_come_back_from_snapshot_and_journal(
+    real_redis: Redis, tmp_path: Path
+) -> None:
+    """Snapshots leave the per-user event streams out; a restore rebuilds each from the
+    project stream (snapshot) and the missed events (journal): every user's stream holds
+    exactly the project's events about that user, under the same ids."""
+    settings = journaled_settings("unused", tmp_path)
+    async with app_client(real_redis, notify=False) as c:
+        t, _, _ = await _rich_project(c)
+        info = await snapshot.take_snapshot(real_redis, snapshot.snapshots_dir(tmp_path))
+    async with app_client(real_redis, journal=True, data_dir=str(tmp_path), notify=False) as c:
+        reward = (await c.get(f"/v1/projects/{t.id}/rewards", headers=t.admin)).json()["data"][0]
+        url = f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"
+        late = []
+        for user in ("user-7", "user-8", "user-7"):
+            r = await c.post(url, headers=user_token(t, user))
+            assert r.status_code == 201
+            late.append(r.json()["code"])
+        for path, code, who in (("redeem", late[0], t.pos), ("release", late[1], t.admin)):
+            r = await c.post(f"/v1/projects/{t.id}/codes/{path}", json={"code": code}, headers=who)
+            assert r.status_code == 200
+    live = await _user_streams(real_redis, t.id)
+    assert len(live) == 6  # user-0..2, partner (a release), user-7, user-8
+    records = durability.journal_since(settings, info.path)
+    assert records
+    await real_redis.flushall()
+    await restore(real_redis, info.path, records)
+    restored = await _user_streams(real_redis, t.id)
+    assert set(restored) == set(live)
+    project = await real_redis.xrange(keys.events(t.id))
+    for key, entries in restored.items():
+        head, tail = keys.user_events(t.id, "\0").split("\0")
+        user = key.decode().removeprefix(head).removesuffix(tail)
+        mine = [(i, f) for i, f in project if f.get(b"user_id") == user.encode()]
+        assert entries == mine, user
+        # The same events as live (the ids of events the restore wrote again are new).
+        assert sorted(sorted(f.items()) for _, f in entries) == sorted(
+            sorted(f.items()) for _, f in live[key]
+        )
+
+
 async def test_snapshot_while_issuing_plus_journal_is_exact(
     real_redis: Redis, redis_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

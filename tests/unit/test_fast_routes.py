@@ -93,6 +93,12 @@ CASES: dict[str, Ask] = {
     "issue other project": lambda c, w: c.post(w.issue(), json={}, headers=w.other.admin),
     "issue unknown pool": lambda c, w: c.post(w.issue("nope"), json={}, headers=w.t.admin),
     "issue exhausted": lambda c, w: c.post(w.issue(w.small), json={"count": 2}, headers=w.t.admin),
+    "issue pool id of another key": lambda c, w: c.post(
+        w.issue(w.pool + ":avail"), json={}, headers=w.t.admin
+    ),
+    "issue project id of another key": lambda c, w: c.post(
+        w.issue().replace(w.t.id, w.t.id + ":x"), json={}, headers=ROOT
+    ),
     "issue idempotent": lambda c, w: _twice(
         c,
         w.issue(),
@@ -126,6 +132,9 @@ CASES: dict[str, Ask] = {
     ),
     "purchase unknown reward": lambda c, w: c.post(
         w.purchase("nope"), headers=user_token(w.t, "u-1")
+    ),
+    "purchase reward id of another key": lambda c, w: c.post(
+        w.purchase(w.reward + ":users"), headers=user_token(w.t, "u-1")
     ),
     "purchase limit": lambda c, w: _twice(
         c, w.purchase(w.limited), [None, None], user_token(w.t, "u-5")
