@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -38,6 +38,7 @@ from codepool.restore import has_state, restore
 from codepool.scripts import Arg, Scripts
 from codepool.store.base import Backend, text
 from codepool.store.issuing import IssueRequest, issue_batch
+from codepool.store.trace import StreamEntries
 from tests.apphelpers import (
     ROOT,
     Client,
@@ -219,7 +220,7 @@ async def test_restore_is_idempotent(real_redis: Redis, tmp_path: Path) -> None:
 async def _user_streams(redis: Redis, project: str) -> dict[bytes, list[Any]]:
     """Every per-user event stream of ``project``: key -> entries."""
     return {
-        key: await redis.xrange(key)
+        key: cast(list[Any], await redis.xrange(key))
         async for key in redis.scan_iter(match=keys.user_events(project, "*"))
     }
 
@@ -253,7 +254,7 @@ async def test_user_event_streams_come_back_from_snapshot_and_journal(
     await restore(real_redis, info.path, records)
     restored = await _user_streams(real_redis, t.id)
     assert set(restored) == set(live)
-    project = await real_redis.xrange(keys.events(t.id))
+    project = cast(StreamEntries, await real_redis.xrange(keys.events(t.id)))
     for key, entries in restored.items():
         head, tail = keys.user_events(t.id, "\0").split("\0")
         user = key.decode().removeprefix(head).removesuffix(tail)
