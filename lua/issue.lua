@@ -11,7 +11,7 @@
   KEYS[7] project webhook hash
   per request i (0-based), from KEYS[8 + 7*i]:
     idempotency key, user codes list, reward hash, reward users hash, credential key
-    (the project's API keys hash or the project hash; see ARGV), user events stream
+    (the project's API keys hash or the project hash; see ARGV), user events list
     (keys.user_events: the purchase's REDEEMED_VOUCHER goes there too), rate-limit
     counter (keys.rate_limit of the caller's credential)
     (a request without idempotency/user/reward/credential/limit passes placeholder

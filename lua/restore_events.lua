@@ -12,7 +12,7 @@
   ARGV[3] user events template (keys.user_events, "\0" = user id)   ARGV[4] its maxlen
   then per event: id, number of fields n, the n fields (name, value, ...; 'type' first,
   and 'pool_id' among them for an alert)
-  An event with a non-empty 'user_id' also goes to that user's stream, under its id,
+  An event with a non-empty 'user_id' also goes to that user's index, under its id,
   as the live scripts do (add_user_event).
   Returns: the number of events written
 ]]

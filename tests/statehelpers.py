@@ -12,6 +12,11 @@ from codepool import keys
 from codepool.store.base import text
 
 Dump = dict[bytes, tuple[str, Any, bool]]
+# A user's event list (keys.user_events): each item an event id and its fields; a
+# restore writes missed events again under new ids, as in the project stream.
+_USER_EVENTS = re.compile(
+    re.escape(keys.user_events("\0", "\1")).replace("\0", "[^}]+").replace("\1", ".+").encode()
+)
 _RATE_LIMIT = re.compile(
     re.escape(keys.rate_limit("\0", "\1")).replace("\0", "[^}]+").replace("\1", ".+").encode()
 )
@@ -48,7 +53,9 @@ def _entry(fields: dict[bytes, bytes], ids_renewed: bool) -> tuple[Any, ...]:
     return tuple(sorted(fields.items()))
 
 
-def _multiset(kind: str, value: Any, ids_renewed: bool = False) -> Any:
+def _multiset(kind: str, value: Any, ids_renewed: bool = False, key: bytes = b"") -> Any:
+    if kind == "list" and _USER_EVENTS.fullmatch(key):
+        return Counter(item.partition(b"\x1f")[2] for item in value)  # without the event id
     if kind == "list":
         return Counter(value)
     if kind == "stream":
@@ -60,7 +67,7 @@ def assert_same_state(
     restored: Dump, live: Dump, context: str = "", *, ids_renewed: bool = False
 ) -> None:
     """``restored`` holds what ``live`` holds. The order of a pool log, a user's code list
-    or an event stream may differ where changes raced (a restore rebuilds them from
+    or event list, or an event stream may differ where changes raced (a restore rebuilds them from
     records, not in hand-out order); their content may not. Everything else is exact:
     available lists in order, every issued record, counter and idempotency record.
     ``ids_renewed``: events the restore wrote again have new ids, so outbox entries
@@ -74,7 +81,8 @@ def assert_same_state(
         if (got_kind, got_ttl) != (kind, ttl):
             problems.append((key, "kind/ttl", (got_kind, got_ttl), (kind, ttl)))
         elif kind in ("list", "stream") and not key.endswith(b":avail"):
-            have, want = _multiset(kind, got, ids_renewed), _multiset(kind, value, ids_renewed)
+            have = _multiset(kind, got, ids_renewed, key)
+            want = _multiset(kind, value, ids_renewed, key)
             if have != want:
                 problems.append((key, "extra", have - want, "missing", want - have))
         elif got != value:

@@ -125,8 +125,11 @@ def user_codes(project: str, user_id: str) -> str:
 
 
 def user_events(project: str, user_id: str) -> str:
-    """Stream: the events about one user (ids mirror the project stream's), written in the
-    same script as the project event, so ``/events`` for a user reads only their own."""
+    """List: the events about one user, oldest first, each item the event's id (the same
+    as in the project stream) and fields joined by \\x1f, written in the same script as
+    the project event, so ``/events`` for a user reads only their own (lua/includes/
+    common.lua add_user_event; capped by settings.user_events_maxlen). A list rather
+    than a stream: a one-entry stream takes ~4.7 KB on Redis 6.2, this ~0.3 KB."""
     return f"{_p(project)}:user:{user_id}:events"
 
 

@@ -21,7 +21,7 @@ Everything not reflected is applied, exactly once, to the data of that slice:
   and the low-stock alerts missed hand-outs fired (the journal keeps them with the
   hand-outs; reflected with them), go through lua/restore_events.lua, which queues
   them in the outbox for whoever the lost writes would have told.
-- per-user event streams (keys.user_events; snapshots leave them out): rebuilt from the
+- per-user event lists (keys.user_events; snapshots leave them out): rebuilt from the
   project stream as it is written back, each event with a user under the same id, and
   missed events through restore_events.lua, which writes both. A user's events older
   than the project stream keeps (settings.events_maxlen) are not rebuilt.
@@ -423,15 +423,14 @@ class _Project:
             await self._string(frame.key, frame.value.decode(), frame.expires_ms / 1000)
 
     async def _user_event(self, entry_id: bytes, fields: list[bytes]) -> None:
-        """An event of the project stream with a user goes to that user's stream too,
-        under the same id, trimmed as add_user_event (lua/includes/common.lua) trims."""
+        """An event of the project stream with a user goes to that user's list too, as
+        add_user_event (lua/includes/common.lua) writes and trims it."""
         for name, value in zip(fields[::2], fields[1::2], strict=True):
             if name == b"user_id":
                 if value:
-                    stream = keys.user_events(self.project, value.decode())
-                    await self.w.call(
-                        "XADD", stream, "MAXLEN", "~", self.w.user_events_maxlen, entry_id, *fields
-                    )
+                    key = keys.user_events(self.project, value.decode())
+                    await self.w.call("RPUSH", key, US.join([entry_id, *fields]))
+                    await self.w.call("LTRIM", key, -self.w.user_events_maxlen, -1)
                 return
 
     async def _string(self, key: str, value: str, expires: float) -> None:
@@ -867,7 +866,7 @@ async def restore(
 
     ``journal`` must hold the records written since the snapshot started (see
     journal.read_journal). With ``flush`` every codepool key is deleted first.
-    ``user_events_maxlen``: settings.user_events_maxlen, for the rebuilt user streams.
+    ``user_events_maxlen``: settings.user_events_maxlen, for the rebuilt user lists.
     """
     started = time.time()
     await client.set(keys.RESTORING, f"{started}")

@@ -18,7 +18,7 @@ script call: every buyer has one), idempotency records, events, and everything e
 by key, typed generically (so keys added later, like the notification outbox, are kept
 too). Upload staging keys are left out: an upload that is not committed was never
 acknowledged; so are rate-limit counters (a second's worth) and the per-user event
-streams (an index of the project's events, which a restore rebuilds from them).
+lists (an index of the project's events, which a restore rebuilds from them).
 
 File: ``snapshots/snapshot-<start µs>.cps`` = MAGIC, then frames ``[u32 length][u32
 crc32][u8 kind][msgpack]``, then a trailer (crc32 of everything before it + MAGIC_END).
@@ -233,8 +233,8 @@ _KINDS: list[tuple[str, re.Pattern[str]]] = [
     ("skip", _pattern(keys.pool_staging, 2)),
     ("skip", _pattern(keys.pool_staging_seen, 2)),
     ("skip", _pattern(keys.pool_upload_lock, 1)),
-    # Per-user event streams are an index of the project stream: a restore rebuilds
-    # them from it (restore.py), exact whatever the moment each would have been read.
+    # Per-user event lists are an index of the project stream: a restore rebuilds them
+    # from it (restore.py), exact whatever the moment each would have been read.
     ("skip", _pattern(keys.user_events, 1, ".+")),
     # Rate-limit counters live a second.
     ("skip", _pattern(keys.rate_limit, 1, ".+")),

@@ -38,7 +38,7 @@ from codepool.restore import has_state, restore
 from codepool.scripts import Arg, Scripts
 from codepool.store.base import Backend, text
 from codepool.store.issuing import IssueRequest, issue_batch
-from codepool.store.trace import StreamEntries
+from codepool.store.trace import StreamEntries, parse_user_event
 from tests.apphelpers import (
     ROOT,
     Client,
@@ -217,10 +217,10 @@ async def test_restore_is_idempotent(real_redis: Redis, tmp_path: Path) -> None:
     assert once == twice
 
 
-async def _user_streams(redis: Redis, project: str) -> dict[bytes, list[Any]]:
-    """Every per-user event stream of ``project``: key -> entries."""
+async def _user_streams(redis: Redis, project: str) -> dict[bytes, StreamEntries]:
+    """Every per-user event list of ``project``: key -> the entries it copies."""
     return {
-        key: cast(list[Any], await redis.xrange(key))
+        key: [parse_user_event(item) for item in cast(list[bytes], await redis.lrange(key, 0, -1))]
         async for key in redis.scan_iter(match=keys.user_events(project, "*"))
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 from codepool import errors, keys
@@ -16,9 +16,9 @@ from codepool.store.records import walk
 # listing over a huge stream answers with what it found and says it is limited.
 EVENT_READ = 1000
 EVENT_SCAN_LIMIT = 100_000
-# A user's events (and an admin's ?user_id=) come from the user's own stream
+# A user's events (and an admin's ?user_id=) come from the user's own list
 # (keys.user_events, capped by settings.user_events_maxlen): a call reads at most this
-# many entries of it, however large the project and whatever the filter.
+# many items of it, however large the project and whatever the filter.
 USER_EVENT_SCAN_LIMIT = 2_000
 _STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 # Stream ids are two unsigned 64-bit numbers; Redis refuses anything larger.
@@ -27,10 +27,11 @@ _INT_FIELDS = frozenset({"threshold", "available"})
 _TEXT_FIELDS = ("user_id", "reward_id", "pool_id", "code", "purchase_id")
 
 
-def after_to_stream_id(after: str | None) -> str:
-    """``after`` is an event id (exclusive) or a Unix time in seconds."""
+def first_id(after: str | None) -> tuple[int, int] | None:
+    """The first event id (ms, seq) an ``after`` admits: ``after`` is an event id
+    (exclusive) or a Unix time in seconds; None: from the start."""
     if not after:
-        return "-"
+        return None
     stream_id = _STREAM_ID.fullmatch(after)
     if stream_id:
         ms, seq = int(stream_id.group(1)), int(stream_id.group(2))
@@ -49,16 +50,35 @@ def after_to_stream_id(after: str | None) -> str:
                 "after must be a Unix time from 0 to 1.8e16 seconds", after=after
             )
         ms, seq = int(seconds * 1000), _U64
-    # The first id after (ms, seq), inclusive: Redis refuses an exclusive start at the
-    # very last id, and nothing can come after it.
+    # Inclusive, computed here: Redis refuses an exclusive start at the very last id.
     if seq < _U64:
-        return f"{ms}-{seq + 1}"
+        return ms, seq + 1
     if ms < _U64:
-        return f"{ms + 1}-0"
+        return ms + 1, 0
     raise errors.BadRequest("no event can come after this id", after=after)
 
 
+def after_to_stream_id(after: str | None) -> str:
+    """``after`` as XRANGE's (inclusive) start."""
+    first = first_id(after)
+    return "-" if first is None else f"{first[0]}-{first[1]}"
+
+
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
+# Batches of entries, each with whether more may follow it.
+Batches = AsyncIterator[tuple[StreamEntries, bool]]
+
+
+def parse_user_event(item: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """An item of a user's event list (keys.user_events: id and fields joined by \\x1f,
+    see add_user_event in lua/includes/common.lua) as the stream entry it copies."""
+    parts = item.split(b"\x1f")
+    return parts[0], dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def _id(raw: bytes) -> tuple[int, int]:
+    ms, _, seq = raw.partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
@@ -85,38 +105,66 @@ class TraceStore:
     ) -> Page[Event]:
         """Events oldest first, filtered; ``matched`` counts matches in what was scanned.
 
-        With ``user_id`` only that user's own stream is read (never the project's), at
-        most USER_EVENT_SCAN_LIMIT entries. ``hide_codes`` (a user reading): no code of
+        With ``user_id`` only that user's own list is read (never the project stream), at
+        most USER_EVENT_SCAN_LIMIT items. ``hide_codes`` (a user reading): no code of
         a hide_code reward, nor of a reward that is gone (it may have been one).
         """
-        if user_id:
-            stream, limit = keys.user_events(project_id, user_id), USER_EVENT_SCAN_LIMIT
-        else:
-            stream, limit = keys.events(project_id), EVENT_SCAN_LIMIT
-        start = after_to_stream_id(after)
+        first = first_id(after)
+        batches = (
+            self._user_batches(keys.user_events(project_id, user_id), first)
+            if user_id
+            else self._stream_batches(keys.events(project_id), first)
+        )
         data: list[Event] = []
-        matched = scanned = 0
+        matched = 0
         exhausted = False
-        while len(data) < count and scanned < limit:
-            read = min(EVENT_READ, limit - scanned)
-            raw = await self._b.client.xrange(stream, min=start, max="+", count=read)
-            entries = cast(StreamEntries, raw)
-            scanned += len(entries)
+        async for entries, more in batches:
             for entry_id, fields in entries:
                 if event_type and fields.get(b"type", b"").decode() != event_type:
                     continue
                 matched += 1
                 if matched > skip and len(data) < count:
                     data.append(_event(entry_id, fields))
-            if len(entries) < read:
+            if not more:
                 exhausted = True
                 break
-            start = "(" + entries[-1][0].decode()
+            if len(data) >= count:
+                break
         if hide_codes:
             await self._hide(project_id, data)
         return Page(
             data=data, matched=matched, matched_limited=not exhausted, skip=skip, limit=count
         )
+
+    async def _stream_batches(self, stream: str, first: tuple[int, int] | None) -> Batches:
+        """The project stream from ``first`` on, at most EVENT_SCAN_LIMIT entries."""
+        start, scanned = "-" if first is None else f"{first[0]}-{first[1]}", 0
+        while scanned < EVENT_SCAN_LIMIT:
+            read = min(EVENT_READ, EVENT_SCAN_LIMIT - scanned)
+            raw = await self._b.client.xrange(stream, min=start, max="+", count=read)
+            entries = cast(StreamEntries, raw)
+            scanned += len(entries)
+            yield entries, len(entries) == read
+            if len(entries) < read:
+                return
+            start = "(" + entries[-1][0].decode()
+
+    async def _user_batches(self, key: str, first: tuple[int, int] | None) -> Batches:
+        """A user's own event list from ``first`` on: at most USER_EVENT_SCAN_LIMIT items
+        read (the list is capped at settings.user_events_maxlen; ids grow along it)."""
+        position = 0
+        while position < USER_EVENT_SCAN_LIMIT:
+            read = min(EVENT_READ, USER_EVENT_SCAN_LIMIT - position)
+            items = cast(
+                list[bytes], await self._b.client.lrange(key, position, position + read - 1)
+            )
+            position += len(items)
+            entries = [parse_user_event(item) for item in items]
+            if first is not None:
+                entries = [e for e in entries if _id(e[0]) >= first]
+            yield entries, len(items) == read
+            if len(items) < read:
+                return
 
     async def vouchers(
         self, project_id: str, user_id: str, skip: int, count: int, *, hide_codes: bool
