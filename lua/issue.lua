@@ -58,8 +58,8 @@
           -10 rate limited (nothing done; the `available` slot holds the PTTL in ms of
               the caller's counter: answer 429 with Retry-After). The counter is INCRed
               once per request, PEXPIRE 1000 on a window's first; above the limit the
-              request is refused (keys.rate_limit). Checked here, not in a round trip
-              of its own, so the hand-out path costs what it did.
+              request is refused (keys.rate_limit). Checked here: no round trip of
+              its own on the hand-out path.
   -1 (pool exhausted) answers in `available` the codes really left for that request.
 ]]
 local rcall = redis.call
