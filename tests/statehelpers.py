@@ -12,7 +12,7 @@ from codepool import keys
 from codepool.store.base import text
 
 Dump = dict[bytes, tuple[str, Any, bool]]
-# A user's event list (keys.user_events): each item an event id and its fields; a
+# A user's event index (keys.user_events): each item an event id and its type; a
 # restore writes missed events again under new ids, as in the project stream.
 _USER_EVENTS = re.compile(
     re.escape(keys.user_events("\0", "\1")).replace("\0", "[^}]+").replace("\1", ".+").encode()

@@ -21,7 +21,7 @@ Everything not reflected is applied, exactly once, to the data of that slice:
   and the low-stock alerts missed hand-outs fired (the journal keeps them with the
   hand-outs; reflected with them), go through lua/restore_events.lua, which queues
   them in the outbox for whoever the lost writes would have told.
-- per-user event lists (keys.user_events; snapshots leave them out): rebuilt from the
+- per-user event indexes (keys.user_events; snapshots leave them out): rebuilt from the
   project stream as it is written back, each event with a user under the same id, and
   missed events through restore_events.lua, which writes both. A user's events older
   than the project stream keeps (settings.events_maxlen) are not rebuilt.
@@ -423,15 +423,14 @@ class _Project:
             await self._string(frame.key, frame.value.decode(), frame.expires_ms / 1000)
 
     async def _user_event(self, entry_id: bytes, fields: list[bytes]) -> None:
-        """An event of the project stream with a user goes to that user's list too, as
+        """An event of the project stream with a user goes into that user's index too, as
         add_user_event (lua/includes/common.lua) writes and trims it."""
-        for name, value in zip(fields[::2], fields[1::2], strict=True):
-            if name == b"user_id":
-                if value:
-                    key = keys.user_events(self.project, value.decode())
-                    await self.w.call("RPUSH", key, US.join([entry_id, *fields]))
-                    await self.w.call("LTRIM", key, -self.w.user_events_maxlen, -1)
-                return
+        named = dict(zip(fields[::2], fields[1::2], strict=True))
+        user = named.get(b"user_id")
+        if user:
+            key = keys.user_events(self.project, user.decode())
+            await self.w.call("RPUSH", key, US.join([entry_id, named[b"type"]]))
+            await self.w.call("LTRIM", key, -self.w.user_events_maxlen, -1)
 
     async def _string(self, key: str, value: str, expires: float) -> None:
         if expires == 0:

@@ -16,9 +16,10 @@ from codepool.store.records import walk
 # listing over a huge stream answers with what it found and says it is limited.
 EVENT_READ = 1000
 EVENT_SCAN_LIMIT = 100_000
-# A user's events (and an admin's ?user_id=) come from the user's own list
+# A user's events (and an admin's ?user_id=) come from the user's own index
 # (keys.user_events, capped by settings.user_events_maxlen): a call reads at most this
-# many items of it, however large the project and whatever the filter.
+# many items of it, then the page's events by id, however large the project and
+# whatever the filter.
 USER_EVENT_SCAN_LIMIT = 2_000
 _STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 # Stream ids are two unsigned 64-bit numbers; Redis refuses anything larger.
@@ -69,11 +70,10 @@ StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 Batches = AsyncIterator[tuple[StreamEntries, bool]]
 
 
-def parse_user_event(item: bytes) -> tuple[bytes, dict[bytes, bytes]]:
-    """An item of a user's event list (keys.user_events: id and fields joined by \\x1f,
-    see add_user_event in lua/includes/common.lua) as the stream entry it copies."""
-    parts = item.split(b"\x1f")
-    return parts[0], dict(zip(parts[1::2], parts[2::2], strict=True))
+def parse_user_event(item: bytes) -> tuple[bytes, bytes]:
+    """An item of a user's event index (keys.user_events): (event id, type)."""
+    event_id, _, kind = item.partition(b"\x1f")
+    return event_id, kind
 
 
 def _id(raw: bytes) -> tuple[int, int]:
@@ -105,20 +105,20 @@ class TraceStore:
     ) -> Page[Event]:
         """Events oldest first, filtered; ``matched`` counts matches in what was scanned.
 
-        With ``user_id`` only that user's own list is read (never the project stream), at
-        most USER_EVENT_SCAN_LIMIT items. ``hide_codes`` (a user reading): no code of
-        a hide_code reward, nor of a reward that is gone (it may have been one).
+        With ``user_id`` only that user's own index is read (never a scan of the project
+        stream), at most USER_EVENT_SCAN_LIMIT items, then the page's events by id.
+        ``hide_codes`` (a user reading): no code of a hide_code reward, nor of a reward
+        that is gone (it may have been one).
         """
         first = first_id(after)
-        batches = (
-            self._user_batches(keys.user_events(project_id, user_id), first)
-            if user_id
-            else self._stream_batches(keys.events(project_id), first)
-        )
+        if user_id:
+            return await self._user_page(
+                project_id, user_id, event_type, first, skip, count, hide_codes=hide_codes
+            )
         data: list[Event] = []
         matched = 0
         exhausted = False
-        async for entries, more in batches:
+        async for entries, more in self._stream_batches(keys.events(project_id), first):
             for entry_id, fields in entries:
                 if event_type and fields.get(b"type", b"").decode() != event_type:
                     continue
@@ -149,22 +149,47 @@ class TraceStore:
                 return
             start = "(" + entries[-1][0].decode()
 
-    async def _user_batches(self, key: str, first: tuple[int, int] | None) -> Batches:
-        """A user's own event list from ``first`` on: at most USER_EVENT_SCAN_LIMIT items
-        read (the list is capped at settings.user_events_maxlen; ids grow along it)."""
-        position = 0
-        while position < USER_EVENT_SCAN_LIMIT:
-            read = min(EVENT_READ, USER_EVENT_SCAN_LIMIT - position)
-            items = cast(
-                list[bytes], await self._b.client.lrange(key, position, position + read - 1)
-            )
-            position += len(items)
-            entries = [parse_user_event(item) for item in items]
-            if first is not None:
-                entries = [e for e in entries if _id(e[0]) >= first]
-            yield entries, len(items) == read
-            if len(items) < read:
-                return
+    async def _user_page(
+        self,
+        project_id: str,
+        user_id: str,
+        event_type: str | None,
+        first: tuple[int, int] | None,
+        skip: int,
+        count: int,
+        *,
+        hide_codes: bool,
+    ) -> Page[Event]:
+        """A user's events from their own index (keys.user_events): one LRANGE of at most
+        USER_EVENT_SCAN_LIMIT items (id and type; the list is capped at
+        settings.user_events_maxlen), then the page's events by id, pipelined. An event
+        the project stream no longer holds (trimmed) is left out of the page."""
+        key = keys.user_events(project_id, user_id)
+        items = cast(list[bytes], await self._b.client.lrange(key, 0, USER_EVENT_SCAN_LIMIT - 1))
+        wanted = event_type.encode() if event_type else None
+        ids = []
+        for item in items:
+            event_id, _, kind = item.partition(b"\x1f")
+            if (wanted is None or kind == wanted) and (first is None or _id(event_id) >= first):
+                ids.append(event_id)
+        data: list[Event] = []
+        page = ids[skip : skip + count]
+        if page:
+            stream = keys.events(project_id)
+            async with self._b.client.pipeline(transaction=False) as pipe:
+                for event_id in page:
+                    pipe.xrange(stream, min=event_id, max=event_id, count=1)
+                found = cast(list[StreamEntries], await pipe.execute())
+            data = [_event(entry_id, fields) for got in found for entry_id, fields in got]
+            if hide_codes:
+                await self._hide(project_id, data)
+        return Page(
+            data=data,
+            matched=len(ids),
+            matched_limited=len(items) == USER_EVENT_SCAN_LIMIT,
+            skip=skip,
+            limit=count,
+        )
 
     async def vouchers(
         self, project_id: str, user_id: str, skip: int, count: int, *, hide_codes: bool
