@@ -58,7 +58,10 @@ def _respond(err: errors.CodepoolError) -> Response[ErrorOut]:
 
 
 def _codepool_error(_: Request[Any, Any, Any], exc: errors.CodepoolError) -> Response[ErrorOut]:
-    return _respond(exc)
+    response = _respond(exc)
+    if "retry_after" in exc.details:  # rate_limited: when to come back, in seconds
+        response.headers["Retry-After"] = str(exc.details["retry_after"])
+    return response
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorOut]:
