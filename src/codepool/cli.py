@@ -246,7 +246,9 @@ def _terminate_raises() -> Iterator[None]:
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     with _terminate_raises(), contextlib.ExitStack() as cleanup:
         if settings.redis_url is None:
-            embedded = cleanup.enter_context(EmbeddedRedis(settings.data_dir / "redis"))
+            embedded = cleanup.enter_context(
+                EmbeddedRedis(settings.data_dir / "redis", maxmemory=settings.redis_maxmemory)
+            )
             # Workers are separate processes that build their Settings from the
             # environment; this is how all of them reach the one embedded server.
             os.environ["CODEPOOL_REDIS_URL"] = embedded.url

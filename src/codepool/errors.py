@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from redis.exceptions import ResponseError
+
 from codepool.models import ErrorBody, ErrorOut
 
 log = logging.getLogger("codepool")
@@ -106,6 +108,14 @@ def redis_unavailable(exc: Exception) -> CodepoolError:
 
 
 def unexpected(exc: Exception, where: str) -> CodepoolError:
-    """Any other failure: logged with its trace here; the client never sees a trace."""
+    """Any other failure: logged with its trace here; the client never sees a trace.
+
+    Redis at its maxmemory (policy noeviction) refuses writes with "OOM command not
+    allowed": a full store, 507, not a bug. Scripts stop before their first write then.
+    """
+    # redis-py drops the "OOM" prefix from plain commands; script errors keep it.
+    if isinstance(exc, ResponseError) and "not allowed when used memory" in str(exc):
+        log.warning("redis is full (maxmemory) on %s: %s", where, exc)
+        return StorageFull()
     log.exception("unhandled error on %s", where, exc_info=exc)
     return InternalError()

@@ -67,8 +67,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_allow_private: bool = False
     # Most code instances one project may store (every pool, every status); 0 = no quota.
     max_codes_per_project: int = 0
-    # maxmemory of the embedded redis-server ("0" = no limit); ignored for CODEPOOL_REDIS_URL.
-    redis_maxmemory: str = "0"
+    # maxmemory of the embedded redis-server (policy noeviction): "N%" of the host's (or
+    # cgroup's) memory, "0" = no limit, or "512mb"/"2gb"/bytes; ignored for
+    # CODEPOOL_REDIS_URL. Half the memory leaves the other half for the fork of an AOF
+    # rewrite or snapshot (copy-on-write) and the app, so a full store answers 507
+    # storage_full instead of the kernel's OOM killer ending Redis.
+    redis_maxmemory: str = "50%"
 
 
 # env var suffix -> field name. Kept explicit so the README table and this stay in step.

@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError, ResponseError
 
+from codepool import errors
 from codepool.app import create_app
+from codepool.embedded import EmbeddedRedis, EmbeddedRedisError, memory_limit, redis_maxmemory
 from tests.apphelpers import (
     ROOT,
     Client,
@@ -123,3 +127,69 @@ async def test_workers_on_one_redis_share_the_count(redis_server_url: str) -> No
                 assert (await app.get(url, headers=tenant.pos)).status_code == 429
         finally:
             await client.aclose()
+
+
+# -- a full store ---------------------------------------------------------------------
+
+
+def test_maxmemory_setting_is_a_share_of_memory_or_a_redis_size() -> None:
+    assert redis_maxmemory("0") == "0"
+    assert redis_maxmemory("512mb") == "512mb"
+    assert int(redis_maxmemory("50%")) == memory_limit() // 2
+    with pytest.raises(EmbeddedRedisError):
+        redis_maxmemory("half")
+    with pytest.raises(EmbeddedRedisError):
+        redis_maxmemory("150%")
+
+
+@pytest.mark.real
+async def test_a_full_redis_answers_507_storage_full_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    with EmbeddedRedis(tmp_path / "redis", appendonly=False, maxmemory="64mb") as server:
+        assert "maxmemory 64mb" in (tmp_path / "redis" / "redis.conf").read_text()
+        redis = Redis.from_url(server.url)
+        try:
+            async with app_client(redis) as client:
+                tenant = await make_tenant(client)
+                pool = await make_pool(client, tenant, codes=["KEEP-1", "KEEP-2"])
+                base = f"/v1/projects/{tenant.id}/pools"
+                # Full: the limit now sits below what is used.
+                used = int((await redis.info("memory"))["used_memory"])
+                await redis.config_set("maxmemory", used // 2)
+                r = await client.post(
+                    f"{base}/{pool['id']}/codes",
+                    content="\n".join(f"CODE-{i:07d}" for i in range(200_000)),
+                    headers={**tenant.admin, "Content-Type": "text/plain"},
+                )
+                assert r.status_code == 507, r.text
+                assert r.json()["error"]["code"] == "storage_full"
+                r = await client.post(base, json={"name": "another"}, headers=tenant.admin)
+                assert r.status_code == 507, r.text
+                # The hand-out route (api/fast.py) is never a 500: issue.lua pops before
+                # it writes, and Redis checks memory only before a script's first write.
+                r = await client.post(
+                    f"{base}/{pool['id']}/issue", json={"count": 1}, headers=tenant.admin
+                )
+                assert r.status_code in (200, 507), r.text
+                await redis.config_set("maxmemory", 0)
+                got = (await client.get(f"{base}/{pool['id']}", headers=tenant.admin)).json()
+                assert got["total"] == 2  # nothing of the refused upload was stored
+                assert await redis.keys("*:stage:*") == []
+        finally:
+            await redis.aclose()
+
+
+def test_oom_replies_are_storage_full_wherever_they_surface() -> None:
+    """api/fast.py and app.py both turn unexpected errors into answers via
+    errors.unexpected: a plain command's OOM and a script's OOM are a 507 there."""
+    for exc in (
+        OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        ResponseError(
+            "Error running script: @user_script:11: -OOM command not allowed when used "
+            "memory > 'maxmemory'."
+        ),
+    ):
+        err = errors.unexpected(exc, "POST /x")
+        assert (err.status, err.code) == (507, "storage_full")
+    assert errors.unexpected(ResponseError("WRONGTYPE"), "POST /x").status == 500
