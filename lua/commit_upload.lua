@@ -5,17 +5,36 @@
   blocks Redis for long; counters are exact after every call. When the pool has
   nothing available, the staging list simply becomes the available list (O(1)).
 
+  The first call (the pool has no commit mark yet) counts the whole upload into the
+  project's stored count, or refuses it all when that would pass the quota: checked and
+  counted in one step, so two concurrent uploads cannot both slip under it.
+
   KEYS[1] pool hash   KEYS[2] available list   KEYS[3] staging list
-  ARGV[1] slice size   ARGV[2] upload id
-  Returns: {remaining, total, available}, or {-5} when the pool is gone (staging dropped)
+  KEYS[4] project stored count
+  ARGV[1] slice size   ARGV[2] upload id   ARGV[3] quota (0 = none)
+  Returns: {remaining, total, available}, or {-5} when the pool is gone (staging dropped),
+  or {-13, quota, stored, requested} when over the quota (staging dropped, nothing stored)
 ]]
 local rcall = redis.call
 --@include "common.lua"
-local pool, avail, staging = KEYS[1], KEYS[2], KEYS[3]
+local pool, avail, staging, stored = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mark = 'committing:' .. ARGV[2]
 if rcall('EXISTS', pool) == 0 then
+  -- delete_pool.lua took off what was moved; what was counted but not moved goes here.
+  -- A staging list without a TTL was PERSISTed (and counted) by an earlier call.
+  if rcall('PTTL', staging) == -1 then rcall('DECRBY', stored, rcall('LLEN', staging)) end
   rcall('UNLINK', staging)
   return {-5}
+end
+if rcall('HEXISTS', pool, mark) == 0 then
+  local requested = rcall('LLEN', staging)
+  local have = tonumber(rcall('GET', stored) or '0')
+  local quota = tonumber(ARGV[3])
+  if quota > 0 and have + requested > quota then
+    rcall('UNLINK', staging)
+    return {-13, quota, have, requested}
+  end
+  rcall('INCRBY', stored, requested)
 end
 -- The mark lets a restarted service finish a commit a crash interrupted.
 rcall('HSET', pool, mark, staging)

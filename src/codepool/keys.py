@@ -40,6 +40,14 @@ def pools(project: str) -> str:
     return f"{_p(project)}:pools"
 
 
+def project_stored(project: str) -> str:
+    """String: code instances the project stores, every pool and status (the quota,
+    settings.max_codes_per_project). commit_upload.lua adds a whole upload at its first
+    step (so concurrent uploads cannot both slip under), gives back what a deleted pool
+    left uncommitted; delete_pool.lua takes off the pool's total."""
+    return f"{_p(project)}:stored"
+
+
 def pool_names(project: str) -> str:
     """Hash: pool name -> pool id (keeps names unique within the project)."""
     return f"{_p(project)}:poolnames"

@@ -75,6 +75,8 @@ class CodeStore:
             codes = parser.feed(bytes(buffer)) + parser.close()  # close() raises InvalidCodes
             a, s = await self._stage(project_id, pool_id, staging, seen, codes, duplicates)
             staged, skipped = staged + a, skipped + s
+            if staged + skipped == 0:
+                raise errors.NoCodes()
             committed = True
             total, available = await self.commit(project_id, pool_id, upload_id)
             return UploadResult(added=staged, skipped=skipped, total=total, available=available)
@@ -134,11 +136,19 @@ class CodeStore:
         while True:
             result = await self._b.scripts.run(
                 "commit_upload",
-                [keys.pool(project_id, pool_id), keys.pool_available(project_id, pool_id), staging],
-                [COMMIT_SLICE, upload_id],
+                [
+                    keys.pool(project_id, pool_id),
+                    keys.pool_available(project_id, pool_id),
+                    staging,
+                    keys.project_stored(project_id),
+                ],
+                [COMMIT_SLICE, upload_id, self._b.settings.max_codes_per_project],
             )
             if result[0] == -5:
                 raise errors.PoolNotFound(id=pool_id)
+            if result[0] == -13:
+                _, limit, stored, requested = map(int, result)
+                raise errors.QuotaExceeded(limit=limit, stored=stored, requested=requested)
             remaining, total, available = result
             if remaining == 0:
                 return int(total), int(available)

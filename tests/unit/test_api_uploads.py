@@ -1,0 +1,77 @@
+"""Uploads under issue 16: no empty uploads, the per-project quota (all or nothing,
+exact across concurrent uploads and pool deletes)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio import Redis
+
+from codepool import keys
+from tests.apphelpers import Client, Tenant, app_client, make_pool, make_tenant
+
+TEXT = "text/plain"
+
+
+async def _upload(c: Client, t: Tenant, pool_id: str, body: str, **headers: str) -> tuple[int, Any]:
+    r = await c.post(
+        f"/v1/projects/{t.id}/pools/{pool_id}/codes",
+        content=body,
+        headers={**t.admin, "Content-Type": TEXT, **headers},
+    )
+    return r.status_code, r.json()
+
+
+async def test_an_upload_without_codes_is_refused(redis: Redis) -> None:
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t)
+        for body in ("", "\n \n,,\n"):
+            status, out = await _upload(c, t, pool["id"], body)
+            assert status == 422, out
+            assert out["error"]["code"] == "no_codes"
+        r = await c.post(
+            f"/v1/projects/{t.id}/pools/{pool['id']}/codes", json={"codes": []}, headers=t.admin
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "no_codes"
+
+
+async def test_the_project_quota_refuses_a_whole_upload(redis: Redis) -> None:
+    async with app_client(redis, max_codes_per_project=10) as c:
+        t = await make_tenant(c)
+        p1 = await make_pool(c, t, name="p1")
+        p2 = await make_pool(c, t, name="p2")
+        assert (await _upload(c, t, p1["id"], "\n".join(f"A{i}" for i in range(6))))[0] == 200
+        # Every pool counts: 6 + 5 > 10, so none of the 5 is stored.
+        status, out = await _upload(c, t, p2["id"], "\n".join(f"B{i}" for i in range(5)))
+        assert status == 409, out
+        assert out["error"]["code"] == "quota_exceeded"
+        assert out["error"]["details"] == {"limit": 10, "stored": 6, "requested": 5}
+        got = (await c.get(f"/v1/projects/{t.id}/pools/{p2['id']}", headers=t.admin)).json()
+        assert got["total"] == 0
+        assert await redis.keys("*:stage:*") == []
+        # Exactly up to the quota is fine; issued codes still count (they are stored).
+        await c.post(
+            f"/v1/projects/{t.id}/pools/{p1['id']}/issue", json={"count": 2}, headers=t.admin
+        )
+        assert (await _upload(c, t, p2["id"], "B1\nB2\nB3\nB4"))[0] == 200
+        assert (await _upload(c, t, p2["id"], "C1"))[0] == 409
+        # Deleting a pool gives its codes back to the quota.
+        r = await c.delete(f"/v1/projects/{t.id}/pools/{p1['id']}", headers=t.admin)
+        assert r.status_code == 204, r.text
+        assert int(await redis.get(keys.project_stored(t.id)) or 0) == 4
+        assert (await _upload(c, t, p2["id"], "\n".join(f"D{i}" for i in range(6))))[0] == 200
+        assert (await _upload(c, t, p2["id"], "E1"))[0] == 409
+
+
+async def test_concurrent_uploads_cannot_both_slip_under_the_quota(redis: Redis) -> None:
+    async with app_client(redis, max_codes_per_project=100) as c:
+        t = await make_tenant(c)
+        pools = [await make_pool(c, t, name=f"p{i}") for i in range(4)]
+        results = await asyncio.gather(
+            *(_upload(c, t, p["id"], "\n".join(f"{p['id']}-{i}" for i in range(40))) for p in pools)
+        )
+        assert sorted(status for status, _ in results) == [200, 200, 409, 409]
+        assert int(await redis.get(keys.project_stored(t.id)) or 0) == 80
