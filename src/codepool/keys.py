@@ -107,6 +107,14 @@ def idempotency(project: str, digest: str) -> str:
     return f"{_p(project)}:idem:{digest}"
 
 
+def upload_idempotency(project: str, digest: str) -> str:
+    """String with TTL (settings.idempotency_ttl): an upload's Idempotency-Key record,
+    ``<body fingerprint>|pending`` from the commit's first step, then
+    ``<fingerprint>|<added>|<skipped>|<total>|<available>`` (lua/commit_upload.lua).
+    ``digest`` names caller, route and key as for hand-outs."""
+    return f"{_p(project)}:uidem:{digest}"
+
+
 def rewards(project: str) -> str:
     """Set of reward ids."""
     return f"{_p(project)}:rewards"

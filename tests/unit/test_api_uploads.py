@@ -75,3 +75,39 @@ async def test_concurrent_uploads_cannot_both_slip_under_the_quota(redis: Redis)
         )
         assert sorted(status for status, _ in results) == [200, 200, 409, 409]
         assert int(await redis.get(keys.project_stored(t.id)) or 0) == 80
+
+
+async def test_a_retried_upload_with_its_idempotency_key_adds_nothing(redis: Redis) -> None:
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t, ["OLD-1"])
+        body = "\n".join(f"N{i}" for i in range(1000))
+        first = await _upload(c, t, pool["id"], body, **{"Idempotency-Key": "refill-1"})
+        assert first == (200, {"added": 1000, "skipped": 0, "total": 1001, "available": 1001})
+        # The retry (say the first answer was lost) answers the same and stores nothing.
+        again = await _upload(c, t, pool["id"], body, **{"Idempotency-Key": "refill-1"})
+        assert again == first
+        got = (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()
+        assert got["total"] == 1001
+        assert await redis.keys("*:stage:*") == []
+        # Another body under the same key is refused; a new key is a new upload.
+        status, out = await _upload(c, t, pool["id"], "X1", **{"Idempotency-Key": "refill-1"})
+        assert status == 422, out
+        assert out["error"]["code"] == "idempotency_key_reused"
+        status, out = await _upload(c, t, pool["id"], body, **{"Idempotency-Key": "refill-2"})
+        assert (status, out["total"]) == (200, 2001)
+
+
+async def test_concurrent_uploads_with_one_idempotency_key_store_once(redis: Redis) -> None:
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t)
+        body = "\n".join(f"N{i}" for i in range(500))
+        results = await asyncio.gather(
+            *(_upload(c, t, pool["id"], body, **{"Idempotency-Key": "k"}) for _ in range(4))
+        )
+        assert {status for status, _ in results} <= {200, 409}
+        answers = [out for status, out in results if status == 200]
+        assert answers and all(a == answers[0] for a in answers)
+        got = (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()
+        assert got["total"] == 500
