@@ -101,6 +101,16 @@ def shape(err: CodepoolError) -> ErrorOut:
     return ErrorOut(error=ErrorBody(code=err.code, message=err.message, details=err.details))
 
 
+def invalid_json(detail: str) -> CodepoolError:
+    """The one answer to a body that is not JSON, on every route (uploads too); the
+    parser's own words go in ``details.parse_error``."""
+    return BadRequest("the body is not valid JSON", parse_error=detail)
+
+
+# What a parser that gave up on nesting (a RecursionError) is reported as.
+TOO_DEEP = "the JSON is nested too deeply"
+
+
 def redis_unavailable(exc: Exception) -> CodepoolError:
     """A lost or timed-out Redis, as the client hears of it (and the log, once)."""
     log.warning("redis unavailable: %s", exc)

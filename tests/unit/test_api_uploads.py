@@ -9,9 +9,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from codepool import keys
-from tests.apphelpers import Client, Tenant, app_client, make_pool, make_tenant
+from tests.apphelpers import ROOT, Client, Tenant, app_client, make_pool, make_tenant
 
 TEXT = "text/plain"
+ROOT_JSON = {**ROOT, "Content-Type": "application/json"}
 
 
 async def _upload(c: Client, t: Tenant, pool_id: str, body: str, **headers: str) -> tuple[int, Any]:
@@ -111,3 +112,44 @@ async def test_concurrent_uploads_with_one_idempotency_key_store_once(redis: Red
         assert answers and all(a == answers[0] for a in answers)
         got = (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()
         assert got["total"] == 500
+
+
+# -- JSON bodies: one message, and deep nesting is a 400 ------------------------------
+
+DEEP = [b"[" * 1000 + b"]" * 1000, b'{"a":' * 5000 + b"1" + b"}" * 5000]
+
+
+def _json_routes(c: Client) -> list[tuple[str, str]]:
+    """(method, path) of every route that takes a body, path ids filled in."""
+    found = []
+    for route in c.app.routes:
+        for method in sorted(set(getattr(route, "methods", ())) & {"POST", "PUT", "PATCH"}):
+            path = route.path.replace("{project_id:str}", "acme")
+            while "{" in path:
+                start = path.index("{")
+                path = path[:start] + "x" + path[path.index("}", start) + 1 :]
+            found.append((method, path))
+    return found
+
+
+async def test_invalid_json_gets_one_message_everywhere(redis: Redis) -> None:
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t, ["A"])
+        routes = _json_routes(c)
+        assert ("POST", "/v1/projects") in routes and len(routes) > 8
+        base = f"/v1/projects/{t.id}/pools/{pool['id']}"
+        for url in ("/v1/projects", f"{base}/issue", f"{base}/codes"):
+            r = await c.post(url, content=b"{", headers={**t.admin, **ROOT_JSON})
+            assert r.status_code == 400, (url, r.text)
+            assert r.json()["error"]["message"] == "the body is not valid JSON", (url, r.text)
+        for method, path in routes:
+            for body in DEEP:
+                r = await c.request(method, path, content=body, headers=ROOT_JSON)
+                assert 400 <= r.status_code < 500, (method, path, r.text)
+                assert set(r.json()) == {"error"}
+        # The hand-out routes and uploads of a real pool (ids that exist) too.
+        for url in (f"{base}/issue", f"{base}/codes", "/v1/projects"):
+            for body in DEEP:
+                r = await c.post(url, content=body, headers={**t.admin, **ROOT_JSON})
+                assert r.status_code == 400, (url, r.text)
