@@ -87,6 +87,7 @@ QuotaExceeded = _error(
     "quota_exceeded", 409, "the project would hold more codes than its quota allows"
 )
 RateLimited = _error("rate_limited", 429, "too many requests for this credential; slow down")
+HeadersTooLarge = _error("headers_too_large", 431, "the request headers are larger than allowed")
 StorageFull = _error("storage_full", 507, "the store is full; nothing was stored")
 InternalError = _error("internal_error", 500, "internal error")
 RedisUnavailable = _error("redis_unavailable", 503, "the store is not reachable")
