@@ -70,6 +70,9 @@ def start_server(
         CODEPOOL_ROOT_KEY=ROOT_KEY,
         CODEPOOL_REDIS_URL=redis_url,
         CODEPOOL_LOG_LEVEL="WARNING",
+        # The bench measures throughput, which per-credential rate limits would cap.
+        CODEPOOL_RATE_LIMIT_POS="0",
+        CODEPOOL_RATE_LIMIT_USER="0",
     )
     env.update(extra_env or {})
     log = (data_dir / "serve.log").open("ab")

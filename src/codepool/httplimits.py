@@ -9,8 +9,9 @@ are complete, so a normal request pays one comparison per received chunk:
 - the bytes of a request up to the end of its headers are counted; past
   ``max_header_bytes`` the client gets 431 in the one error shape and the connection is
   closed (the parser is fed only up to the limit, so the size is exact);
-- a timer closes a connection whose request headers are not complete ``header_timeout``
-  seconds after it opened, or after the first byte of its next request arrived.
+- a connection whose request headers are not complete ``header_timeout`` seconds after
+  it opened, or after the first byte of its next request arrived, is closed (one timer
+  per connection checks it).
 
 Keep-alive and the concurrency cap (503) are uvicorn's own (``timeout_keep_alive``,
 ``limit_concurrency``). granian has the same limits built in (cli.py sets them).
@@ -50,22 +51,27 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._limits = limits
         self._awaiting_headers = True  # the next bytes belong to a request's headers
         self._header_bytes = 0
+        self._started = 0.0  # loop time the current request's headers began; 0 = not yet
         self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()  # an idle new connection must send its headers in time too
+        # An idle new connection must send its headers in time too.
+        self._started = self.loop.time()
+        self._deadline = self.loop.call_later(self._limits.header_timeout, self._check)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if not self._awaiting_headers:
             super().data_received(data)
             return
-        if self._deadline is None:
-            self._arm()
+        if not self._started:  # the first byte of the next request on this connection
+            self._started = self.loop.time()
         room = self._limits.max_header_bytes - self._header_bytes
         if len(data) <= room:
             self._header_bytes += len(data)
@@ -83,28 +89,30 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
-        self._disarm()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        # Whatever arrives next starts the next request's headers.
+        # Whatever arrives next starts the next request's headers (and its clock; an
+        # idle keep-alive connection is uvicorn's timeout_keep_alive's business).
         self._awaiting_headers = True
         self._header_bytes = 0
+        self._started = 0.0
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self._limits.header_timeout, self._too_slow)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self) -> None:
+    def _check(self) -> None:
+        """One timer per connection, not per request (a timer per request cost /healthz
+        a few percent): fires every header_timeout, closes a connection whose current
+        request's headers are late, else sleeps until that request's deadline."""
         self._deadline = None
-        if self._awaiting_headers and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        timeout = self._limits.header_timeout
+        waited = self.loop.time() - self._started if self._started else 0.0
+        if self._awaiting_headers and self._started and waited >= timeout:
             self.transport.close()
+            return
+        delay = timeout - waited if self._awaiting_headers and self._started else timeout
+        self._deadline = self.loop.call_later(delay, self._check)
 
     def _refuse(self) -> None:
         err = errors.HeadersTooLarge(limit=self._limits.max_header_bytes)
