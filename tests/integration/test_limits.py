@@ -193,3 +193,18 @@ def test_oom_replies_are_storage_full_wherever_they_surface() -> None:
         err = errors.unexpected(exc, "POST /x")
         assert (err.status, err.code) == (507, "storage_full")
     assert errors.unexpected(ResponseError("WRONGTYPE"), "POST /x").status == 500
+
+
+async def test_forged_tokens_naming_a_key_do_not_use_up_its_limit(redis: Redis) -> None:
+    """verify_key.lua counts only a valid key: a token with the right key id and a wrong
+    secret is a 401 and leaves the key's window alone."""
+    async with app_client(redis, rate_limit_pos=LIMIT) as client:
+        tenant = await make_tenant(client)
+        pool = await make_pool(client, tenant)
+        url = f"/v1/projects/{tenant.id}/pools/{pool['id']}"
+        token = tenant.pos["Authorization"].removeprefix("Bearer ")
+        forged = {"Authorization": "Bearer " + token.rsplit(".", 1)[0] + ".wrong-secret"}
+        await _next_window(redis)
+        assert set(await _burst(client, url, forged, 3 * LIMIT)) == {401}
+        statuses = await _burst(client, url, tenant.pos, LIMIT)
+        assert 429 not in statuses

@@ -33,8 +33,11 @@ async def check(backend: Backend, principal: Principal) -> None:
     if found is None or principal.project_id is None:
         return
     credential, limit = found
-    count, pttl = await backend.scripts.run(
-        "rate_limit", [keys.rate_limit(principal.project_id, credential)], []
-    )
+    if principal.window is not None:  # counted while the API key was verified
+        count, pttl = principal.window
+    else:
+        count, pttl = await backend.scripts.run(
+            "rate_limit", [keys.rate_limit(principal.project_id, credential)], []
+        )
     if int(count) > limit:
         raise errors.RateLimited(limit=limit, retry_after=max(1, math.ceil(int(pttl) / 1000)))
