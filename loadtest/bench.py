@@ -71,6 +71,10 @@ def start_server(
         CODEPOOL_ROOT_KEY=ROOT_KEY,
         CODEPOOL_REDIS_URL=redis_url,
         CODEPOOL_LOG_LEVEL="WARNING",
+        # The till phases drive one pos key as fast as it goes (many tills' worth), which
+        # the per-key limit would cap. The user limit stays on: the purchase phase spreads
+        # its requests over enough fans that none exceeds it (the purchase phase).
+        CODEPOOL_RATE_LIMIT_POS="0",
     )
     env.update(extra_env or {})
     log = (data_dir / "serve.log").open("ab")

@@ -36,6 +36,10 @@ def settings_for_tests(**overrides: Any) -> Settings:
     # No hand-out journal unless a test asks for one (with its own data_dir): it would
     # write under ./var otherwise.
     overrides.setdefault("journal", False)
+    # Tests fire requests faster than a client should: rate limits only where a test
+    # asks for them (tests/integration/test_limits.py).
+    overrides.setdefault("rate_limit_pos", 0)
+    overrides.setdefault("rate_limit_user", 0)
     return load_settings({}, root_key=ROOT_KEY, **overrides)
 
 

@@ -30,8 +30,13 @@ async def fill(b: Backend, codes: list[str], upload_id: str = "u") -> list[int]:
     commit's slicing runs too); returns the last commit's answer."""
     staging = keys.pool_staging(P, POOL, upload_id)
     await b.client.rpush(staging, *codes)
-    commit_keys = [keys.pool(P, POOL), keys.pool_available(P, POOL), staging]
-    result: list[int] = await b.scripts.run("commit_upload", commit_keys, [3, upload_id])
+    commit_keys = [
+        keys.pool(P, POOL),
+        keys.pool_available(P, POOL),
+        staging,
+        keys.project_stored(P),
+    ]
+    result: list[int] = await b.scripts.run("commit_upload", commit_keys, [3, upload_id, 0])
     while result[0] > 0:
-        result = await b.scripts.run("commit_upload", commit_keys, [3, upload_id])
+        result = await b.scripts.run("commit_upload", commit_keys, [3, upload_id, 0])
     return result

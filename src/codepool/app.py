@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from redis.asyncio import Redis
@@ -84,6 +84,18 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Err
     return _respond(errors.unexpected(exc, f"{request.method} {request.url.path}"))
 
 
+class CodepoolRequest(Request[Any, Any, Any]):
+    """Litestar's request, with its JSON body errors in the one error shape."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except SerializationException as exc:
+            raise errors.invalid_json(str(exc)) from None
+        except RecursionError:  # msgspec gives up on ~1000 levels of nesting
+            raise errors.invalid_json(errors.TOO_DEEP) from None
+
+
 def create_app(settings: Settings | None = None, *, client: Redis | None = None) -> Litestar:
     """The app. ``client`` lets tests hand in their own Redis (fakeredis or real)."""
     settings = settings or load_settings()
@@ -113,6 +125,7 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
             NotifyController,
         ],
         dependencies=DEPENDENCIES,
+        request_class=CodepoolRequest,
         lifespan=[lifespan],
         exception_handlers={
             errors.CodepoolError: _codepool_error,

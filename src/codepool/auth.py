@@ -50,6 +50,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str | None = None  # set for users
     key_id: str | None = None  # set for API keys
     credential: Credential | None = None  # set when the answer came from the cache
+    # (requests, ms left) in the credential's rate-limit window, when authentication
+    # already counted this request (API keys asked of Redis: lua/verify_key.lua).
+    window: tuple[int, int] | None = None
 
     @property
     def identity(self) -> str:
@@ -127,12 +130,20 @@ async def authenticate(
 
 
 async def _api_key(token: str, projects: ProjectStore, cache: AuthCache | None) -> Principal:
-    found = cache.key(token) if cache is not None else None
-    if found is None:
-        found = await projects.verify_key(token)
-        if found is None:
+    window: tuple[int, int] | None = None
+    found: tuple[str, StoredKey] | None
+    if cache is None:
+        # Asked of Redis every time: count the rate limit in the same round trip.
+        counted = await projects.verify_key_counted(token)
+        if counted is None:
             raise errors.Unauthorized("invalid API key")
-        if cache is not None:
+        found, window = (counted[0], counted[1]), counted[2]
+    else:
+        found = cache.key(token)
+        if found is None:
+            found = await projects.verify_key(token)
+            if found is None:
+                raise errors.Unauthorized("invalid API key")
             cache.remember_key(token, *found)
     key_project, key = found
     return Principal(
@@ -140,6 +151,7 @@ async def _api_key(token: str, projects: ProjectStore, cache: AuthCache | None) 
         project_id=key_project,
         key_id=key.id,
         credential=Credential("key", key.id) if cache is not None else None,
+        window=window,
     )
 
 

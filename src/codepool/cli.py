@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import multiprocessing
@@ -19,12 +20,13 @@ from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 from granian import Granian
 from granian.constants import Interfaces
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from redis.exceptions import RedisError
 from uvicorn.config import STARTUP_FAILURE
@@ -38,6 +40,7 @@ from codepool.embedded import (
     die_with_parent,
     redis_servers_in,
 )
+from codepool.httplimits import HttpLimits, LimitedHttpToolsProtocol
 from codepool.restore import has_state
 from codepool.settings import Settings, SettingsError, load_settings
 from codepool.snapshot import SnapshotError, SnapshotInfo, directory_lock, snapshots_dir, verify
@@ -246,7 +249,9 @@ def _terminate_raises() -> Iterator[None]:
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     with _terminate_raises(), contextlib.ExitStack() as cleanup:
         if settings.redis_url is None:
-            embedded = cleanup.enter_context(EmbeddedRedis(settings.data_dir / "redis"))
+            embedded = cleanup.enter_context(
+                EmbeddedRedis(settings.data_dir / "redis", maxmemory=settings.redis_maxmemory)
+            )
             # Workers are separate processes that build their Settings from the
             # environment; this is how all of them reach the one embedded server.
             os.environ["CODEPOOL_REDIS_URL"] = embedded.url
@@ -295,7 +300,16 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools with a header size limit and a header deadline (httplimits.py).
+        http=cast(
+            Any,
+            functools.partial(
+                LimitedHttpToolsProtocol,
+                limits=HttpLimits(settings.http_max_header_bytes, settings.http_header_timeout),
+            ),
+        ),
+        timeout_keep_alive=settings.http_keep_alive,
+        limit_concurrency=settings.http_max_concurrency,
         lifespan="on",
         access_log=False,
         log_config=None,  # the logging set up by main(), and by the app in each worker
@@ -328,6 +342,14 @@ def _run_granian(args: argparse.Namespace, settings: Settings) -> int:
         factory=True,
         log_level=LogLevels(logging.getLevelName(_log_level(settings.log_level)).lower()),
         workers_kill_timeout=WORKERS_KILL_TIMEOUT,
+        # The same limits as under uvicorn: hyper answers 431 to headers past its buffer
+        # (8 KiB at least), closes connections whose headers are late, and a worker takes
+        # at most `backpressure` requests at once.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(settings.http_header_timeout * 1000),
+            max_buffer_size=max(8192, settings.http_max_header_bytes),
+        ),
+        backpressure=settings.http_max_concurrency,
     )
     # granian installs its own SIGINT/SIGTERM handlers in the main process: on either it
     # stops the workers (letting them finish their requests) and returns from serve(),

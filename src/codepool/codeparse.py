@@ -32,7 +32,13 @@ from typing import Any, Final, Protocol
 
 import ijson
 
-from codepool.errors import BadRequest, CodepoolError, InvalidCodes, UnsupportedMediaType
+from codepool.errors import (
+    BadRequest,
+    CodepoolError,
+    InvalidCodes,
+    UnsupportedMediaType,
+    invalid_json,
+)
 
 MAX_CODE_LENGTH: Final = 128
 MAX_REPORTED_ERRORS: Final = 20
@@ -656,7 +662,7 @@ def _malformed(exc: Exception) -> CodepoolError:
     if isinstance(detail, bytes):
         detail = detail.decode("utf-8", "replace")
     first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else "invalid JSON"
-    return BadRequest(f"malformed JSON: {first_line}", parse_error=first_line)
+    return invalid_json(first_line)
 
 
 _PARSERS: Final[dict[str, Callable[[], CodeParser]]] = {

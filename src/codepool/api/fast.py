@@ -166,7 +166,9 @@ def _decode(decoder: msgspec.json.Decoder[T], body: bytes, path: str) -> T:
         message, _, where = str(exc).partition(" - at `$.")
         raise _invalid(path, message, where.rstrip("`") or "data") from None
     except msgspec.DecodeError as exc:
-        raise errors.BadRequest(str(exc)) from None
+        raise errors.invalid_json(str(exc)) from None
+    except RecursionError:
+        raise errors.invalid_json(errors.TOO_DEEP) from None
 
 
 def _invalid(path: str, message: str, key: str) -> errors.CodepoolError:

@@ -112,9 +112,15 @@ class PoolController(Controller):
     ) -> UploadResult:
         """Upload or refill codes (text/plain, text/csv or JSON); all or nothing."""
         authorize(principal, project_id, "admin")
-        parser = parser_for(request.headers.get("content-type"))
+        content_type = request.headers.get("content-type")
+        parser = parser_for(content_type)
+        record, _ = handouts.idempotency(
+            request.headers.get("idempotency-key"), principal, request.url.path, ""
+        )
         body = _limited(request, services.settings.max_upload_bytes)
-        return await services.codes.upload(project_id, pool_id, body, parser, duplicates)
+        return await services.codes.upload(
+            project_id, pool_id, body, parser, duplicates, record, content_type or ""
+        )
 
     @get("/{pool_id:str}/codes")
     async def list_codes(

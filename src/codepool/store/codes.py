@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Collection
 from typing import Literal
 
@@ -41,11 +42,25 @@ class CodeStore:
         body: AsyncIterable[bytes],
         parser: CodeParser,
         duplicates: Duplicates,
+        idempotency: str | None = None,
+        content_type: str = "",
     ) -> UploadResult:
-        """Stage every code of the body, then commit them all; on any error, none."""
+        """Stage every code of the body, then commit them all; on any error, none.
+
+        ``idempotency`` names the record of an Idempotency-Key (api/handouts.py's
+        digest): the body's fingerprint is computed while it streams, and a retry with
+        the same body answers the first answer and stores nothing."""
         client = self._b.client
         if not await client.exists(keys.pool(project_id, pool_id)):
             raise errors.PoolNotFound(id=pool_id)
+        # What makes two uploads "the same": format, duplicates mode and every byte.
+        hasher = hashlib.sha256(f"{content_type}\x1f{duplicates}\x1f".encode())
+        record = keys.upload_idempotency(project_id, idempotency or "-")
+        if idempotency is not None and await client.exists(record):
+            # A retry: only the fingerprint is needed, not another copy of the codes.
+            async for chunk in body:
+                hasher.update(chunk)
+            return await self._replay(record, hasher.hexdigest())
         upload_id = new_id()
         staging = keys.pool_staging(project_id, pool_id, upload_id)
         seen = keys.pool_staging_seen(project_id, pool_id, upload_id)
@@ -63,6 +78,7 @@ class CodeStore:
             staged = skipped = 0
             buffer = bytearray()
             async for chunk in body:
+                hasher.update(chunk)
                 buffer += chunk
                 if len(buffer) >= PARSE_BYTES:
                     codes = parser.feed(bytes(buffer))
@@ -75,8 +91,16 @@ class CodeStore:
             codes = parser.feed(bytes(buffer)) + parser.close()  # close() raises InvalidCodes
             a, s = await self._stage(project_id, pool_id, staging, seen, codes, duplicates)
             staged, skipped = staged + a, skipped + s
+            if staged + skipped == 0:
+                raise errors.NoCodes()
             committed = True
-            total, available = await self.commit(project_id, pool_id, upload_id)
+            fingerprint = hasher.hexdigest() if idempotency is not None else ""
+            answer = await self.commit(
+                project_id, pool_id, upload_id, (record, fingerprint, staged, skipped)
+            )
+            if isinstance(answer, UploadResult):
+                return answer  # the Idempotency-Key's first answer; nothing was added
+            total, available = answer
             return UploadResult(added=staged, skipped=skipped, total=total, available=available)
         finally:
             # Best effort: if Redis is gone these keys expire on their own.
@@ -128,17 +152,58 @@ class CodeStore:
             await pipe.execute()
         return len(codes), 0
 
-    async def commit(self, project_id: str, pool_id: str, upload_id: str) -> tuple[int, int]:
-        """Move a staged upload into the pool; safe to call again after a crash."""
+    async def _replay(self, record: str, fingerprint: str) -> UploadResult:
+        first = text(await self._b.client.get(record))
+        if not first:  # expired between the two reads: the key is free again
+            raise errors.IdempotencyKeyReused("the Idempotency-Key expired meanwhile; retry")
+        return _first_answer(_status(first.split("|"), fingerprint))
+
+    async def commit(
+        self,
+        project_id: str,
+        pool_id: str,
+        upload_id: str,
+        idempotent: tuple[str, str, int, int] | None = None,
+    ) -> tuple[int, int] | UploadResult:
+        """Move a staged upload into the pool; safe to call again after a crash.
+
+        ``idempotent`` = (record key, body fingerprint, added, skipped) of an upload with
+        an Idempotency-Key: an UploadResult is then the key's first answer (nothing
+        added)."""
         staging = keys.pool_staging(project_id, pool_id, upload_id)
+        record, fingerprint, added, skipped = idempotent or (
+            keys.upload_idempotency(project_id, "-"),
+            "",
+            0,
+            0,
+        )
         while True:
             result = await self._b.scripts.run(
                 "commit_upload",
-                [keys.pool(project_id, pool_id), keys.pool_available(project_id, pool_id), staging],
-                [COMMIT_SLICE, upload_id],
+                [
+                    keys.pool(project_id, pool_id),
+                    keys.pool_available(project_id, pool_id),
+                    staging,
+                    keys.project_stored(project_id),
+                    record,
+                ],
+                [
+                    COMMIT_SLICE,
+                    upload_id,
+                    self._b.settings.max_codes_per_project,
+                    fingerprint,
+                    added,
+                    skipped,
+                    self._b.settings.idempotency_ttl,
+                ],
             )
+            if result[0] in (2, -4, -14):
+                return _first_answer(result)
             if result[0] == -5:
                 raise errors.PoolNotFound(id=pool_id)
+            if result[0] == -13:
+                _, limit, stored, requested = map(int, result)
+                raise errors.QuotaExceeded(limit=limit, stored=stored, requested=requested)
             remaining, total, available = result
             if remaining == 0:
                 return int(total), int(available)
@@ -195,3 +260,23 @@ class CodeStore:
             entries = [i.entry(code) for code, i in batch if i.status in statuses]
             if entries:
                 yield entries
+
+
+def _status(parts: list[str], fingerprint: str) -> list[int]:
+    """A stored record read outside Lua, as commit_upload.lua would answer for it."""
+    if parts[0] != fingerprint:
+        return [-4]
+    if parts[1] == "pending":
+        return [-14]
+    return [2, *map(int, parts[1:5])]
+
+
+def _first_answer(result: list[int]) -> UploadResult:
+    if result[0] == -4:
+        raise errors.IdempotencyKeyReused()
+    if result[0] == -14:
+        raise errors.UploadInProgress(
+            "an upload with this Idempotency-Key is still being committed; retry shortly"
+        )
+    _, added, skipped, total, available = map(int, result)
+    return UploadResult(added=added, skipped=skipped, total=total, available=available)

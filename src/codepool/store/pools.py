@@ -128,6 +128,7 @@ class PoolStore:
                 keys.pool_log(project_id, pool_id),
                 keys.pool_rewards(project_id, pool_id),
                 purge,
+                keys.project_stored(project_id),
             ],
             [pool_id],
         )

@@ -143,6 +143,26 @@ class ProjectStore:
         if not await self._b.client.hdel(keys.api_keys(project_id), key_id):
             raise errors.KeyNotFound(id=key_id)
 
+    async def verify_key_counted(self, token: str) -> tuple[str, StoredKey, tuple[int, int]] | None:
+        """Like verify_key, and counts the request in the key's rate-limit window in the
+        same round trip (lua/verify_key.lua): (project id, key, (count, pttl ms))."""
+        parts = split_api_key(token)
+        if parts is None:
+            return None
+        project_id, key_id, secret = parts
+        digest = _sha256(secret)
+        found = await self._b.scripts.run(
+            "verify_key",
+            [keys.api_keys(project_id), keys.rate_limit(project_id, f"key:{key_id}")],
+            [key_id, digest],
+        )
+        if found[0] != 1:
+            return None
+        stored = _key_decoder.decode(found[1])
+        if not hmac.compare_digest(stored.secret_sha256, digest):
+            return None
+        return project_id, stored, (int(found[2]), int(found[3]))
+
     async def verify_key(self, token: str) -> tuple[str, StoredKey] | None:
         """The (project id, key) an API key token belongs to, or None if it is not valid."""
         parts = split_api_key(token)

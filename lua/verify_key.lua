@@ -1,0 +1,24 @@
+--[[
+  Verify an API key and count the request against its rate limit, in one round trip
+  (the non-hand-out routes ask Redis for the key on every request anyway). Only a
+  valid key is counted: a forged token naming someone's key id cannot use up its limit.
+  The count is lua/rate_limit.lua's fixed 1-second window (keys.rate_limit).
+
+  KEYS[1] project's API keys hash   KEYS[2] the key's rate-limit counter
+  ARGV[1] key id   ARGV[2] SHA-256 hex of the presented secret
+  Returns: {0} not a valid key, or {1, stored key JSON, count, pttl}
+]]
+local rcall = redis.call
+local raw = rcall('HGET', KEYS[1], ARGV[1])
+-- The stored JSON holds "secret_sha256":"<hex>"; Python compares again in constant time.
+if not raw or not string.find(raw, '"secret_sha256":"' .. ARGV[2] .. '"', 1, true) then
+  return {0}
+end
+local count = rcall('INCR', KEYS[2])
+if count == 1 then rcall('PEXPIRE', KEYS[2], 1000) end
+local pttl = rcall('PTTL', KEYS[2])
+if pttl < 0 then
+  rcall('PEXPIRE', KEYS[2], 1000)
+  pttl = 1000
+end
+return {1, raw, count, pttl}

@@ -1,0 +1,126 @@
+"""HTTP limits of ``codepool serve`` under uvicorn: header size, header deadline.
+
+uvicorn's httptools protocol has neither (its ``h11_max_incomplete_event_size`` only
+applies to h11, which is several times slower here): a 64 MB header block was read and
+parsed, and a client trickling header bytes held its connection for minutes. This
+protocol adds both around the parser, and nothing on a request's path once its headers
+are complete, so a normal request pays one comparison per received chunk:
+
+- the bytes of a request up to the end of its headers are counted; past
+  ``max_header_bytes`` the client gets 431 in the one error shape and the connection is
+  closed (the parser is fed only up to the limit, so the size is exact);
+- a connection whose request headers are not complete ``header_timeout`` seconds after
+  it opened, or after the first byte of its next request arrived, is closed (one timer
+  per connection checks it).
+
+Keep-alive and the concurrency cap (503) are uvicorn's own (``timeout_keep_alive``,
+``limit_concurrency``). granian has the same limits built in (cli.py sets them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from codepool import errors
+
+
+class HttpLimits(msgspec.Struct, frozen=True):
+    max_header_bytes: int
+    header_timeout: float
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header size limit and a header deadline."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: HttpLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._limits = limits
+        self._awaiting_headers = True  # the next bytes belong to a request's headers
+        self._header_bytes = 0
+        self._started = 0.0  # loop time the current request's headers began; 0 = not yet
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # An idle new connection must send its headers in time too.
+        self._started = self.loop.time()
+        self._deadline = self.loop.call_later(self._limits.header_timeout, self._check)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._awaiting_headers:
+            super().data_received(data)
+            return
+        if not self._started:  # the first byte of the next request on this connection
+            self._started = self.loop.time()
+        room = self._limits.max_header_bytes - self._header_bytes
+        if len(data) <= room:
+            self._header_bytes += len(data)
+            super().data_received(data)
+            return
+        # Feed what fits: if the headers end inside it, the rest is body (or the next
+        # request) and goes on normally; if not, the headers are too large.
+        self._header_bytes += room
+        super().data_received(data[:room])
+        if self._awaiting_headers:
+            if not self.transport.is_closing():
+                self._refuse()
+            return
+        super().data_received(data[room:])
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # Whatever arrives next starts the next request's headers (and its clock; an
+        # idle keep-alive connection is uvicorn's timeout_keep_alive's business).
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._started = 0.0
+
+    def _check(self) -> None:
+        """One timer per connection, not per request (a timer per request cost /healthz
+        a few percent): fires every header_timeout, closes a connection whose current
+        request's headers are late, else sleeps until that request's deadline."""
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        timeout = self._limits.header_timeout
+        waited = self.loop.time() - self._started if self._started else 0.0
+        if self._awaiting_headers and self._started and waited >= timeout:
+            self.transport.close()
+            return
+        delay = timeout - waited if self._awaiting_headers and self._started else timeout
+        self._deadline = self.loop.call_later(delay, self._check)
+
+    def _refuse(self) -> None:
+        err = errors.HeadersTooLarge(limit=self._limits.max_header_bytes)
+        body = msgspec.json.encode(errors.shape(err))
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
+        self.transport.close()

@@ -1,0 +1,43 @@
+"""Per-credential rate limits: a fixed 1-second window counted in Redis.
+
+The counter (keys.rate_limit) lives in Redis, so every worker and host shares it. The
+hand-out routes count in the same key inside issue.lua (no extra round trip there);
+every other route counts here, once per request, when the caller is known.
+"""
+
+from __future__ import annotations
+
+import math
+
+from codepool import errors, keys
+from codepool.auth import Principal
+from codepool.settings import Settings
+from codepool.store.base import Backend
+
+
+def limit_of(principal: Principal, settings: Settings) -> tuple[str, float] | None:
+    """(credential, requests per second) that limits ``principal``; None: unlimited."""
+    if principal.role == "root" or principal.project_id is None:
+        return None
+    if principal.role == "user":
+        limit, credential = settings.rate_limit_user, f"user:{principal.user_id}"
+    else:
+        limit = settings.rate_limit_admin if principal.role == "admin" else settings.rate_limit_pos
+        credential = f"key:{principal.key_id}"
+    return (credential, limit) if limit > 0 else None
+
+
+async def check(backend: Backend, principal: Principal) -> None:
+    """Count this request; over the limit -> RateLimited (429, Retry-After)."""
+    found = limit_of(principal, backend.settings)
+    if found is None or principal.project_id is None:
+        return
+    credential, limit = found
+    if principal.window is not None:  # counted while the API key was verified
+        count, pttl = principal.window
+    else:
+        count, pttl = await backend.scripts.run(
+            "rate_limit", [keys.rate_limit(principal.project_id, credential)], []
+        )
+    if int(count) > limit:
+        raise errors.RateLimited(limit=limit, retry_after=max(1, math.ceil(int(pttl) / 1000)))
