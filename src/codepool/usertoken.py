@@ -107,6 +107,8 @@ def _object(raw: bytes, what: str) -> dict[str, Any]:
         value = _json.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
         raise InvalidTokenError(f"the {what} is not JSON") from None
+    except RecursionError:  # msgspec gives up on nesting ~1000 deep: a forged token
+        raise InvalidTokenError(f"the {what} is nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidTokenError(f"the {what} is not a JSON object")
     return value

@@ -3,6 +3,7 @@ from their own index, CSV cells are never formulas, odd ids and cursors are 400s
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 from typing import Any, cast
@@ -418,3 +419,25 @@ async def test_path_patterns_are_in_the_openapi_document(redis: Redis) -> None:
                     assert param["schema"].get("pattern"), (path, param)
                     seen += 1
     assert seen > 30
+
+
+# -- a forged token nested 1000 deep: 401, never a 500 ----------------------------------
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_a_deeply_nested_token_is_a_401(redis: Redis, fast: bool) -> None:
+    deep = '{"alg":"HS256","a":' + '{"a":' * 999 + "1" + "}" * 1000
+    part = base64.urlsafe_b64encode(deep.encode()).rstrip(b"=").decode()
+    bearer = {"Authorization": f"Bearer {part}.{part}.{part}"}
+    async with app_client(redis, fast_routes=fast) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t, ["N-1"])
+        reward = await make_reward(c, t, pool["id"])
+        for method, path in (
+            ("GET", f"/v1/projects/{t.id}/rewards"),
+            ("POST", f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"),
+            ("GET", f"/v1/projects/{t.id}/events"),
+        ):
+            r = await c.request(method, path, headers=bearer)
+            assert r.status_code == 401, (path, r.text)
+            assert r.json()["error"]["code"] == "unauthorized"

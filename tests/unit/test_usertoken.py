@@ -189,3 +189,13 @@ def test_random_mutations_never_pass_where_pyjwt_refuses() -> None:
     assert checked == 3000
     # Some mutations keep a token valid (padding, a shuffle that changes nothing).
     assert accepted < checked // 2
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_a_token_nested_absurdly_deep_is_refused_not_a_crash(where: str) -> None:
+    deep = '{"a":' * 1000 + "1" + "}" * 1000
+    header = deep.replace('{"a":', '{"alg":"HS256","a":', 1) if where == "header" else HS
+    payload = deep if where == "payload" else {"sub": "u"}
+    tok = token(header, payload, raw=True)
+    with pytest.raises(usertoken.InvalidTokenError, match="nested too deeply"):
+        usertoken.verify(tok, SECRET)
