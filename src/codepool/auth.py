@@ -125,6 +125,9 @@ async def authenticate(
     if token.startswith(KEY_PREFIX):  # a JWT starts with "eyJ"
         return await _api_key(token, projects, cache)
     if project_id is None:
+        # Most often a mistyped root key: only a JWT-shaped token earns the longer story.
+        if token.count(".") != 2:
+            raise errors.Unauthorized("invalid token")
         raise errors.Unauthorized("a user token is only valid inside its project")
     return await _user(token, project_id, projects, cache)
 

@@ -17,6 +17,7 @@ from codepool import keys
 from codepool.store import trace
 from tests.apphelpers import (
     ROOT,
+    ROOT_KEY,
     Client,
     Tenant,
     app_client,
@@ -441,3 +442,14 @@ async def test_a_deeply_nested_token_is_a_401(redis: Redis, fast: bool) -> None:
             r = await c.request(method, path, headers=bearer)
             assert r.status_code == 401, (path, r.text)
             assert r.json()["error"]["code"] == "unauthorized"
+
+
+async def test_a_mistyped_root_key_is_an_invalid_token(redis: Redis) -> None:
+    async with app_client(redis) as c:
+        r = await c.get("/v1/projects", headers={"Authorization": f"Bearer {ROOT_KEY}x"})
+        assert r.status_code == 401
+        assert r.json()["error"] == {
+            "code": "unauthorized",
+            "message": "invalid token",
+            "details": {},
+        }
