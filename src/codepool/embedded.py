@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, BinaryIO, Self
 
 import redis
 import redis.exceptions
@@ -219,6 +219,22 @@ def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None] | None:
     return preexec
 
 
+def _open_private(path: Path) -> BinaryIO:
+    """Open ``path`` for appending; created 0600, like everything redis writes here."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+
+
+def _keep_private(directory: Path) -> None:
+    """Make ``directory`` 0700 and what an earlier run left in it 0600 (or 0700 for
+    directories): an existing redis/ kept its old mode, and an AOF written before the
+    umask was set stays world-readable otherwise."""
+    directory.chmod(0o700)
+    for path in directory.rglob("*"):
+        if path.is_symlink() or path.is_socket():
+            continue
+        path.chmod(0o700 if path.is_dir() else 0o600)
+
+
 def _is_running(process: subprocess.Popen[bytes]) -> bool:
     return process.poll() is None
 
@@ -327,6 +343,7 @@ class EmbeddedRedis:
                 f">= {'.'.join(map(str, MIN_REDIS_VERSION))}"
             )
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _keep_private(self.directory)
         self._acquire_lock()
         try:
             self._stop_strays(timeout)
@@ -342,7 +359,7 @@ class EmbeddedRedis:
         # flock, not a pidfile: the kernel drops it when the holder dies, however it dies,
         # so a crash never leaves the directory "in use". The fd is close-on-exec, so
         # redis-server itself does not hold it.
-        lock = (self.directory / LOCK_NAME).open("ab")
+        lock = _open_private(self.directory / LOCK_NAME)
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -500,7 +517,7 @@ class EmbeddedRedis:
         # error shows this run's lines only.
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         # Config-file errors go to stderr before redis opens its logfile: send both there.
-        with self.log_path.open("ab") as log_file:
+        with _open_private(self.log_path) as log_file:
             self._process = subprocess.Popen(
                 [executable, str(self.config_path)],
                 cwd=self.directory,
@@ -511,6 +528,9 @@ class EmbeddedRedis:
                 # group, and redis must outlive the workers draining their last requests;
                 # the owner stops it last.
                 process_group=0,
+                # The AOF and RDB hold every secret (key hashes, webhook and token
+                # secrets): files redis writes are readable by this user only.
+                umask=0o077,
                 # Unsafe only if another thread holds a lock the child needs; the hook calls
                 # nothing but prctl/getppid, and the CLI starts redis before any thread.
                 preexec_fn=_pdeathsig_preexec(os.getpid()),  # noqa: PLW1509

@@ -262,3 +262,20 @@ def test_too_old_a_redis_is_refused(tmp_path: Path) -> None:
     fake.chmod(0o755)
     with pytest.raises(EmbeddedRedisError, match=r"5\.0\.7"):
         EmbeddedRedis(tmp_path / "redis", executable=str(fake)).start()
+
+
+def test_files_that_hold_secrets_are_private_even_in_an_old_directory(tmp_path: Path) -> None:
+    directory = tmp_path / "redis"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)  # as an earlier codepool (or a umask 022 mkdir) left it
+    (directory / "appendonly.aof").write_bytes(b"")
+    (directory / "appendonly.aof").chmod(0o644)
+    with EmbeddedRedis(directory) as embedded, _client(embedded.url) as client:
+        client.set("secret", "s3cret")
+        client.bgrewriteaof()
+        client.save()
+        files = [p for p in directory.rglob("*") if p.is_file() and not p.is_socket()]
+        assert {p.name for p in files} >= {"appendonly.aof", "dump.rdb"}
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        for path in files:
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
