@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 
+import httpx
 import msgspec
 import pytest
 
@@ -112,3 +114,22 @@ def test_notify_settings() -> None:
         load_settings({"CODEPOOL_DELIVERY_MAX_ATTEMPTS": "0"})
     with pytest.raises(SettingsError, match="POLL"):
         load_settings({"CODEPOOL_NOTIFY_POLL": "0"})
+
+
+async def test_a_delivery_logs_no_secret_and_tells_no_port_story(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused to 10.0.0.7:6379")
+
+    event = WebhookEvent(id="1-0", type="POOL_LOW", time=1.0, project_id="p")
+    url = "https://hook-user:hook-pass@hooks.example/in?token=tok-123"
+    caplog.set_level(logging.DEBUG)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+        refused = await webhook.post(client, url, event, "s", 1)
+    ok = httpx.MockTransport(lambda request: httpx.Response(200))
+    async with httpx.AsyncClient(transport=ok) as client:
+        delivered = await webhook.post(client, url, event, "s", 1)
+    assert refused.error == "connection failed" and delivered.ok
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "hook-pass" not in logged and "tok-123" not in logged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 
 import httpx
 import msgspec
@@ -17,6 +18,11 @@ EVENT_ID_HEADER = "X-Codepool-Event-Id"
 EVENT_TYPE_HEADER = "X-Codepool-Event-Type"
 ATTEMPT_HEADER = "X-Codepool-Delivery-Attempt"
 _encoder = msgspec.json.Encoder()
+
+# httpx logs every request's full URL at INFO, credentials and query tokens included
+# (https://user:pass@host/hook?token=...): only its warnings reach codepool's log.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -52,10 +58,12 @@ async def post(
         response = await client.post(url, content=body, headers=headers)
     except httpx.TimeoutException:
         return Outcome(ok=False, error="timed out")
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        return Outcome(ok=False, error=f"bad webhook URL: {exc}", final=True)
-    except httpx.HTTPError as exc:  # refused, reset, DNS: the receiver may be back later
-        return Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+        return Outcome(ok=False, error="bad webhook URL", final=True)
+    except httpx.HTTPError:  # refused, reset, DNS: the receiver may be back later
+        # Generic on purpose: "connection refused" against "timed out" per port would let
+        # an admin map which internal ports answer (the dead letters show this text).
+        return Outcome(ok=False, error="connection failed")
     if 200 <= response.status_code < 300:
         return DELIVERED
     return Outcome(ok=False, error=f"HTTP {response.status_code}")
