@@ -154,7 +154,7 @@ class ProjectStore:
         found = await self._b.scripts.run(
             "verify_key",
             [keys.api_keys(project_id), keys.rate_limit(project_id, f"key:{key_id}")],
-            [key_id, digest],
+            [key_id, digest, self._b.settings.rate_limit_admin, self._b.settings.rate_limit_pos],
         )
         if found[0] != 1:
             return None
