@@ -239,6 +239,8 @@ def serve_env(
     result.update(
         CODEPOOL_DATA_DIR=str(data_dir),
         CODEPOOL_ROOT_KEY=ROOT_KEY,
+        # The suite's webhook receivers listen on 127.0.0.1.
+        CODEPOOL_WEBHOOK_ALLOW_PRIVATE="1",
         # Complete output in the log when a test fails.
         PYTHONUNBUFFERED="1",
     )

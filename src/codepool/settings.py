@@ -64,6 +64,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_pos: float = 20.0
     rate_limit_user: float = 10.0
     rate_limit_admin: float = 0.0
+    # Let webhook URLs point to loopback/private/link-local hosts (private networks, tests).
+    webhook_allow_private: bool = False
     # Most code instances one project may store (every pool, every status); 0 = no quota.
     max_codes_per_project: int = 0
     # maxmemory of the embedded redis-server (policy noeviction): "N%" of the host's (or
@@ -112,6 +114,7 @@ _ENV: dict[str, str] = {
     "RATE_LIMIT_USER": "rate_limit_user",
     "RATE_LIMIT_ADMIN": "rate_limit_admin",
     "MAX_CODES_PER_PROJECT": "max_codes_per_project",
+    "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
     "REDIS_MAXMEMORY": "redis_maxmemory",
     "HTTP_MAX_HEADER_BYTES": "http_max_header_bytes",
     "HTTP_HEADER_TIMEOUT": "http_header_timeout",

@@ -11,6 +11,7 @@ from codepool.api.deps import Caller, Svc
 from codepool.api.params import Count, DeliveryPath, IdPath, Skip
 from codepool.auth import authorize
 from codepool.models import DeadDelivery, Page, WebhookConfig, WebhookIn
+from codepool.notify.destinations import check_urls
 
 
 class NotifyController(Controller):
@@ -24,6 +25,7 @@ class NotifyController(Controller):
         """Set the project webhook: every event of these types is POSTed there, signed."""
         authorize(principal, project_id, "admin")
         await services.projects.get(project_id)
+        await check_urls([data.url], services.settings.webhook_allow_private)
         return await services.deliveries.put_webhook(project_id, data)
 
     @get("/webhook")

@@ -7,6 +7,7 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
@@ -29,6 +30,7 @@ from codepool.models import (
     Status,
     UploadResult,
 )
+from codepool.notify.destinations import check_urls
 
 
 async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator[bytes]:
@@ -55,6 +57,7 @@ class PoolController(Controller):
         """Create a pool; its name must be unique in the project."""
         authorize(principal, project_id, "admin")
         await services.projects.get(project_id)
+        await check_urls([data.notify.webhook_url], services.settings.webhook_allow_private)
         return await services.pools.create(project_id, data)
 
     @get("/")
@@ -90,6 +93,8 @@ class PoolController(Controller):
     ) -> Pool:
         """Change name, thresholds, notify or expiry."""
         authorize(principal, project_id, "admin")
+        if not isinstance(data.notify, msgspec.UnsetType):
+            await check_urls([data.notify.webhook_url], services.settings.webhook_allow_private)
         return await services.pools.patch(project_id, pool_id, data)
 
     @delete("/{pool_id:str}", status_code=204)

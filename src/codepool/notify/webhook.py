@@ -11,6 +11,7 @@ import msgspec
 
 from codepool import __version__
 from codepool.models import WebhookEvent
+from codepool.notify.destinations import public_only_transport
 from codepool.notify.outcome import DELIVERED, Outcome
 
 SIGNATURE_HEADER = "X-Codepool-Signature"
@@ -30,12 +31,14 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def new_client(timeout: float) -> httpx.AsyncClient:
+def new_client(timeout: float, *, allow_private: bool = False) -> httpx.AsyncClient:
     """One client per worker: connections to a receiver are reused across deliveries.
 
     Redirects are not followed: a signed body is meant for the configured URL only.
+    Unless ``allow_private``, every connection goes to a checked public address only.
     """
     return httpx.AsyncClient(
+        transport=None if allow_private else public_only_transport(),
         timeout=timeout,
         follow_redirects=False,
         headers={"User-Agent": f"codepool/{__version__}"},

@@ -82,7 +82,9 @@ class NotifyWorker:
     def start(self) -> None:
         if self._smtp is None and self._settings.smtp_url:
             log.error("%s; email alerts go to the dead letters", self._smtp_problem)
-        self._http = webhook.new_client(self._settings.webhook_timeout)
+        self._http = webhook.new_client(
+            self._settings.webhook_timeout, allow_private=self._settings.webhook_allow_private
+        )
         for name, loop in (
             ("read", self._read_loop),
             ("dispatch", self._dispatch_loop),
