@@ -37,7 +37,9 @@ async def test_internal_webhook_urls_are_refused_when_set(redis: Redis, url: str
         t = await make_tenant(c)
         base = f"/v1/projects/{t.id}"
         answers = [
-            await c.put(f"{base}/webhook", json={"url": url, "events": ["POOL_LOW"]}, headers=t.admin),
+            await c.put(
+                f"{base}/webhook", json={"url": url, "events": ["POOL_LOW"]}, headers=t.admin
+            ),
             await c.post(
                 f"{base}/pools", json={"name": "p", "notify": {"webhook_url": url}}, headers=t.admin
             ),
