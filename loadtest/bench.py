@@ -309,8 +309,10 @@ class Run:
         # limit stays on: the bench measures the path a deployment runs, counter
         # included. (5000 fans, as before, on a machine whose /healthz is under 25k/s.)
         fans = max(5000, math.ceil(self.health_rate / 5))
+        expires = int(time.time()) + 3600  # user tokens must expire (at most 7 days out)
         tokens = [
-            jwt.encode({"sub": f"fan-{i}"}, b.user_secret, algorithm="HS256") for i in range(fans)
+            jwt.encode({"sub": f"fan-{i}", "exp": expires}, b.user_secret, algorithm="HS256")
+            for i in range(fans)
         ]
         reqs = [b.post(path, {"Authorization": f"Bearer {t}"}) for t in tokens]
         calls = script_calls(self.r)

@@ -161,10 +161,11 @@ async def _api_key(token: str, projects: ProjectStore, cache: AuthCache | None) 
 async def _user(
     token: str, project_id: str, projects: ProjectStore, cache: AuthCache | None
 ) -> Principal:
+    max_ttl = projects.settings.user_token_max_ttl
     cached = cache.secret(project_id) if cache is not None else None
     if cached is not None:
         try:
-            return _verify_jwt(token, project_id, cached, Credential("user", cached))
+            return _verify_jwt(token, project_id, cached, Credential("user", cached), max_ttl)
         except errors.Unauthorized:
             pass  # maybe the secret was rotated since it was cached: ask Redis below
     try:
@@ -172,20 +173,31 @@ async def _user(
     except errors.ProjectNotFound:
         raise errors.Unauthorized("invalid token") from None
     if cache is None:
-        return _verify_jwt(token, project_id, secret, None)
+        return _verify_jwt(token, project_id, secret, None, max_ttl)
     cache.remember_secret(project_id, secret)
-    return _verify_jwt(token, project_id, secret, Credential("user", secret))
+    return _verify_jwt(token, project_id, secret, Credential("user", secret), max_ttl)
 
 
 def _verify_jwt(
-    token: str, project_id: str, secret: str, credential: Credential | None
+    token: str, project_id: str, secret: str, credential: Credential | None, max_ttl: float
 ) -> Principal:
+    now = time.time()
     try:
-        claims = usertoken.verify(token, secret)
+        claims = usertoken.verify(token, secret, now)
     except usertoken.ExpiredTokenError:
         raise errors.Unauthorized("token expired") from None
     except usertoken.InvalidTokenError:
         raise errors.Unauthorized("invalid token") from None
+    # codepool's policy on top of the JWT rules (the signature is good, so saying why
+    # tells a forger nothing): a user token must expire, and not too late, or a leaked
+    # one would buy for ever.
+    exp = claims.get("exp")
+    if exp is None:
+        raise errors.Unauthorized("the token has no exp claim: user tokens must expire")
+    if exp - claims.get("iat", now) > max_ttl:
+        raise errors.Unauthorized(
+            f"the token lives longer than the {max_ttl:g} s a user token may (exp - iat)"
+        )
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub or len(sub) > 128 or _CONTROL.search(sub):
         raise errors.Unauthorized("token subject is not a valid user id")

@@ -64,6 +64,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_pos: float = 20.0
     rate_limit_user: float = 10.0
     rate_limit_admin: float = 0.0
+    # Longest lifetime a user JWT may have: exp - iat (exp - now without iat), seconds.
+    user_token_max_ttl: float = 7 * 24 * 3600
     # Let webhook URLs point to loopback/private/link-local hosts (private networks, tests).
     webhook_allow_private: bool = False
     # Most code instances one project may store (every pool, every status); 0 = no quota.
@@ -115,6 +117,7 @@ _ENV: dict[str, str] = {
     "RATE_LIMIT_ADMIN": "rate_limit_admin",
     "MAX_CODES_PER_PROJECT": "max_codes_per_project",
     "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
+    "USER_TOKEN_MAX_TTL": "user_token_max_ttl",
     "REDIS_MAXMEMORY": "redis_maxmemory",
     "HTTP_MAX_HEADER_BYTES": "http_max_header_bytes",
     "HTTP_HEADER_TIMEOUT": "http_header_timeout",

@@ -40,7 +40,9 @@ class Shop:
         self.secret = ""
 
     def user(self, i: int) -> dict[str, str]:
-        token = jwt.encode({"sub": f"fan-{i}"}, self.secret, algorithm="HS256")
+        token = jwt.encode(
+            {"sub": f"fan-{i}", "exp": int(time.time()) + 3600}, self.secret, algorithm="HS256"
+        )
         return {"Authorization": f"Bearer {token}", "Idempotency-Key": f"buy-{i}"}
 
     async def setup(self, c: httpx.AsyncClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -77,7 +78,12 @@ async def test_hundreds_in_flight_across_workers_never_double_issue(server: Serv
         told = [code["code"] for r in bulk for code in r.json()["codes"]]
         assert len(told) == 39_000
 
-        tokens = [jwt.encode({"sub": f"fan-{i}"}, secret, algorithm="HS256") for i in range(700)]
+        tokens = [
+            jwt.encode(
+                {"sub": f"fan-{i}", "exp": int(time.time()) + 3600}, secret, algorithm="HS256"
+            )
+            for i in range(700)
+        ]
         responses = await asyncio.gather(
             *(
                 c.post(

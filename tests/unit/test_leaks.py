@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import time
 from typing import Any, cast
 
+import jwt
 import pytest
 from litestar import Litestar
 from litestar.routes import HTTPRoute
@@ -453,3 +455,36 @@ async def test_a_mistyped_root_key_is_an_invalid_token(redis: Redis) -> None:
             "message": "invalid token",
             "details": {},
         }
+
+
+# -- user tokens must expire, and not too late ------------------------------------------
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_user_tokens_must_expire_within_the_cap(redis: Redis, fast: bool) -> None:
+    now = int(time.time())
+    async with app_client(redis, fast_routes=fast, user_token_max_ttl=3600) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t, [f"T-{i}" for i in range(5)])
+        reward = await make_reward(c, t, pool["id"])
+        secret = t.project["user_token_secret"]
+        buy = f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"
+
+        def bearer(claims: dict[str, Any]) -> dict[str, str]:
+            return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
+
+        refused = {
+            "no exp": {"sub": "ann"},
+            "exp past the cap": {"sub": "ann", "exp": now + 7200},
+            "iat to exp past the cap": {"sub": "ann", "iat": now - 10, "exp": now + 3595},
+        }
+        for why, claims in refused.items():
+            for method, path in (("POST", buy), ("GET", f"/v1/projects/{t.id}/rewards")):
+                r = await c.request(method, path, headers=bearer(claims))
+                assert r.status_code == 401, (why, path, r.text)
+                assert "exp" in r.json()["error"]["message"], (why, r.text)
+        taken = await c.post(buy, headers=bearer({"sub": "ann", "exp": now + 3500}))
+        assert taken.status_code == 201, taken.text
+        assert (await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)).json()[
+            "assigned"
+        ] == 1

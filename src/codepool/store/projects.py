@@ -20,6 +20,7 @@ from codepool.models import (
     ProjectSummary,
     StoredKey,
 )
+from codepool.settings import Settings
 from codepool.store.base import Backend, new_id, now, text
 
 KEY_PREFIX = "cpk_"
@@ -47,6 +48,10 @@ def split_api_key(token: str) -> tuple[str, str, str] | None:
 class ProjectStore:
     def __init__(self, backend: Backend) -> None:
         self._b = backend
+
+    @property
+    def settings(self) -> Settings:
+        return self._b.settings
 
     async def create(self, data: ProjectIn) -> Project:
         project = Project(
