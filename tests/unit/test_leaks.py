@@ -473,7 +473,7 @@ async def test_user_tokens_must_expire_within_the_cap(redis: Redis, fast: bool) 
         def bearer(claims: dict[str, Any]) -> dict[str, str]:
             return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
 
-        refused = {
+        refused: dict[str, dict[str, Any]] = {
             "no exp": {"sub": "ann"},
             "exp past the cap": {"sub": "ann", "exp": now + 7200},
             "iat to exp past the cap": {"sub": "ann", "iat": now - 10, "exp": now + 3595},
