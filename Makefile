@@ -38,6 +38,8 @@ $(STAMP): pyproject.toml
 
 # Only `run` gets these: tests must not inherit a developer's settings.
 run: export CODEPOOL_ROOT_KEY ?= dev-root-key
+# Development mode: the short key above is warned about instead of refused.
+run: export CODEPOOL_DEV ?= 1
 run: export CODEPOOL_DATA_DIR ?= ./var
 run: venv
 	$(BIN)/codepool serve $(SERVE_ARGS)

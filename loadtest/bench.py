@@ -38,7 +38,7 @@ import redis
 from codepool.embedded import EmbeddedRedis
 from loadtest import cpusplit, httpload, wrkload
 
-ROOT_KEY = "bench-root-key"
+ROOT_KEY = "bench-root-key-of-at-least-32-characters"
 HOST = "127.0.0.1"
 
 

@@ -35,7 +35,7 @@ __all__ = [
     "wait_gone",
 ]
 
-ROOT_KEY = "test-root"
+ROOT_KEY = "test-root-key-for-the-e2e-servers-0123456789"
 _LOG_TAIL_LINES = 40
 
 

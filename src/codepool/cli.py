@@ -246,7 +246,30 @@ def _terminate_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# A root key is every project's master key: long enough that guessing is hopeless.
+MIN_ROOT_KEY = 32
+
+
+def check_root_key(settings: Settings) -> None:
+    """Refuse a short root key (an empty one means no root access, which is fine);
+    development mode (`make run`, CODEPOOL_DEV=1) only warns."""
+    if not settings.root_key or len(settings.root_key) >= MIN_ROOT_KEY:
+        return
+    if settings.dev:
+        log.warning(
+            "CODEPOOL_ROOT_KEY is shorter than %d characters: fine for development "
+            "(CODEPOOL_DEV=1), never in production",
+            MIN_ROOT_KEY,
+        )
+        return
+    raise SettingsError(
+        f"CODEPOOL_ROOT_KEY must be at least {MIN_ROOT_KEY} characters "
+        "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
+
+
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    check_root_key(settings)
     with _terminate_raises(), contextlib.ExitStack() as cleanup:
         if settings.redis_url is None:
             embedded = cleanup.enter_context(

@@ -64,6 +64,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_pos: float = 20.0
     rate_limit_user: float = 10.0
     rate_limit_admin: float = 0.0
+    # Development mode (`make run`): a root key shorter than 32 characters is only warned
+    # about instead of refused.
+    dev: bool = False
     # Longest lifetime a user JWT may have: exp - iat (exp - now without iat), seconds.
     user_token_max_ttl: float = 7 * 24 * 3600
     # Let webhook URLs point to loopback/private/link-local hosts (private networks, tests).
@@ -118,6 +121,7 @@ _ENV: dict[str, str] = {
     "MAX_CODES_PER_PROJECT": "max_codes_per_project",
     "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
     "USER_TOKEN_MAX_TTL": "user_token_max_ttl",
+    "DEV": "dev",
     "REDIS_MAXMEMORY": "redis_maxmemory",
     "HTTP_MAX_HEADER_BYTES": "http_max_header_bytes",
     "HTTP_HEADER_TIMEOUT": "http_header_timeout",

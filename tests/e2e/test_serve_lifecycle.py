@@ -91,7 +91,11 @@ def test_granian_runs_the_same_service(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("CODEPOOL_SNAPSHOT_INTERVAL", "soon"), ("CODEPOOL_LOG_LEVEL", "loud")],
+    [
+        ("CODEPOOL_SNAPSHOT_INTERVAL", "soon"),
+        ("CODEPOOL_LOG_LEVEL", "loud"),
+        ("CODEPOOL_ROOT_KEY", "guessable"),  # under 32 characters, and not CODEPOOL_DEV
+    ],
 )
 def test_bad_settings_fail_fast_with_one_line(tmp_path: Path, variable: str, value: str) -> None:
     env = serve_env(tmp_path / "data", env={variable: value})

@@ -17,6 +17,7 @@ import redis
 import redis.exceptions
 
 import codepool
+from codepool.cli import check_root_key, main
 from codepool.embedded import (
     MIN_REDIS_VERSION,
     EmbeddedRedis,
@@ -25,6 +26,7 @@ from codepool.embedded import (
     redis_server_version,
     redis_servers_in,
 )
+from codepool.settings import load_settings
 from tests.servers import pid_alive, wait_gone
 
 pytestmark = pytest.mark.real
@@ -279,3 +281,17 @@ def test_files_that_hold_secrets_are_private_even_in_an_old_directory(tmp_path: 
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700
         for path in files:
             assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_serve_refuses_a_short_root_key_unless_in_development(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CODEPOOL_ROOT_KEY", "short-key")
+    monkeypatch.setenv("CODEPOOL_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("CODEPOOL_DEV", raising=False)
+    assert main(["serve"]) == 2
+    assert "at least 32 characters" in capsys.readouterr().err
+    assert not (tmp_path / "redis").exists()  # refused before anything started
+    check_root_key(load_settings({"CODEPOOL_ROOT_KEY": "short-key", "CODEPOOL_DEV": "1"}))
+    check_root_key(load_settings({"CODEPOOL_ROOT_KEY": "k" * 32}))
+    check_root_key(load_settings({}))  # no root key: no root access, nothing to guess
