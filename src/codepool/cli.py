@@ -393,9 +393,10 @@ _SERVERS: dict[str, Handler] = {"uvicorn": _run_uvicorn, "granian": _run_granian
 
 
 @contextlib.contextmanager
-def _redis_url(settings: Settings) -> Iterator[str]:
+def _redis_url(settings: Settings, *, existing: bool = False) -> Iterator[str]:
     """The Redis the data directory belongs to: CODEPOOL_REDIS_URL, the embedded server
-    of a running ``codepool serve`` (its unix socket), or one started for the command."""
+    of a running ``codepool serve`` (its unix socket), or one started for the command
+    (with ``existing``, only on files an earlier ``codepool serve`` left there)."""
     if settings.redis_url is not None:
         yield settings.redis_url
         return
@@ -408,6 +409,14 @@ def _redis_url(settings: Settings) -> Iterator[str]:
             )
         yield f"unix://{socket_path}"
         return
+    if existing and not any(
+        (directory / name).exists() for name in ("appendonly.aof", "appendonlydir", "dump.rdb")
+    ):
+        # Run from the wrong directory, this would start an empty Redis and snapshot it.
+        raise SettingsError(
+            f"no codepool data in {directory}: run from the service's directory, or set "
+            "CODEPOOL_DATA_DIR (or CODEPOOL_REDIS_URL) to the service's"
+        )
     with EmbeddedRedis(directory) as embedded:
         yield embedded.url
 
@@ -416,11 +425,13 @@ def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
     async def run(url: str) -> SnapshotInfo:
         client = durability.make_redis(url)
         try:
+            if not await has_state(client):
+                raise SettingsError(f"the Redis at {redact_url(url)} holds no codepool state")
             return await durability.snapshot_now(client, settings)
         finally:
             await client.aclose()
 
-    with _terminate_raises(), _redis_url(settings) as url:
+    with _terminate_raises(), _redis_url(settings, existing=True) as url:
         info = asyncio.run(run(url))
     print(f"{info.path}\t{info.size} bytes\t{info.seconds:.2f} s")
     return 0

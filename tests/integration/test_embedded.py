@@ -295,3 +295,21 @@ def test_serve_refuses_a_short_root_key_unless_in_development(
     check_root_key(load_settings({"CODEPOOL_ROOT_KEY": "short-key", "CODEPOOL_DEV": "1"}))
     check_root_key(load_settings({"CODEPOOL_ROOT_KEY": "k" * 32}))
     check_root_key(load_settings({}))  # no root key: no root access, nothing to guess
+
+
+def test_snapshot_outside_the_service_directory_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CODEPOOL_REDIS_URL", raising=False)
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("CODEPOOL_DATA_DIR", str(elsewhere))
+    assert main(["snapshot"]) == 2
+    assert "no codepool data in" in capsys.readouterr().err
+    assert not elsewhere.exists()  # no empty Redis was started there, no snapshot written
+
+    # A Redis that holds no codepool state (here: a stray key only) has nothing to save.
+    with EmbeddedRedis(elsewhere / "redis") as embedded, _client(embedded.url) as client:
+        client.set("not-codepool", "1")
+        assert main(["snapshot"]) == 2
+        assert "holds no codepool state" in capsys.readouterr().err
+    assert not (elsewhere / "snapshots").exists() or not any((elsewhere / "snapshots").iterdir())
