@@ -7,23 +7,19 @@
   KEYS[1] project's API keys hash   KEYS[2] the key's rate-limit counter
   ARGV[1] key id   ARGV[2] SHA-256 hex of the presented secret
   ARGV[3] requests/s allowed to an admin key   ARGV[4] to a pos key   (0: no limit)
-  Returns: {0} not a valid key, or {1, stored key JSON, count, pttl}; count and pttl
-  are 0 when the key's role has no limit (nothing is counted then)
+  Returns: {0} not a valid key, or {1, stored key JSON, wait}: wait is 0 within the
+  limit (or when the key's role has none: nothing is counted then), else the ms until
+  the window ends (common.lua's over_limit, as lua/rate_limit.lua)
 ]]
 local rcall = redis.call
+--@include "common.lua"
 local raw = rcall('HGET', KEYS[1], ARGV[1])
 -- The stored JSON holds "secret_sha256":"<hex>"; Python compares again in constant time.
 if not raw or not string.find(raw, '"secret_sha256":"' .. ARGV[2] .. '"', 1, true) then
   return {0}
 end
 -- The stored JSON is msgspec's encoding of StoredKey: "role":"admin" or "role":"pos".
-local limit = string.find(raw, '"role":"admin"', 1, true) and ARGV[3] or ARGV[4]
-if tonumber(limit) <= 0 then return {1, raw, 0, 0} end
-local count = rcall('INCR', KEYS[2])
-if count == 1 then rcall('PEXPIRE', KEYS[2], 1000) end
-local pttl = rcall('PTTL', KEYS[2])
-if pttl < 0 then
-  rcall('PEXPIRE', KEYS[2], 1000)
-  pttl = 1000
-end
-return {1, raw, count, pttl}
+local limit = tonumber(string.find(raw, '"role":"admin"', 1, true) and ARGV[3] or ARGV[4])
+if limit <= 0 then return {1, raw, 0} end
+local wait = over_limit(KEYS[2], limit)
+return {1, raw, wait and math.max(wait, 1) or 0}

@@ -50,9 +50,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str | None = None  # set for users
     key_id: str | None = None  # set for API keys
     credential: Credential | None = None  # set when the answer came from the cache
-    # (requests, ms left) in the credential's rate-limit window, when authentication
-    # already counted this request (API keys asked of Redis: lua/verify_key.lua).
-    window: tuple[int, int] | None = None
+    # When authentication already counted this request against the rate limit (API
+    # keys asked of Redis: lua/verify_key.lua): ms to wait, 0 within the limit.
+    rate_wait_ms: int | None = None
 
     @property
     def identity(self) -> str:
@@ -133,14 +133,14 @@ async def authenticate(
 
 
 async def _api_key(token: str, projects: ProjectStore, cache: AuthCache | None) -> Principal:
-    window: tuple[int, int] | None = None
+    rate_wait_ms: int | None = None
     found: tuple[str, StoredKey] | None
     if cache is None:
         # Asked of Redis every time: count the rate limit in the same round trip.
         counted = await projects.verify_key_counted(token)
         if counted is None:
             raise errors.Unauthorized("invalid API key")
-        found, window = (counted[0], counted[1]), counted[2]
+        found, rate_wait_ms = (counted[0], counted[1]), counted[2]
     else:
         found = cache.key(token)
         if found is None:
@@ -154,7 +154,7 @@ async def _api_key(token: str, projects: ProjectStore, cache: AuthCache | None) 
         project_id=key_project,
         key_id=key.id,
         credential=Credential("key", key.id) if cache is not None else None,
-        window=window,
+        rate_wait_ms=rate_wait_ms,
     )
 
 

@@ -16,23 +16,15 @@ from codepool.models import IssuedCode, IssueIn, IssueOut, Purchase, PurchaseIn
 from codepool.purchases import purchase, raise_for_issue
 from codepool.services import Services
 from codepool.settings import Settings
+from codepool.store import limits
 from codepool.store.issuing import IssueRequest
 
 
 def rate_limit(principal: Principal, settings: Settings) -> tuple[str | None, float]:
-    """(counter name for keys.rate_limit, requests per second) of the caller; (None, 0)
-    when not limited: root always, and a role whose limit is 0. issue.lua counts and
-    checks it in the hand-out's own script call (no round trip of its own)."""
-    match principal.role:
-        case "user":
-            limit, credential = settings.rate_limit_user, f"user:{principal.user_id}"
-        case "admin":
-            limit, credential = settings.rate_limit_admin, f"key:{principal.key_id}"
-        case "pos":
-            limit, credential = settings.rate_limit_pos, f"key:{principal.key_id}"
-        case _:
-            return None, 0.0
-    return (credential, limit) if limit > 0 else (None, 0.0)
+    """(counter name for keys.rate_limit, requests per second) of the caller, as the
+    other routes count it (store.limits); (None, 0) when not limited. issue.lua counts
+    and checks it in the hand-out's own script call (no round trip of its own)."""
+    return limits.limit_of(principal, settings) or (None, 0.0)
 
 
 def idempotency(

@@ -33,11 +33,12 @@ async def check(backend: Backend, principal: Principal) -> None:
     if found is None or principal.project_id is None:
         return
     credential, limit = found
-    if principal.window is not None:  # counted while the API key was verified
-        count, pttl = principal.window
-    else:
-        count, pttl = await backend.scripts.run(
-            "rate_limit", [keys.rate_limit(principal.project_id, credential)], []
+    wait = principal.rate_wait_ms  # counted already while the API key was verified
+    if wait is None:
+        wait = int(
+            await backend.scripts.run(
+                "rate_limit", [keys.rate_limit(principal.project_id, credential)], [limit]
+            )
         )
-    if int(count) > limit:
-        raise errors.RateLimited(limit=limit, retry_after=max(1, math.ceil(int(pttl) / 1000)))
+    if wait > 0:
+        raise errors.RateLimited(limit=limit, retry_after=max(1, math.ceil(wait / 1000)))

@@ -148,9 +148,10 @@ class ProjectStore:
         if not await self._b.client.hdel(keys.api_keys(project_id), key_id):
             raise errors.KeyNotFound(id=key_id)
 
-    async def verify_key_counted(self, token: str) -> tuple[str, StoredKey, tuple[int, int]] | None:
+    async def verify_key_counted(self, token: str) -> tuple[str, StoredKey, int] | None:
         """Like verify_key, and counts the request in the key's rate-limit window in the
-        same round trip (lua/verify_key.lua): (project id, key, (count, pttl ms))."""
+        same round trip (lua/verify_key.lua): (project id, key, ms to wait, 0 within the
+        limit)."""
         parts = split_api_key(token)
         if parts is None:
             return None
@@ -166,7 +167,7 @@ class ProjectStore:
         stored = _key_decoder.decode(found[1])
         if not hmac.compare_digest(stored.secret_sha256, digest):
             return None
-        return project_id, stored, (int(found[2]), int(found[3]))
+        return project_id, stored, int(found[2])
 
     async def verify_key(self, token: str) -> tuple[str, StoredKey] | None:
         """The (project id, key) an API key token belongs to, or None if it is not valid."""

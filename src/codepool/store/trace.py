@@ -169,7 +169,7 @@ class TraceStore:
         wanted = event_type.encode() if event_type else None
         ids = []
         for item in items:
-            event_id, _, kind = item.partition(b"\x1f")
+            event_id, kind = parse_user_event(item)
             if (wanted is None or kind == wanted) and (first is None or _id(event_id) >= first):
                 ids.append(event_id)
         data: list[Event] = []
