@@ -45,6 +45,7 @@ async def purchase(
     idempotency_digest: str | None,
     fingerprint: str | None,
     credential: Credential | None = None,
+    hold_seconds: int | None = None,
 ) -> Purchase:
     purchase_id = new_id()
     fresh = False
@@ -61,6 +62,7 @@ async def purchase(
                 fingerprint=fingerprint,
                 purchase_id=purchase_id,
                 credential=credential,
+                hold_seconds=hold_seconds,
             ),
         )
         # The cached route was stale (the reward moved pools): read it again, once.
@@ -74,4 +76,5 @@ async def purchase(
             user_id=user_id,
             code=None if result.hide_code else result.codes[0],
             assigned_time=result.assigned_time or 0.0,
+            hold_expires_at=result.hold_expires_at,
         )

@@ -69,6 +69,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_codes_per_project: int = 0
     # maxmemory of the embedded redis-server ("0" = no limit); ignored for CODEPOOL_REDIS_URL.
     redis_maxmemory: str = "0"
+    # Holds (issue 17, codepool.holds): how often the reaper looks for expired holds, and
+    # the TTL of its lease (one process reaps; another takes over this long after the
+    # holder dies). An expired hold goes back within about one interval.
+    hold_reap_interval: float = 0.25
+    hold_reaper_lease: float = 2.0
 
 
 # env var suffix -> field name. Kept explicit so the README table and this stay in step.
@@ -101,6 +106,8 @@ _ENV: dict[str, str] = {
     "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
     "MAX_CODES_PER_PROJECT": "max_codes_per_project",
     "REDIS_MAXMEMORY": "redis_maxmemory",
+    "HOLD_REAP_INTERVAL": "hold_reap_interval",
+    "HOLD_REAPER_LEASE": "hold_reaper_lease",
 }
 
 
@@ -131,6 +138,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if settings.snapshot_interval < 0 or settings.snapshot_keep < 1:
         raise SettingsError("CODEPOOL_SNAPSHOT_INTERVAL must be >= 0, CODEPOOL_SNAPSHOT_KEEP >= 1")
     _check_notify(settings)
+    if not 0 < settings.hold_reap_interval < settings.hold_reaper_lease:
+        # A lease shorter than a tick would lapse between two renewals.
+        raise SettingsError(
+            "CODEPOOL_HOLD_REAP_INTERVAL must be > 0 and below CODEPOOL_HOLD_REAPER_LEASE"
+        )
     return settings
 
 

@@ -24,6 +24,8 @@ class IssueRequest(msgspec.Struct, frozen=True, kw_only=True):
     purchase_id: str = ""
     # Set when the caller was authenticated from the cache: issue.lua re-checks it.
     credential: Credential | None = None
+    # A hold: the codes go back by themselves this long after, unless confirmed.
+    hold_seconds: int | None = None
 
 
 class IssueResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +38,8 @@ class IssueResult(msgspec.Struct, frozen=True, kw_only=True):
     # Status OK: the hand-out position of codes[0] in the pool (lua/issue.lua); the
     # journal records it so a restore can tell whether a snapshot holds the hand-out.
     position: int = -1
+    # A hold's end: assigned_time + hold_seconds (a replay tells the first answer's).
+    hold_expires_at: float | None = None
 
 
 class IssueCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,8 +74,9 @@ async def issue_call(
         keys.webhook(project_id),
     ]
     settings = backend.settings
+    at = now()
     args: list[Any] = [
-        now(),
+        at,
         pool_id,
         settings.events_maxlen,
         settings.idempotency_ttl,
@@ -90,21 +95,33 @@ async def issue_call(
         ]
         args += [r.count, r.user_id or "", r.reward_id or "", r.fingerprint or "", r.purchase_id]
         args += [r.credential.kind, r.credential.value] if r.credential else ["", ""]
+    if any(r.hold_seconds for r in requests):
+        # Holds ride after the per-request entries only when asked for (issue.lua's
+        # header): a batch without them sends what it always sent.
+        key_list.append(keys.holds(project_id))
+        args += [at + r.hold_seconds if r.hold_seconds else "" for r in requests]
     raw = await backend.scripts.run("issue", key_list, args)
     results: list[IssueResult] = []
     i = 1
-    for _ in requests:
-        status, available, at, purchase_id, hide, n = raw[i : i + 6]
+    for r in requests:
+        status, available, assigned, purchase_id, hide, n = raw[i : i + 6]
         codes = [c.decode() for c in raw[i + 6 : i + 6 + n]]
         i += 6 + n
+        assigned_time = float(assigned) if assigned else None
         results.append(
             IssueResult(
                 status=Status(status),
                 available=int(available),
-                assigned_time=float(at) if at else None,
+                assigned_time=assigned_time,
                 purchase_id=purchase_id.decode() or None,
                 hide_code=hide == 1,
                 codes=codes,
+                # The float issue.lua stored as text (redis-py sends repr, which reads
+                # back exactly); a replay's request has the same hold_seconds (its
+                # fingerprint holds them), so this is the first answer's expiry too.
+                hold_expires_at=assigned_time + r.hold_seconds
+                if r.hold_seconds and assigned_time is not None
+                else None,
             )
         )
     # The trailer is missing only when the pool is gone (every request failed).

@@ -16,7 +16,7 @@ EVENT_READ = 1000
 EVENT_SCAN_LIMIT = 100_000
 _STREAM_ID = re.compile(r"^\d+-\d+$")
 _INT_FIELDS = frozenset({"threshold", "available"})
-_TEXT_FIELDS = ("user_id", "reward_id", "pool_id", "code", "purchase_id")
+_TEXT_FIELDS = ("user_id", "reward_id", "pool_id", "code", "purchase_id", "reason")
 
 
 def after_to_stream_id(after: str | None) -> str:
@@ -41,6 +41,8 @@ def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
     f = {k.decode(): v.decode() for k, v in fields.items()}
     optional: dict[str, Any] = {name: f[name] for name in _TEXT_FIELDS if f.get(name)}
     optional.update({name: int(f[name]) for name in _INT_FIELDS if f.get(name)})
+    if f.get("hold_expires_at"):
+        optional["hold_expires_at"] = float(f["hold_expires_at"])
     return Event(id=entry_id.decode(), type=f["type"], time=float(f["time"]), **optional)
 
 
@@ -100,6 +102,7 @@ class TraceStore:
                 purchase_id=inst.purchase_id,
                 assigned_time=inst.assigned_time,
                 redeemed_time=inst.redeemed_time,
+                hold_expires_at=inst.hold_expires_at,
             )
             for code, inst in await window(held, skip, count)
         ]
