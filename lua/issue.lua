@@ -212,7 +212,7 @@ for i = 0, n - 1 do
       for j = 1, count do
         local fields = {'type', 'REDEEMED_VOUCHER', 'time', now, 'user_id', user, 'reward_id', reward,
                         'pool_id', pool_id, 'code', codes[j], 'purchase_id', purchase_id}
-        if hold ~= '' then fields[13], fields[14] = 'hold_expires_at', hold end
+        if hold ~= '' then fields[15], fields[16] = 'hold_expires_at', hold end
         event(fields)
       end
     end
