@@ -8,7 +8,7 @@ import time
 from collections import Counter, defaultdict
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -19,6 +19,7 @@ from codepool.journal import ConfirmRecord, IssueRecord, ReleaseRecord, journal_
 from codepool.restore import restore
 from codepool.store.base import text
 from codepool.store.records import parse_record
+from codepool.store.trace import StreamEntries
 from tests.apphelpers import (
     Client,
     Tenant,
@@ -39,10 +40,8 @@ FAST = {"hold_reap_interval": 0.1, "hold_reaper_lease": 1.0}
 
 
 async def _events(r: Redis, project: str) -> list[dict[str, str]]:
-    return [
-        {text(k): text(v) for k, v in fields.items()}
-        for _, fields in await r.xrange(keys.events(project))
-    ]
+    entries = cast(StreamEntries, await r.xrange(keys.events(project)))
+    return [{text(k): text(v) for k, v in fields.items()} for _, fields in entries]
 
 
 async def _counts(c: Client, t: Tenant, pool_id: str) -> dict[str, int]:
@@ -137,7 +136,7 @@ async def test_500_holds_expire_exactly_once_while_purchases_race_them(
             "redeemed": 0,
             "total": 600,
         }
-        records = await real_redis.hgetall(keys.issued(t.id))
+        records = cast(dict[bytes, bytes], await real_redis.hgetall(keys.issued(t.id)))
         assert sorted(text(k) for k in records) == sorted(kept)
         assert all(i.hold_expires_at is None for r in records.values() for i in parse_record(r))
 
@@ -282,7 +281,7 @@ async def test_the_journal_restores_holds_confirms_and_expiries_exactly(
         d.pop(keys.EPOCH.encode(), None)
     assert_same_state(restored, live, ids_renewed=True)
     record = await real_redis.hget(keys.issued(t.id), long["code"])
-    assert record is not None
+    assert isinstance(record, bytes)
     assert parse_record(record)[0].hold_expires_at == long["hold_expires_at"]
     # Restoring twice gives the same state (a confirm applied again changes nothing).
     await real_redis.flushall()
@@ -290,7 +289,10 @@ async def test_the_journal_restores_holds_confirms_and_expiries_exactly(
     again = await dump(real_redis)
     again.pop(keys.EPOCH.encode(), None)
     assert_same_state(again, live, ids_renewed=True)
-    holds_left = defaultdict(list)
-    for code, score in await real_redis.zrange(keys.holds(t.id), 0, -1, withscores=True):
+    holds_left: dict[str, list[float]] = defaultdict(list)
+    scored = cast(
+        list[tuple[bytes, float]], await real_redis.zrange(keys.holds(t.id), 0, -1, withscores=True)
+    )
+    for code, score in scored:
         holds_left[text(code)].append(score)
     assert holds_left == {long["code"]: [long["hold_expires_at"]]}
