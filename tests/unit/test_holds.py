@@ -258,3 +258,6 @@ async def test_the_reaper_runs_in_the_services_and_gives_back_within_a_second(
             await asyncio.sleep(0.05)
         assert time.time() >= hold
         assert _services(c).reaper.released == 1
+        metrics = (await c.get("/metrics")).text
+        assert "codepool_holds_released_total 1\n" in metrics
+        assert "codepool_hold_reaper_leading 1\n" in metrics
