@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
-from codepool import keys, snapshot
+from codepool import durability, keys, snapshot
 from codepool.app import create_app
 from codepool.journal import ConfirmRecord, IssueRecord, ReleaseRecord, journal_dir, read_journal
 from codepool.restore import restore
@@ -296,3 +296,10 @@ async def test_the_journal_restores_holds_confirms_and_expiries_exactly(
     for code, score in scored:
         holds_left[text(code)].append(score)
     assert holds_left == {long["code"]: [long["hold_expires_at"]]}
+    # A Redis that kept its data (start-up catch-up) lacks nothing; one that lost the
+    # confirm's write is told by the record, which is still held (no counter says it).
+    assert await durability.unapplied(real_redis, records) == []
+    await real_redis.flushall()
+    await restore(real_redis, base.path, [r for r in records if not isinstance(r, ConfirmRecord)])
+    lost = await durability.unapplied(real_redis, records)
+    assert [(op.kind, op.code) for op in lost] == [("confirm", confirmed.encode())]
