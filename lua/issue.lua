@@ -32,7 +32,15 @@
   Issued record (value of the issued hash, field = code string): one entry per
   instance of that string that left `available`, entries separated by \30, fields
   by \31:  pool_id, status (a assigned | r redeemed), assigned_time, redeemed_time,
-  user_id, reward_id, purchase_id
+  user_id, reward_id, purchase_id [, hold_expires_at: only while held]
+
+  Holds (only when a request of the batch asks for one; a batch without holds passes
+  neither, so it pays nothing for them): after the per-request entries,
+    KEYS[8 + 7*n] the project's holds zset (keys.holds)
+    ARGV[7 + 8*n + i] request i's hold_expires_at (unix seconds as text, "" no hold)
+  A held hand-out's record entries carry hold_expires_at as an eighth field, its codes
+  go into the holds zset (ZADD LT: scored by their earliest hold) for reap_holds.lua,
+  and its REDEEMED_VOUCHER events carry hold_expires_at.
 
   Idempotency record: fingerprint \31 assigned_time \31 purchase_id \31 available
   \31 codes joined by ","
@@ -70,6 +78,10 @@ local maxlen, idem_ttl, n, user_maxlen = ARGV[3], tonumber(ARGV[4]), tonumber(AR
 local pool, avail_key, issued, log, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local emit = emitter(events, maxlen, KEYS[6], KEYS[7])
+-- Holds: see the header. (Both offsets follow the per-request strides, 7 keys, 8 args.)
+local holds_key, hold_args = nil, 7 + 8 * n
+if #KEYS > 7 + 7 * n then holds_key = KEYS[8 + 7 * n] end
+local held_codes = {}      -- ZADD arguments: hold_expires_at, code, ...
 local function event(fields, user_events)
   add_user_event(user_events, user_maxlen, emit(fields), fields)
 end
@@ -198,6 +210,8 @@ for i = 0, n - 1 do
 
   if not done then
     local entry = pool_id .. US .. 'a' .. US .. now .. US .. US .. user .. US .. reward .. US .. purchase_id
+    local hold = holds_key and ARGV[hold_args + i] or ''
+    if hold ~= '' then entry = entry .. US .. hold end
     local codes = {}
     for j = 1, count do
       local code = drawn[taken + j]
@@ -206,12 +220,16 @@ for i = 0, n - 1 do
     taken, nh = taken + count, nh + count
     avail_now = avail_now - count
     if user ~= '' then rcall('RPUSH', user_key, unpack(codes)) end
+    if hold ~= '' then
+      for j = 1, count do held_codes[#held_codes + 1] = hold; held_codes[#held_codes + 1] = codes[j] end
+    end
     if reward ~= '' then
       if user ~= '' then rcall('HINCRBY', reward_users, user, count) end
       for j = 1, count do
-        event({'type', 'REDEEMED_VOUCHER', 'time', now, 'user_id', user, 'reward_id', reward,
-               'pool_id', pool_id, 'code', codes[j], 'purchase_id', purchase_id},
-              user ~= '' and KEYS[kb + 5])
+        local fields = {'type', 'REDEEMED_VOUCHER', 'time', now, 'user_id', user, 'reward_id', reward,
+                        'pool_id', pool_id, 'code', codes[j], 'purchase_id', purchase_id}
+        if hold ~= '' then fields[15], fields[16] = 'hold_expires_at', hold end
+        event(fields, user ~= '' and KEYS[kb + 5])
       end
     end
     issued_total = issued_total + count
@@ -280,6 +298,11 @@ for from = 1, nh, SLICE do
     rcall('HSET', issued, unpack(records(from, upto, prior)))
   end
   rcall('RPUSH', log, unpack(handed, from, upto))
+end
+
+-- LT: a code already held (another instance) keeps its earlier score.
+for from = 1, #held_codes, 2 * SLICE do
+  rcall('ZADD', holds_key, 'LT', unpack(held_codes, from, math.min(from + 2 * SLICE - 1, #held_codes)))
 end
 
 if issued_total > 0 then rcall('HINCRBY', pool, 'assigned', issued_total) end

@@ -10,7 +10,8 @@
   -2 pool expired (nothing changed), -12 already redeemed (the latest redeemed
   instance, with its redeemed_time), -11 not issued, -10 unknown code; status 1 adds
   element 9: the pool's `redeemed` count after this redeem (it only ever grows), which
-  tells a restore whether a snapshot already holds this redeem (codepool.journal)
+  tells a restore whether a snapshot already holds this redeem (codepool.journal).
+  A held instance is confirmed by its redeem (its hold_expires_at is dropped).
 ]]
 local rcall = redis.call
 --@include "common.lua"
@@ -28,7 +29,8 @@ for _, inst in ipairs(instances) do
   if rcall('EXISTS', pool_key) == 1 then
     if inst.status == 'a' then
       if not expired(pool_key, now) then
-        inst.status, inst.rt = 'r', now
+        -- A redeem also ends a hold (the hand-out is final; the reaper leaves it).
+        inst.status, inst.rt, inst.hold = 'r', now, ''
         rcall('HSET', KEYS[1], code, join_record(instances))
         rcall('HINCRBY', pool_key, 'assigned', -1)
         local seq = rcall('HINCRBY', pool_key, 'redeemed', 1)

@@ -39,25 +39,12 @@ end
 
 local inst = table.remove(instances, pick)
 if #instances == 0 then rcall('HDEL', KEYS[1], code) else rcall('HSET', KEYS[1], code, join_record(instances)) end
-local pool_key, avail = fill(pool_t, inst.pool), fill(avail_t, inst.pool)
-rcall('RPUSH', avail, code)
--- Keep log and user list equal to what is handed out (see records.walk in Python).
-rcall('LREM', fill(log_t, inst.pool), -1, code)
-if inst.user ~= '' then
-  rcall('LREM', fill(user_t, inst.user), -1, code)
-  local held = fill(reward_users_t, inst.reward)
-  if inst.reward ~= '' and tonumber(rcall('HGET', held, inst.user) or '0') > 0 then
-    rcall('HINCRBY', held, inst.user, -1)
-  end
-end
-rcall('HINCRBY', pool_key, 'assigned', -1)
-local available = rcall('LLEN', avail)
-rearm(pool_key, available)
-local fields = {'type', 'VOUCHER_RELEASED', 'time', now, 'code', code, 'pool_id', inst.pool,
-                'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase}
-local event_id = emit(fields)
-if inst.user ~= '' then add_user_event(fill(user_events_t, inst.user), user_maxlen, event_id, fields) end
+-- A held instance goes too: its entry in the holds set is only a hint (reap_holds.lua).
+local t = {pool = pool_t, avail = avail_t, log = log_t, user = user_t, reward_users = reward_users_t,
+           user_events = user_events_t, user_maxlen = user_maxlen}
+local available, position = give_back(emit, t, code, inst, now)
+rearm(fill(pool_t, inst.pool), available)
 local out = describe(1, inst)
 out[9] = available
-out[10] = tonumber(rcall('HGET', pool_key, 'popped') or '0') + available - 1
+out[10] = position
 return out

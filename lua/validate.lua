@@ -5,7 +5,8 @@
   ARGV[1] code   ARGV[2] now
   ARGV[3] pool hash template   ARGV[4] available list template (keys.py, "\0" = pool id)
   Returns: {status, pool_id, instance status, assigned_time, redeemed_time, user_id,
-            reward_id, purchase_id} for an issued code, {-11, pool_id} or {-10} else.
+            reward_id, purchase_id, hold_expires_at ("" not held)} for an issued code,
+           {-11, pool_id} or {-10} else.
   status: 1 valid (an assigned instance, pool not expired), -2 pool expired,
           -12 already redeemed (every instance), -11 not issued, -10 unknown code
 ]]
@@ -21,13 +22,21 @@ for _, inst in ipairs(parse_record(record)) do
   local pool_key = fill(pool_t, inst.pool)
   if rcall('EXISTS', pool_key) == 1 then  -- a deleted pool's records are being purged
     if inst.status == 'a' then
-      if not expired(pool_key, now) then return describe(1, inst) end
+      if not expired(pool_key, now) then
+        local out = describe(1, inst)
+        out[9] = inst.hold
+        return out
+      end
       expired_one = expired_one or inst
     else
       redeemed_one = inst
     end
   end
 end
-if expired_one then return describe(-2, expired_one) end
+if expired_one then
+  local out = describe(-2, expired_one)
+  out[9] = expired_one.hold
+  return out
+end
 if redeemed_one then return describe(-12, redeemed_one) end
 return not_issued_or_unknown(KEYS[2], avail_t, code)

@@ -138,12 +138,15 @@ local function fill(template, id)
   return string.sub(template, 1, at - 1) .. id .. string.sub(template, at + 1)
 end
 
--- Issued records: instances separated by RS; fields by US, in this order.
+-- Issued records: instances separated by RS; fields by US, in this order. An eighth
+-- field, hold_expires_at, is there only while the instance is held (issue.lua with
+-- hold_seconds; confirm.lua and redeem.lua drop it, reap_holds.lua releases it).
 local function parse_record(record)
   local out = {}
   for _, raw in ipairs(split(record, RS)) do
     local f = split(raw, US)
-    out[#out + 1] = {pool = f[1], status = f[2], at = f[3], rt = f[4], user = f[5], reward = f[6], purchase = f[7]}
+    out[#out + 1] = {pool = f[1], status = f[2], at = f[3], rt = f[4], user = f[5], reward = f[6], purchase = f[7],
+                     hold = f[8] or ''}
   end
   return out
 end
@@ -151,9 +154,41 @@ end
 local function join_record(instances)
   local parts = {}
   for i, inst in ipairs(instances) do
-    parts[i] = table.concat({inst.pool, inst.status, inst.at, inst.rt, inst.user, inst.reward, inst.purchase}, US)
+    local f = {inst.pool, inst.status, inst.at, inst.rt, inst.user, inst.reward, inst.purchase}
+    if inst.hold ~= '' then f[8] = inst.hold end
+    parts[i] = table.concat(f, US)
   end
   return table.concat(parts, RS)
+end
+
+-- An assigned instance goes back to the end of its pool's available list: the one step
+-- release.lua (an admin's release) and reap_holds.lua (an expired hold) share. The
+-- caller has already taken `inst` out of the code's issued record, and re-arms the
+-- pool's thresholds (rearm) once it is done with the pool. `t` holds the key templates
+-- (pool, avail, log, user, reward_users, user_events) and user_maxlen (the user events
+-- index's cap); `extra` more event fields (the reason).
+-- Returns the pool's available count after it and the position the code now holds in
+-- the available list (see issue.lua: positions tell a restore what a snapshot holds).
+-- (Per-minute `released` counters belong here: both kinds of release pass through.)
+local function give_back(emit, t, code, inst, now, extra)
+  local pool_key = fill(t.pool, inst.pool)
+  local available = rcall('RPUSH', fill(t.avail, inst.pool), code)
+  -- Keep log and user list equal to what is handed out (see records.walk in Python).
+  rcall('LREM', fill(t.log, inst.pool), -1, code)
+  if inst.user ~= '' then
+    rcall('LREM', fill(t.user, inst.user), -1, code)
+    local held = fill(t.reward_users, inst.reward)
+    if inst.reward ~= '' and tonumber(rcall('HGET', held, inst.user) or '0') > 0 then
+      rcall('HINCRBY', held, inst.user, -1)
+    end
+  end
+  rcall('HINCRBY', pool_key, 'assigned', -1)
+  local fields = {'type', 'VOUCHER_RELEASED', 'time', now, 'code', code, 'pool_id', inst.pool,
+                  'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase}
+  for _, v in ipairs(extra or {}) do fields[#fields + 1] = v end
+  local event_id = emit(fields)
+  if inst.user ~= '' then add_user_event(fill(t.user_events, inst.user), t.user_maxlen, event_id, fields) end
+  return available, tonumber(rcall('HGET', pool_key, 'popped') or '0') + available - 1
 end
 
 -- The answer validate/redeem/release give about one instance.

@@ -62,6 +62,9 @@ PerUserLimitReached = _error(
 )
 NotIssued = _error("not_issued", 409, "the code was never handed out")
 AlreadyRedeemed = _error("already_redeemed", 409, "the code was already redeemed")
+NotHeld = _error(
+    "not_held", 409, "the code is assigned but not held (never held, or confirmed already)"
+)
 UploadInProgress = _error(
     "upload_in_progress", 409, "another duplicates=skip upload is running on this pool"
 )

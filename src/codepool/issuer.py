@@ -140,6 +140,7 @@ class Issuer:
                     idem_key=idem_key,
                     idem_value=idem_value,
                     idem_expires=float(at) + ttl if idem_key else 0.0,
+                    hold="" if result.hold_expires_at is None else repr(result.hold_expires_at),
                 )
             )
         if not handouts:

@@ -3,9 +3,9 @@
 A snapshot (codepool.snapshot) is taken every so often; what changed since is only in
 Redis. If Redis then loses its data, a snapshot alone would make every code handed out
 since available again. So each app process appends one record per hand-out (and per
-redeem and release) to a file of its own under ``$CODEPOOL_DATA_DIR/snapshots/journal/``
-and fsyncs it before answering; a restore (codepool.restore) replays the records the
-snapshot does not hold.
+redeem, release, confirmed hold and expired hold) to a file of its own under
+``$CODEPOOL_DATA_DIR/snapshots/journal/`` and fsyncs it before answering; a restore
+(codepool.restore) replays the records the snapshot does not hold.
 
 Group commit: records appended during one turn of the event loop go out together in one
 write + fdatasync at the start of the next, so under load one fsync serves many requests
@@ -65,6 +65,8 @@ class Handout(msgspec.Struct, array_like=True, frozen=True):
     idem_key: str = ""
     idem_value: str = ""
     idem_expires: float = 0.0
+    # hold_expires_at as the issued record holds it ("" not held).
+    hold: str = ""
 
 
 class IssueRecord(msgspec.Struct, tag="i", array_like=True, frozen=True):
@@ -103,9 +105,24 @@ class ReleaseRecord(msgspec.Struct, tag="r", array_like=True, frozen=True):
     purchase: str
     released_at: str
     position: int  # where release.lua put the code in the available list
+    reason: str = ""  # "hold_expired": the hold reaper's (lua/reap_holds.lua)
 
 
-Record = IssueRecord | RedeemRecord | ReleaseRecord
+class ConfirmRecord(msgspec.Struct, tag="c", array_like=True, frozen=True):
+    """A hold made final (lua/confirm.lua). No counter tells whether a snapshot holds it:
+    a restore applies it again, which changes nothing where it is already applied."""
+
+    written: float
+    project: str
+    pool: str
+    code: str
+    at: str
+    user: str
+    reward: str
+    purchase: str
+
+
+Record = IssueRecord | RedeemRecord | ReleaseRecord | ConfirmRecord
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Record)

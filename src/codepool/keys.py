@@ -20,6 +20,10 @@ PROJECTS = f"{PREFIX}:projects"
 EPOCH = f"{PREFIX}:epoch"
 RESTORING = f"{PREFIX}:restoring"
 
+# Global: the hold reaper's lease (codepool.holds): the token of the one process that
+# reaps expired holds, with a TTL it renews; every process is ready to take it over.
+HOLD_REAPER = f"{PREFIX}:holds:reaper"
+
 
 def _p(project: str) -> str:
     return f"{PREFIX}:{{{project}}}"
@@ -95,6 +99,13 @@ def issued(project: str) -> str:
     was uploaded. See lua/issue.lua for the record format.
     """
     return f"{_p(project)}:issued"
+
+
+def holds(project: str) -> str:
+    """Sorted set: code string -> when its earliest hold may end (Unix s), for the hold
+    reaper (lua/reap_holds.lua). A hint: a confirmed, redeemed or released hold keeps its
+    entry until it comes due and the reaper finds nothing to give back."""
+    return f"{_p(project)}:holds"
 
 
 def events(project: str) -> str:

@@ -26,6 +26,8 @@ Email = Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
 Url = Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=2000)]
 Threshold = Annotated[int, Meta(ge=0)]
 Count = Annotated[int, Meta(ge=1, le=1000)]
+# How long a hand-out stays a hold (issue, purchase) before it goes back by itself.
+HoldSeconds = Annotated[int, Meta(ge=1, le=86400)]
 Role = Literal["admin", "pos"]
 Status = Literal["available", "assigned", "redeemed"]
 
@@ -147,16 +149,19 @@ class CodeEntry(Struct, kw_only=True):
     redeemed_time: float | None = None
     user_id: str | None = None
     reward_id: str | None = None
+    hold_expires_at: float | None = None
 
 
 class IssueIn(Inbound):
     count: Count = 1
     user_id: UserId | None = None
+    hold_seconds: HoldSeconds | None = None
 
 
 class IssuedCode(Struct, kw_only=True):
     code: str
     assigned_time: float
+    hold_expires_at: float | None = None  # a hold: back to the pool then, unless confirmed
 
 
 class IssueOut(Struct, kw_only=True):
@@ -200,6 +205,7 @@ class Reward(Struct, kw_only=True):
 
 class PurchaseIn(Inbound):
     user_id: UserId | None = None  # admins buy on behalf of a user; users buy for themselves
+    hold_seconds: HoldSeconds | None = None
 
 
 class Purchase(Struct, kw_only=True):
@@ -208,6 +214,7 @@ class Purchase(Struct, kw_only=True):
     user_id: str
     code: str | None  # None for a hide_code reward
     assigned_time: float
+    hold_expires_at: float | None = None
 
 
 class Voucher(Struct, kw_only=True):
@@ -218,6 +225,7 @@ class Voucher(Struct, kw_only=True):
     purchase_id: str | None
     assigned_time: float
     redeemed_time: float | None
+    hold_expires_at: float | None = None
 
 
 EventType = Literal[
@@ -236,6 +244,8 @@ class Event(Struct, kw_only=True, omit_defaults=True):
     purchase_id: str | None = None
     threshold: int | None = None
     available: int | None = None
+    hold_expires_at: float | None = None  # REDEEMED_VOUCHER of a hold
+    reason: str | None = None  # VOUCHER_RELEASED: "hold_expired" when a hold ran out
 
 
 CodeText = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -255,6 +265,7 @@ class Validation(Struct, kw_only=True):
     purchase_id: str | None = None
     assigned_time: float | None = None
     redeemed_time: float | None = None
+    hold_expires_at: float | None = None
 
 
 class CodeInstance(Struct, kw_only=True, omit_defaults=True):
@@ -269,6 +280,8 @@ class CodeInstance(Struct, kw_only=True, omit_defaults=True):
     assigned_time: float | None
     redeemed_time: float | None
     available: int | None = None  # after a release: the pool's available count
+    # After a confirm: null (the hand-out is final); left out elsewhere.
+    hold_expires_at: float | UnsetType | None = UNSET
 
 
 class SecretRotateIn(Inbound):
@@ -307,6 +320,8 @@ class WebhookEvent(Struct, kw_only=True, omit_defaults=True):
     purchase_id: str | None = None
     threshold: int | None = None
     available: int | None = None
+    hold_expires_at: float | None = None
+    reason: str | None = None
 
 
 class DeadDelivery(Struct, kw_only=True):

@@ -51,6 +51,7 @@ async def purchase(
     credential: Credential | None = None,
     rate_key: str | None = None,
     rate_limit: float = 0.0,
+    hold_seconds: int | None = None,
 ) -> Purchase:
     purchase_id = new_id()
     fresh = False
@@ -69,6 +70,7 @@ async def purchase(
                 credential=credential,
                 rate_key=rate_key,
                 rate_limit=rate_limit,
+                hold_seconds=hold_seconds,
             ),
         )
         # The cached route was stale (the reward moved pools): read it again, once.
@@ -82,4 +84,5 @@ async def purchase(
             user_id=user_id,
             code=None if result.hide_code else result.codes[0],
             assigned_time=result.assigned_time or 0.0,
+            hold_expires_at=result.hold_expires_at,
         )

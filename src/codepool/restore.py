@@ -56,7 +56,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from codepool import keys
-from codepool.journal import IssueRecord, Record, RedeemRecord
+from codepool.journal import ConfirmRecord, IssueRecord, Record, RedeemRecord
 from codepool.scripts import Scripts
 from codepool.settings import Settings
 from codepool.snapshot import (
@@ -106,7 +106,7 @@ class Op(NamedTuple):
     """One journaled change of one code instance, or a low-stock alert ("alert": code
     is the threshold or b"exhausted", counter the first position its call handed out)."""
 
-    kind: str  # issue | replay | redeem | release | alert
+    kind: str  # issue | replay | redeem | release | alert | confirm
     pool: str
     code: bytes
     counter: int  # issue: position; release: position pushed at; redeem: seq; replay: -1
@@ -117,6 +117,8 @@ class Op(NamedTuple):
     when: bytes  # issue/replay/alert: at; redeem: redeemed_at; release: released_at
     order: int  # place in the journal, to keep causal order among equal times
     available: int = -1  # alert: the pool's available count it fired at
+    hold: bytes = b""  # issue/replay: hold_expires_at of a held hand-out
+    reason: bytes = b""  # release: "hold_expired" for the hold reaper's
 
 
 def reflected(op: Op, clock: Clock) -> bool:
@@ -127,7 +129,9 @@ def reflected(op: Op, clock: Clock) -> bool:
         return op.counter < end
     if op.kind == "redeem":
         return op.counter <= redeemed
-    return False  # replay: decided by the instance being there or not
+    # replay: decided by the instance being there or not; confirm: applying it again
+    # changes nothing (it drops a hold that is there, see apply_ops).
+    return False
 
 
 class _ProjectJournal:
@@ -147,6 +151,10 @@ class _ProjectJournal:
     def add(self, op: Op) -> None:
         if op.kind == "alert":  # an event only: no code, list or count changes
             self.ops.append(op)
+            return
+        if op.kind == "confirm":  # the issued record only
+            self.ops.append(op)
+            self.by_code[op.code].append(op)
             return
         if op.kind == "issue":
             if op.counter in self.handed_out[op.pool]:
@@ -184,6 +192,7 @@ def index_journal(records: Iterable[Record]) -> dict[str, _ProjectJournal]:
                             h.purchase.encode(),
                             h.at.encode(),
                             order,
+                            hold=h.hold.encode(),
                         )
                     )
                 if h.idem_key:
@@ -199,6 +208,13 @@ def index_journal(records: Iterable[Record]) -> dict[str, _ProjectJournal]:
                         Op("alert", record.pool, alert.encode(), first.position, at,
                            b"", b"", b"", at, order, record.available)
                     )  # fmt: skip
+        elif isinstance(record, ConfirmRecord):
+            order += 1
+            pj.add(
+                Op("confirm", record.pool, record.code.encode(), -1, record.at.encode(),
+                   record.user.encode(), record.reward.encode(), record.purchase.encode(),
+                   b"", order)
+            )  # fmt: skip
         else:
             order += 1
             is_redeem = isinstance(record, RedeemRecord)
@@ -218,9 +234,16 @@ def index_journal(records: Iterable[Record]) -> dict[str, _ProjectJournal]:
                         else record.released_at
                     ).encode(),
                     order,
+                    reason=b"" if isinstance(record, RedeemRecord) else record.reason.encode(),
                 )
             )
     return projects
+
+
+def _new_instance(op: Op) -> list[bytes]:
+    """An issued record entry as issue.lua writes it (hold_expires_at only when held)."""
+    inst = [op.pool.encode(), b"a", op.at, b"", op.user, op.reward, op.purchase]
+    return [*inst, op.hold] if op.hold else inst
 
 
 def _same(inst: list[bytes], op: Op) -> bool:
@@ -252,20 +275,24 @@ def apply_ops(record: bytes | None, ops: list[Op], clock: Clock) -> tuple[bytes 
     known = {_identity(op) for op in ops if op.kind in ("issue", "release")}
     # A hand-out precedes the redeem or release of the same instance, whatever the
     # journal times say; instances are told apart by their identity fields.
-    rank = {"issue": 0, "replay": 1, "redeem": 2, "release": 2}
+    # A confirm comes after its hand-out and before a redeem or release of it.
+    rank = {"issue": 0, "replay": 1, "confirm": 2, "redeem": 3, "release": 3}
     for op in sorted(todo, key=lambda o: (rank[o.kind], o.order)):
         if op.kind == "issue":
-            instances.append([op.pool.encode(), b"a", op.at, b"", op.user, op.reward, op.purchase])
+            instances.append(_new_instance(op))
         elif op.kind == "replay":
             if _identity(op) not in known and not any(_same(i, op) for i in instances):
-                instances.append(
-                    [op.pool.encode(), b"a", op.at, b"", op.user, op.reward, op.purchase]
-                )
+                instances.append(_new_instance(op))
                 added.append(op)
+        elif op.kind == "confirm":  # the matching hold that ends first, as confirm.lua
+            held = [i for i in instances if i[1] == b"a" and len(i) > 7 and _same(i, op)]
+            if held:
+                del min(held, key=lambda i: float(i[7]))[7:]
         elif op.kind == "redeem":
             for inst in instances:
                 if inst[1] == b"a" and _same(inst, op):
                     inst[1], inst[3] = b"r", op.when
+                    del inst[7:]  # a redeem ends a hold (redeem.lua)
                     break
         else:  # release: the most recent matching assigned instance, as release.lua picks
             for k in range(len(instances) - 1, -1, -1):
@@ -324,12 +351,12 @@ def _event_fields(op: Op) -> list[bytes]:
             b"type", b"REDEEMED_VOUCHER", b"time", op.when, b"user_id", op.user,
             b"reward_id", op.reward, b"pool_id", op.pool.encode(), b"code", op.code,
             b"purchase_id", op.purchase,
-        ]  # fmt: skip
+        ] + ([b"hold_expires_at", op.hold] if op.hold else [])  # fmt: skip
     kind = b"VOUCHER_USED" if op.kind == "redeem" else b"VOUCHER_RELEASED"
     return [
         b"type", kind, b"time", op.when, b"code", op.code, b"pool_id", op.pool.encode(),
         b"user_id", op.user, b"reward_id", op.reward, b"purchase_id", op.purchase,
-    ]  # fmt: skip
+    ] + ([b"reason", op.reason] if op.reason else [])  # fmt: skip
 
 
 def _stream_id(raw: bytes) -> tuple[int, int]:
@@ -644,7 +671,7 @@ class _Project:
         missed = [
             op
             for op in self.j.ops
-            if op.kind != "replay"
+            if op.kind not in ("replay", "confirm")
             and not (op.kind == "issue" and not op.reward)
             and not reflected(op, clock)
         ]
@@ -717,11 +744,14 @@ class _Project:
         wanted: dict[str, list[tuple[float, int, bytes]]] = {key: [] for key in self.rebuild}
         issued = keys.issued(self.project)
         seq = 0
+        holds: list[bytes] = []  # ZADD arguments: hold_expires_at, code, ...
         async for code, record in self.w.client.hscan_iter(issued, count=1000):
             for raw in record.split(RS):
                 f = raw.split(US)
                 pool = f[0].decode()
                 counts[pool][0 if f[1] == b"a" else 1] += 1
+                if len(f) > 7 and f[1] == b"a":
+                    holds += [f[7], code]
                 if wanted:
                     seq += 1
                     for key in (
@@ -730,6 +760,12 @@ class _Project:
                     ):
                         if key in wanted:
                             wanted[key].append((float(f[2]), seq, code))
+        # Every hold in the records is in the holds set, scored no later than it ends
+        # (LT: an entry the snapshot had keeps its score, as issue.lua's ZADD LT does).
+        for i in range(0, len(holds), 2 * PUSH_CHUNK):
+            await self.w.call(
+                "ZADD", keys.holds(self.project), "LT", *holds[i : i + 2 * PUSH_CHUNK]
+            )
         for key, entries in wanted.items():
             # Hand-out order is assigned time; within one script call (one time) it is
             # the order the snapshot read, which the skip did not change.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from codepool.auth import AuthCache
+from codepool.holds import HoldReaper
 from codepool.issuer import Issuer
 from codepool.journal import Journal, journal_dir, rotation
 from codepool.notify.store import DeliveryStore
@@ -40,13 +41,17 @@ class Services:
         self.auth_cache = AuthCache()
         self.deliveries = DeliveryStore(self.backend)
         self.notifier = NotifyWorker(self.deliveries, settings) if settings.notify else None
+        self.reaper = HoldReaper(self.backend)
 
     def start(self) -> None:
-        """Start this process's background work (the delivery worker, unless disabled)."""
+        """Start this process's background work (the delivery worker, unless disabled;
+        the hold reaper, which reaps only while it holds the lease)."""
         if self.notifier is not None:
             self.notifier.start()
+        self.reaper.start()
 
     async def close(self) -> None:
+        await self.reaper.close()
         if self.notifier is not None:
             await self.notifier.close()
         await self.issuer.close()

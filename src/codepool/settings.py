@@ -89,6 +89,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_header_timeout: float = 10.0
     http_keep_alive: int = 5
     http_max_concurrency: int = 1000
+    # Holds (issue 17, codepool.holds): how often the reaper looks for expired holds, and
+    # the TTL of its lease (one process reaps; another takes over this long after the
+    # holder dies). An expired hold goes back within about one interval.
+    hold_reap_interval: float = 0.25
+    hold_reaper_lease: float = 2.0
 
 
 # env var suffix -> field name. Kept explicit so the README table and this stay in step.
@@ -127,6 +132,8 @@ _ENV: dict[str, str] = {
     "HTTP_HEADER_TIMEOUT": "http_header_timeout",
     "HTTP_KEEP_ALIVE": "http_keep_alive",
     "HTTP_MAX_CONCURRENCY": "http_max_concurrency",
+    "HOLD_REAP_INTERVAL": "hold_reap_interval",
+    "HOLD_REAPER_LEASE": "hold_reaper_lease",
 }
 
 
@@ -159,6 +166,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if min(settings.http_max_header_bytes, settings.http_header_timeout) <= 0:
         raise SettingsError("CODEPOOL_HTTP_MAX_HEADER_BYTES and _HEADER_TIMEOUT must be > 0")
     _check_notify(settings)
+    if not 0 < settings.hold_reap_interval < settings.hold_reaper_lease:
+        # A lease shorter than a tick would lapse between two renewals.
+        raise SettingsError(
+            "CODEPOOL_HOLD_REAP_INTERVAL must be > 0 and below CODEPOOL_HOLD_REAPER_LEASE"
+        )
     return settings
 
 

@@ -198,7 +198,9 @@ async def test_listing_by_status_and_csv_export(redis: Redis) -> None:
         assert len(rows) == 5 and {row["status"] for row in rows} == {"assigned"}
         assert sum(1 for row in rows if row["code"] == "A") == 2
         r = await c.get(f"{base}/codes.csv?status=available", headers=t.admin)
-        assert r.text.splitlines() == ["code,status,assigned_time,redeemed_time,user_id,reward_id"]
+        assert r.text.splitlines() == [
+            "code,status,assigned_time,redeemed_time,user_id,reward_id,hold_expires_at"
+        ]
 
 
 @pytest.mark.parametrize("count", [1, 7])

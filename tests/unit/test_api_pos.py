@@ -55,6 +55,7 @@ async def test_validate_redeem_lifecycle(redis: Redis) -> None:
             "purchase_id": None,
             "assigned_time": None,
             "redeemed_time": None,
+            "hold_expires_at": None,
         }
         v = (await _pos(c, t, "validate", "B2")).json()
         assert (v["valid"], v["status"], v["reason"], v["pool_id"]) == (

@@ -78,6 +78,16 @@ CASES: dict[str, Ask] = {
     "issue trailing slash": lambda c, w: c.post(w.issue() + "/", json={}, headers=w.t.admin),
     "issue no body": lambda c, w: c.post(w.issue(), headers=w.t.admin),
     "issue count 0": lambda c, w: c.post(w.issue(), json={"count": 0}, headers=w.t.admin),
+    "issue held": lambda c, w: c.post(
+        w.issue(), json={"count": 2, "hold_seconds": 30}, headers=w.t.admin
+    ),
+    "issue hold 0": lambda c, w: c.post(w.issue(), json={"hold_seconds": 0}, headers=w.t.admin),
+    "issue hold too long": lambda c, w: c.post(
+        w.issue(), json={"hold_seconds": 86401}, headers=w.t.admin
+    ),
+    "purchase held": lambda c, w: c.post(
+        w.purchase(), json={"hold_seconds": 60}, headers=user_token(w.t, "u-5")
+    ),
     "issue count too big": lambda c, w: c.post(w.issue(), json={"count": 10**9}, headers=w.t.admin),
     "issue bad json": lambda c, w: c.post(w.issue(), content=b"nope", headers=_json(w)),
     "issue array": lambda c, w: c.post(w.issue(), content=b"[]", headers=_json(w)),
@@ -165,7 +175,7 @@ def _normal(value: Any, w: World) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            if k in ("assigned_time", "purchase_id"):
+            if k in ("assigned_time", "purchase_id", "hold_expires_at"):
                 out[k] = type(v).__name__
             elif k == "code" and "message" not in value:  # a voucher code, not an error's
                 out[k] = None if v is None else "<code>"

@@ -61,7 +61,10 @@ async def issue_codes(
     """
     authorize(principal, project_id, "admin")
     digest, fingerprint = idempotency(
-        idempotency_key, principal, path, f"issue\x1f{data.count}\x1f{data.user_id or ''}"
+        idempotency_key,
+        principal,
+        path,
+        f"issue\x1f{data.count}\x1f{data.user_id or ''}{_hold_part(data.hold_seconds)}",
     )
     rate_key, limit = rate_limit(principal, services.settings)
     result = await services.issuer.issue(
@@ -75,12 +78,13 @@ async def issue_codes(
             credential=principal.credential,
             rate_key=rate_key,
             rate_limit=limit,
+            hold_seconds=data.hold_seconds,
         ),
     )
     raise_for_issue(result, pool_id)
-    at = result.assigned_time or 0.0
+    at, hold = result.assigned_time or 0.0, result.hold_expires_at
     return IssueOut(
-        codes=[IssuedCode(code=c, assigned_time=at) for c in result.codes],
+        codes=[IssuedCode(code=c, assigned_time=at, hold_expires_at=hold) for c in result.codes],
         available=result.available,
     )
 
@@ -108,8 +112,12 @@ async def purchase_reward(
         user_id = asked_for
     if not user_id:
         raise errors.BadRequest("user_id is required when an admin purchases for a user")
+    hold_seconds = data.hold_seconds if data else None
     digest, fingerprint = idempotency(
-        idempotency_key, principal, path, f"purchase\x1f{reward_id}\x1f{user_id}"
+        idempotency_key,
+        principal,
+        path,
+        f"purchase\x1f{reward_id}\x1f{user_id}{_hold_part(hold_seconds)}",
     )
     rate_key, limit = rate_limit(principal, services.settings)
     return await purchase(
@@ -123,4 +131,11 @@ async def purchase_reward(
         credential=principal.credential,
         rate_key=rate_key,
         rate_limit=limit,
+        hold_seconds=hold_seconds,
     )
+
+
+def _hold_part(hold_seconds: int | None) -> str:
+    """A hold is part of what a request asks for (the same key with another hold is
+    another request); without one the fingerprint is what it was before holds."""
+    return f"\x1fhold={hold_seconds}" if hold_seconds else ""

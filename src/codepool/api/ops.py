@@ -42,6 +42,12 @@ class OpsController(Controller):
             "# HELP codepool_issue_requests_total issue/purchase requests served by those calls.",
             "# TYPE codepool_issue_requests_total counter",
             f"codepool_issue_requests_total {issuer.requests}",
+            "# HELP codepool_holds_released_total expired holds this worker gave back.",
+            "# TYPE codepool_holds_released_total counter",
+            f"codepool_holds_released_total {services.reaper.released}",
+            "# HELP codepool_hold_reaper_leading 1 while this worker holds the reaper's lease.",
+            "# TYPE codepool_hold_reaper_leading gauge",
+            f"codepool_hold_reaper_leading {int(services.reaper.leading)}",
         ]
         journal = services.journal
         if journal is not None:

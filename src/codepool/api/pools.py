@@ -164,7 +164,15 @@ class PoolController(Controller):
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
             writer.writerow(
-                ["code", "status", "assigned_time", "redeemed_time", "user_id", "reward_id"]
+                [
+                    "code",
+                    "status",
+                    "assigned_time",
+                    "redeemed_time",
+                    "user_id",
+                    "reward_id",
+                    "hold_expires_at",
+                ]
             )
             async for batch in services.codes.entries(project_id, pool_id, statuses):
                 writer.writerows(
@@ -175,6 +183,7 @@ class PoolController(Controller):
                         _num(e.redeemed_time),
                         _cell(e.user_id or ""),
                         _cell(e.reward_id or ""),
+                        _num(e.hold_expires_at),
                     )
                     for e in batch
                 )

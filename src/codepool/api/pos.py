@@ -38,3 +38,11 @@ class PosController(Controller):
         """Give an assigned, unredeemed instance back to its pool (a failed checkout)."""
         authorize(principal, project_id, "admin")
         return await services.pos.release(project_id, data.code)
+
+    @post("/confirm", status_code=200)
+    async def confirm(
+        self, project_id: IdPath, data: JSONBody[CodeIn], principal: Caller, services: Svc
+    ) -> CodeInstance:
+        """Make a held hand-out final: the code stays assigned past its hold_expires_at."""
+        authorize(principal, project_id, "admin")
+        return await services.pos.confirm(project_id, data.code)

@@ -28,6 +28,8 @@ class IssueRequest(msgspec.Struct, frozen=True, kw_only=True):
     # and its role's requests per second; None/0: not limited (root, a limit of 0).
     rate_key: str | None = None
     rate_limit: float = 0.0
+    # A hold: the codes go back by themselves this long after, unless confirmed.
+    hold_seconds: int | None = None
 
 
 class IssueResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,6 +44,8 @@ class IssueResult(msgspec.Struct, frozen=True, kw_only=True):
     position: int = -1
     # Status RATE_LIMITED: ms until the caller's rate-limit window ends.
     retry_after_ms: int = 0
+    # A hold's end: assigned_time + hold_seconds (a replay tells the first answer's).
+    hold_expires_at: float | None = None
 
 
 class IssueCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,8 +80,9 @@ async def issue_call(
         keys.webhook(project_id),
     ]
     settings = backend.settings
+    at = now()
     args: list[Any] = [
-        now(),
+        at,
         pool_id,
         settings.events_maxlen,
         settings.idempotency_ttl,
@@ -100,23 +105,35 @@ async def issue_call(
         args += [r.count, r.user_id or "", r.reward_id or "", r.fingerprint or "", r.purchase_id]
         args += [r.credential.kind, r.credential.value] if r.credential else ["", ""]
         args.append(r.rate_limit if r.rate_key else 0)
+    if any(r.hold_seconds for r in requests):
+        # Holds ride after the per-request entries only when asked for (issue.lua's
+        # header): a batch without them sends what it always sent.
+        key_list.append(keys.holds(project_id))
+        args += [at + r.hold_seconds if r.hold_seconds else "" for r in requests]
     raw = await backend.scripts.run("issue", key_list, args)
     results: list[IssueResult] = []
     i = 1
-    for _ in requests:
-        status, available, at, purchase_id, hide, n = raw[i : i + 6]
+    for r in requests:
+        status, available, assigned, purchase_id, hide, n = raw[i : i + 6]
         codes = [c.decode() for c in raw[i + 6 : i + 6 + n]]
         i += 6 + n
         limited = status == Status.RATE_LIMITED  # its `available` is the window's PTTL
+        assigned_time = float(assigned) if assigned else None
         results.append(
             IssueResult(
                 status=Status(status),
                 available=0 if limited else int(available),
                 retry_after_ms=int(available) if limited else 0,
-                assigned_time=float(at) if at else None,
+                assigned_time=assigned_time,
                 purchase_id=purchase_id.decode() or None,
                 hide_code=hide == 1,
                 codes=codes,
+                # The float issue.lua stored as text (redis-py sends repr, which reads
+                # back exactly); a replay's request has the same hold_seconds (its
+                # fingerprint holds them), so this is the first answer's expiry too.
+                hold_expires_at=assigned_time + r.hold_seconds
+                if r.hold_seconds and assigned_time is not None
+                else None,
             )
         )
     # The trailer is missing only when the pool is gone (every request failed).

@@ -6,11 +6,11 @@ import time
 from typing import Any, Literal
 
 from codepool import errors, keys
-from codepool.journal import RedeemRecord, ReleaseRecord
+from codepool.journal import ConfirmRecord, RedeemRecord, ReleaseRecord
 from codepool.models import CodeInstance, Validation
 from codepool.store.base import Backend, now, text
 
-OK, EXPIRED, UNKNOWN, NOT_ISSUED, REDEEMED, UNDECIDED = 1, -2, -10, -11, -12, -13
+OK, EXPIRED, UNKNOWN, NOT_ISSUED, REDEEMED, UNDECIDED, NOT_HELD = 1, -2, -10, -11, -12, -13, -14
 # How much of a long pool one find_code.lua call reads (about a millisecond of Redis).
 FIND_SLICE = 20_000
 Reason = Literal["unknown_code", "not_issued", "already_redeemed", "pool_expired"]
@@ -90,6 +90,8 @@ def _raise_for(code: str, raw: list[Any]) -> None:
         )
     if status == EXPIRED:
         raise errors.PoolExpired(code=code, pool_id=text(raw[1]))
+    if status == NOT_HELD:
+        raise errors.NotHeld(code=code, pool_id=text(raw[1]))
 
 
 class PosStore:
@@ -122,6 +124,7 @@ class PosStore:
             purchase_id=inst.purchase_id,
             assigned_time=inst.assigned_time,
             redeemed_time=inst.redeemed_time,
+            hold_expires_at=_time(raw[8]) if len(raw) > 8 else None,
         )
 
     async def redeem(self, project_id: str, code: str) -> CodeInstance:
@@ -177,7 +180,29 @@ class PosStore:
                 position = int(found[1])
         return [UNKNOWN]
 
-    async def _journal(self, record: RedeemRecord | ReleaseRecord) -> None:
+    async def confirm(self, project_id: str, code: str) -> CodeInstance:
+        """Make a held hand-out final (lua/confirm.lua): the hold reaper leaves it."""
+        t = _templates(project_id)
+        raw = await self._b.scripts.run(
+            "confirm",
+            [keys.issued(project_id), keys.pools(project_id)],
+            [code, t["pool"], t["avail"]],
+        )
+        raw = await self._settle(project_id, code, raw)
+        _raise_for(code, raw)
+        if self._b.journal is not None:
+            # Before the answer: a restore must not bring the hold back to expire.
+            await self._journal(
+                ConfirmRecord(
+                    written=time.time(), project=project_id, pool=text(raw[1]), code=code,
+                    **_identity(raw),
+                )
+            )  # fmt: skip
+        inst = _instance(code, raw)
+        inst.hold_expires_at = None
+        return inst
+
+    async def _journal(self, record: RedeemRecord | ReleaseRecord | ConfirmRecord) -> None:
         assert self._b.journal is not None
         try:
             await self._b.journal.append([record])

@@ -2,7 +2,8 @@
 
 Value of the project's issued hash (field = code string): one entry per instance of
 the string that left `available`, entries separated by \\x1e, fields by \\x1f:
-pool_id, status (a|r), assigned_time, redeemed_time, user_id, reward_id, purchase_id.
+pool_id, status (a|r), assigned_time, redeemed_time, user_id, reward_id, purchase_id,
+and hold_expires_at while the instance is held (an eighth field, absent otherwise).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Instance(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str | None
     reward_id: str | None
     purchase_id: str | None
+    hold_expires_at: float | None = None
 
     def entry(self, code: str) -> CodeEntry:
         return CodeEntry(
@@ -36,13 +38,14 @@ class Instance(msgspec.Struct, frozen=True, kw_only=True):
             redeemed_time=self.redeemed_time,
             user_id=self.user_id,
             reward_id=self.reward_id,
+            hold_expires_at=self.hold_expires_at,
         )
 
 
 def parse_record(record: bytes) -> list[Instance]:
     instances = []
     for raw in record.split(RS):
-        pool_id, status, at, rt, user, reward, purchase = raw.split(US)
+        pool_id, status, at, rt, user, reward, purchase, *held = raw.split(US)
         instances.append(
             Instance(
                 pool_id=pool_id.decode(),
@@ -52,6 +55,7 @@ def parse_record(record: bytes) -> list[Instance]:
                 user_id=user.decode() or None,
                 reward_id=reward.decode() or None,
                 purchase_id=purchase.decode() or None,
+                hold_expires_at=float(held[0]) if held else None,
             )
         )
     return instances

@@ -25,7 +25,7 @@ _STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 # Stream ids are two unsigned 64-bit numbers; Redis refuses anything larger.
 _U64 = 2**64 - 1
 _INT_FIELDS = frozenset({"threshold", "available"})
-_TEXT_FIELDS = ("user_id", "reward_id", "pool_id", "code", "purchase_id")
+_TEXT_FIELDS = ("user_id", "reward_id", "pool_id", "code", "purchase_id", "reason")
 
 
 def first_id(after: str | None) -> tuple[int, int] | None:
@@ -85,6 +85,8 @@ def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
     f = {k.decode(): v.decode() for k, v in fields.items()}
     optional: dict[str, Any] = {name: f[name] for name in _TEXT_FIELDS if f.get(name)}
     optional.update({name: int(f[name]) for name in _INT_FIELDS if f.get(name)})
+    if f.get("hold_expires_at"):
+        optional["hold_expires_at"] = float(f["hold_expires_at"])
     return Event(id=entry_id.decode(), type=f["type"], time=float(f["time"]), **optional)
 
 
@@ -207,6 +209,7 @@ class TraceStore:
                 purchase_id=inst.purchase_id,
                 assigned_time=inst.assigned_time,
                 redeemed_time=inst.redeemed_time,
+                hold_expires_at=inst.hold_expires_at,
             )
             for code, inst in await window(held, skip, count)
         ]
