@@ -6,7 +6,8 @@
   nothing available, the staging list simply becomes the available list (O(1)).
 
   KEYS[1] pool hash   KEYS[2] available list   KEYS[3] staging list
-  ARGV[1] slice size   ARGV[2] upload id
+  KEYS[4] the pool's per-minute counters of now's UTC day   KEYS[5] of the day before
+  ARGV[1] slice size   ARGV[2] upload id   ARGV[3] now (re-arms empty-soon alerts)
   Returns: {remaining, total, available}, or {-5} when the pool is gone (staging dropped)
 ]]
 local rcall = redis.call
@@ -36,7 +37,10 @@ end
 
 local total = rcall('HINCRBY', pool, 'total', moved)
 local available = rcall('LLEN', avail)
-if moved > 0 then rearm(pool, available) end
+if moved > 0 then
+  rearm(pool, available)
+  rearm_soon(pool, KEYS[4], KEYS[5], ARGV[3], available)
+end
 local remaining = rcall('LLEN', staging)
 if remaining == 0 then rcall('HDEL', pool, mark) end
 return {remaining, total, available}

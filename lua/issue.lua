@@ -14,6 +14,9 @@
     (the project's API keys hash or the project hash; see ARGV)
     (a request without idempotency/user/reward/credential passes placeholder names;
     they are never touched)
+  after the per-request keys, last: KEYS[#KEYS - 1] the pool's per-minute counters of
+    now's UTC day, KEYS[#KEYS] those of the day before (keys.pool_stats; the hand-outs
+    are counted there, and the rate the empty-soon alerts need is read from there)
 
   ARGV[1] now (unix seconds)   ARGV[2] pool id   ARGV[3] events maxlen
   ARGV[4] idempotency ttl (s)  ARGV[5] number of requests
@@ -38,7 +41,8 @@
             status, available, assigned_time, purchase_id, hide_code (0|1), n,
             code_1 .. code_n,
             then the hand-out position of the batch's first code,
-            then the low-stock alerts the batch fired: thresholds, 'exhausted'}
+            then the alerts the batch fired: low-stock thresholds, 'exhausted',
+            empty-soon 'soon:<seconds>:<rate_per_minute>:<empty_at>'}
   (The alerts are journaled with the hand-outs: a restore fires again those of
   hand-outs Redis lost.)
   Positions: the pool's `popped` counts every code ever popped from its available list,
@@ -77,7 +81,7 @@ end
 
 local function fail(status) answer(status, 0, '', '', 0, {}) end
 
-local meta = rcall('HMGET', pool, 'name', 'expires_at')
+local meta = rcall('HMGET', pool, 'name', 'expires_at', 'soon', 'soon_armed')
 if not meta[1] then
   for _ = 1, n do fail(-5) end
   out[1] = 0
@@ -273,8 +277,19 @@ out[1] = available
 out[#out + 1] = first_position
 
 if issued_total > 0 then
-  for _, fired in ipairs(fire_alerts(emit, {key = pool, name = meta[1]}, pool_id, available, now)) do
+  local alerting = {key = pool, name = meta[1], id = pool_id}
+  for _, fired in ipairs(fire_alerts(emit, alerting, pool_id, available, now)) do
     out[#out + 1] = fired
+  end
+  -- Per-minute counters, and the forecast from the counts just written (common.lua).
+  local soon = meta[3] or ''
+  if soon == '' then
+    count_stats(KEYS[#KEYS - 1], now, STATS_ISSUED, issued_total)
+  else
+    local counts = recent_issued(KEYS[#KEYS - 1], KEYS[#KEYS], stats_minute(now), issued_total)
+    for _, fired in ipairs(check_soon(alerting, soon, meta[4] or '', counts, now, available, emit)) do
+      out[#out + 1] = fired
+    end
   end
 end
 return out

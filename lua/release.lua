@@ -8,6 +8,8 @@
   ARGV[1] code   ARGV[2] now   ARGV[3] events maxlen
   ARGV[4] pool hash template   ARGV[5] available list template   ARGV[6] pool log template
   ARGV[7] user codes template   ARGV[8] reward users template  (keys.py, "\0" = the id)
+  ARGV[9] per-minute counters template of now's UTC day, ARGV[10] of the day before
+  (keys.pool_stats, "\0" = pool id): the release is counted, empty-soon alerts re-armed
   Returns: like validate.lua plus the pool's available count as element 9 and, for
   status 1, the position the code now holds in the pool's available list as element 10
   (see issue.lua: positions tell a restore whether a snapshot holds this release);
@@ -51,6 +53,8 @@ end
 rcall('HINCRBY', pool_key, 'assigned', -1)
 local available = rcall('LLEN', avail)
 rearm(pool_key, available)
+count_stats(fill(ARGV[9], inst.pool), now, STATS_RELEASED, 1)
+rearm_soon(pool_key, fill(ARGV[9], inst.pool), fill(ARGV[10], inst.pool), now, available)
 emit({'type', 'VOUCHER_RELEASED', 'time', now, 'code', code, 'pool_id', inst.pool,
       'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase})
 local out = describe(1, inst)

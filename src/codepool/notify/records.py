@@ -11,7 +11,8 @@ from codepool.models import Notify, WebhookEvent
 
 log = logging.getLogger("codepool.notify")
 
-_INT_FIELDS = frozenset({"threshold", "available"})
+_INT_FIELDS = frozenset({"threshold", "available", "threshold_seconds"})
+_FLOAT_FIELDS = frozenset({"rate_per_minute", "empty_at"})  # POOL_EMPTY_SOON
 _TEXT_FIELDS = ("user_id", "reward_id", "pool_id", "code", "purchase_id")
 _notify_decoder = msgspec.json.Decoder(Notify)
 
@@ -37,8 +38,9 @@ class DeadInfo(msgspec.Struct, kw_only=True):
 
 def event_of(project_id: str, fields: dict[str, str]) -> WebhookEvent:
     """The event an outbox entry carries, as webhooks send it."""
-    optional: dict[str, str | int] = {k: fields[k] for k in _TEXT_FIELDS if fields.get(k)}
+    optional: dict[str, str | int | float] = {k: fields[k] for k in _TEXT_FIELDS if fields.get(k)}
     optional.update({k: int(fields[k]) for k in _INT_FIELDS if fields.get(k)})
+    optional.update({k: float(fields[k]) for k in _FLOAT_FIELDS if fields.get(k)})
     return WebhookEvent(
         id=fields["event_id"],
         type=fields["type"],

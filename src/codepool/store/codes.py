@@ -9,8 +9,9 @@ from typing import Literal
 from codepool import errors, keys
 from codepool.codeparse import CodeParser
 from codepool.models import CodeEntry, Page, Status, UploadResult
-from codepool.store.base import Backend, new_id, text, window
+from codepool.store.base import Backend, new_id, now, text, window
 from codepool.store.records import walk
+from codepool.store.stats import stats_keys
 
 Duplicates = Literal["allow", "skip"]
 
@@ -132,10 +133,16 @@ class CodeStore:
         """Move a staged upload into the pool; safe to call again after a crash."""
         staging = keys.pool_staging(project_id, pool_id, upload_id)
         while True:
+            at = now()
             result = await self._b.scripts.run(
                 "commit_upload",
-                [keys.pool(project_id, pool_id), keys.pool_available(project_id, pool_id), staging],
-                [COMMIT_SLICE, upload_id],
+                [
+                    keys.pool(project_id, pool_id),
+                    keys.pool_available(project_id, pool_id),
+                    staging,
+                    *stats_keys(project_id, pool_id, at),
+                ],
+                [COMMIT_SLICE, upload_id, at],
             )
             if result[0] == -5:
                 raise errors.PoolNotFound(id=pool_id)

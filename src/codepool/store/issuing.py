@@ -11,6 +11,7 @@ from codepool import keys
 from codepool.auth import Credential
 from codepool.scripts import Status
 from codepool.store.base import Backend, now
+from codepool.store.stats import stats_keys
 
 
 class IssueRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -43,8 +44,9 @@ class IssueCall(msgspec.Struct, frozen=True, kw_only=True):
 
     results: list[IssueResult]  # per request, in order
     available: int  # the pool's available count after the call
-    # Low-stock alerts it fired: thresholds, and "exhausted" for POOL_EXHAUSTED. The
-    # journal keeps them, so a restore can fire again those Redis lost.
+    # Alerts it fired: low-stock thresholds, "exhausted" for POOL_EXHAUSTED, and
+    # "soon:<seconds>:<rate_per_minute>:<empty_at>" for POOL_EMPTY_SOON. The journal
+    # keeps them, so a restore can fire again those Redis lost.
     alerts: list[str] = []
 
 
@@ -70,8 +72,9 @@ async def issue_call(
         keys.webhook(project_id),
     ]
     settings = backend.settings
+    at = now()
     args: list[Any] = [
-        now(),
+        at,
         pool_id,
         settings.events_maxlen,
         settings.idempotency_ttl,
@@ -90,6 +93,8 @@ async def issue_call(
         ]
         args += [r.count, r.user_id or "", r.reward_id or "", r.fingerprint or "", r.purchase_id]
         args += [r.credential.kind, r.credential.value] if r.credential else ["", ""]
+    # Last, after the per-request keys: the pool's per-minute counters (issue.lua header).
+    key_list += stats_keys(project_id, pool_id, at)
     raw = await backend.scripts.run("issue", key_list, args)
     results: list[IssueResult] = []
     i = 1

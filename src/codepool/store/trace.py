@@ -15,7 +15,8 @@ from codepool.store.records import walk
 EVENT_READ = 1000
 EVENT_SCAN_LIMIT = 100_000
 _STREAM_ID = re.compile(r"^\d+-\d+$")
-_INT_FIELDS = frozenset({"threshold", "available"})
+_INT_FIELDS = frozenset({"threshold", "available", "threshold_seconds"})
+_FLOAT_FIELDS = frozenset({"rate_per_minute", "empty_at"})  # POOL_EMPTY_SOON
 _TEXT_FIELDS = ("user_id", "reward_id", "pool_id", "code", "purchase_id")
 
 
@@ -41,6 +42,7 @@ def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
     f = {k.decode(): v.decode() for k, v in fields.items()}
     optional: dict[str, Any] = {name: f[name] for name in _TEXT_FIELDS if f.get(name)}
     optional.update({name: int(f[name]) for name in _INT_FIELDS if f.get(name)})
+    optional.update({name: float(f[name]) for name in _FLOAT_FIELDS if f.get(name)})
     return Event(id=entry_id.decode(), type=f["type"], time=float(f["time"]), **optional)
 
 
