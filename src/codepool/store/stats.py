@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import struct
 
+from redis.asyncio import Redis
+
 from codepool import errors, keys
 from codepool.models import PoolStats, StatsPoint
 from codepool.store.base import Backend, now
@@ -143,3 +145,36 @@ class StatsStore:
             empty_at=empty_at,
             series=series,
         )
+
+
+def cell_of(at: float, kind: int) -> tuple[int, int]:
+    """(day, cell) a change of ``kind`` at ``at`` is counted in (stats_cell in Lua)."""
+    minute, _ = minute_of(at)
+    day = day_of(minute)
+    return day, (minute - day * MINUTES_PER_DAY) * KINDS + kind
+
+
+def expires_at(day: int) -> int:
+    """When a day's counters expire (Unix seconds; stats_prepare in Lua)."""
+    return (day + 1 + KEEP_DAYS) * 86400
+
+
+def armed_soon(
+    soon: list[str], armed: set[str], counts: list[int], at: float, available: int
+) -> list[str]:
+    """The empty-soon thresholds armed after a re-arm check (check_soon in Lua without
+    firing): those armed, and those the forecast is above."""
+    rate = handout_rate(counts, minute_of(at)[1])
+    seconds = available * 60 / rate if rate > 0 else None
+    return [t for t in soon if t in armed or seconds is None or seconds > int(t)]
+
+
+async def recent_issued(client: Redis, project_id: str, pool_id: str, at: float) -> list[int]:
+    """Hand-outs of ``at``'s minute and the five before (what the scripts' rate reads)."""
+    current, _ = minute_of(at)
+    async with client.pipeline(transaction=True) as pipe:
+        for k in range(RATE_MINUTES + 1):
+            day, cell = cell_of((current - k) * 60, 0)
+            pipe.getrange(keys.pool_stats(project_id, pool_id, day), cell * CELL, cell * CELL + 3)
+        raws = await pipe.execute()
+    return [decode_cells(raw, 1)[0] for raw in raws]
