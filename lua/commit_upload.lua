@@ -9,16 +9,16 @@
   project's stored count, or refuses it all when that would pass the quota: checked and
   counted in one step, so two concurrent uploads cannot both slip under it.
 
-  KEYS[1] pool hash   KEYS[2] available list   KEYS[3] staging list
   With an Idempotency-Key the first call also claims its record (or finds it: then the
   staging list is dropped and the first answer given again), and the last call writes
   the answer into it: the record and the codes land in the same atomic steps.
 
   KEYS[1] pool hash   KEYS[2] available list   KEYS[3] staging list
   KEYS[4] project stored count   KEYS[5] upload idempotency record (keys.upload_idempotency)
+  KEYS[6] the pool's per-minute counters of now's UTC day   KEYS[7] of the day before
   ARGV[1] slice size   ARGV[2] upload id   ARGV[3] quota (0 = none)
   ARGV[4] body fingerprint ('' = no Idempotency-Key)   ARGV[5] added   ARGV[6] skipped
-  ARGV[7] record TTL (s)
+  ARGV[7] record TTL (s)   ARGV[8] now (re-arms empty-soon alerts)
   Returns: {remaining, total, available}, or {-5} when the pool is gone (staging dropped),
   or {-13, quota, stored, requested} when over the quota (staging dropped, nothing stored),
   or (staging dropped, nothing stored) {2, added, skipped, total, available}: the key's
@@ -79,7 +79,10 @@ end
 
 local total = rcall('HINCRBY', pool, 'total', moved)
 local available = rcall('LLEN', avail)
-if moved > 0 then rearm(pool, available) end
+if moved > 0 then
+  rearm(pool, available)
+  rearm_soon(pool, KEYS[6], KEYS[7], ARGV[8], available)
+end
 local remaining = rcall('LLEN', staging)
 if remaining == 0 then
   rcall('HDEL', pool, mark)

@@ -16,6 +16,9 @@
     counter (keys.rate_limit of the caller's credential)
     (a request without idempotency/user/reward/credential/limit passes placeholder
     names; they are never touched)
+  after the per-request keys: KEYS[8 + 7*n] the pool's per-minute counters of now's UTC
+    day, KEYS[9 + 7*n] those of the day before (keys.pool_stats; the hand-outs are
+    counted there, and the rate the empty-soon alerts need is read from there)
 
   ARGV[1] now (unix seconds)   ARGV[2] pool id   ARGV[3] events maxlen
   ARGV[4] idempotency ttl (s)  ARGV[5] number of requests   ARGV[6] user events maxlen
@@ -35,8 +38,8 @@
   user_id, reward_id, purchase_id [, hold_expires_at: only while held]
 
   Holds (only when a request of the batch asks for one; a batch without holds passes
-  neither, so it pays nothing for them): after the per-request entries,
-    KEYS[8 + 7*n] the project's holds zset (keys.holds)
+  neither, so it pays nothing for them): after the per-request entries and the counters,
+    KEYS[10 + 7*n] the project's holds zset (keys.holds)
     ARGV[7 + 8*n + i] request i's hold_expires_at (unix seconds as text, "" no hold)
   A held hand-out's record entries carry hold_expires_at as an eighth field, its codes
   go into the holds zset (ZADD LT: scored by their earliest hold) for reap_holds.lua,
@@ -49,7 +52,8 @@
             status, available, assigned_time, purchase_id, hide_code (0|1), n,
             code_1 .. code_n,
             then the hand-out position of the batch's first code,
-            then the low-stock alerts the batch fired: thresholds, 'exhausted'}
+            then the alerts the batch fired: low-stock thresholds, 'exhausted',
+            empty-soon 'soon:<seconds>:<rate_per_minute>:<empty_at>'}
   (The alerts are journaled with the hand-outs: a restore fires again those of
   hand-outs Redis lost.)
   Positions: the pool's `popped` counts every code ever popped from its available list,
@@ -78,9 +82,10 @@ local maxlen, idem_ttl, n, user_maxlen = ARGV[3], tonumber(ARGV[4]), tonumber(AR
 local pool, avail_key, issued, log, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local emit = emitter(events, maxlen, KEYS[6], KEYS[7])
--- Holds: see the header. (Both offsets follow the per-request strides, 7 keys, 8 args.)
+-- Holds: see the header. (The offsets follow the per-request strides, 7 keys, 8 args.)
+local stats_day, stats_prev = KEYS[8 + 7 * n], KEYS[9 + 7 * n]
 local holds_key, hold_args = nil, 7 + 8 * n
-if #KEYS > 7 + 7 * n then holds_key = KEYS[8 + 7 * n] end
+if #KEYS > 9 + 7 * n then holds_key = KEYS[10 + 7 * n] end
 local held_codes = {}      -- ZADD arguments: hold_expires_at, code, ...
 local function event(fields, user_events)
   add_user_event(user_events, user_maxlen, emit(fields), fields)
@@ -100,7 +105,7 @@ end
 
 local function fail(status) answer(status, 0, '', '', 0, {}) end
 
-local meta = rcall('HMGET', pool, 'name', 'expires_at')
+local meta = rcall('HMGET', pool, 'name', 'expires_at', 'soon', 'soon_armed')
 if not meta[1] then
   for _ = 1, n do fail(-5) end
   out[1] = 0
@@ -313,8 +318,19 @@ out[1] = available
 out[#out + 1] = first_position
 
 if issued_total > 0 then
-  for _, fired in ipairs(fire_alerts(emit, {key = pool, name = meta[1]}, pool_id, available, now)) do
+  local alerting = {key = pool, name = meta[1], id = pool_id}
+  for _, fired in ipairs(fire_alerts(emit, alerting, pool_id, available, now)) do
     out[#out + 1] = fired
+  end
+  -- Per-minute counters, and the forecast from the counts just written (common.lua).
+  local soon = meta[3] or ''
+  if soon == '' then
+    count_stats(stats_day, now, STATS_ISSUED, issued_total)
+  else
+    local counts = recent_issued(stats_day, stats_prev, stats_minute(now), issued_total)
+    for _, fired in ipairs(check_soon(alerting, soon, meta[4] or '', counts, now, available, emit)) do
+      out[#out + 1] = fired
+    end
   end
 end
 return out

@@ -16,6 +16,8 @@
   ARGV[4] pool hash template   ARGV[5] available list template   ARGV[6] pool log template
   ARGV[7] user codes template   ARGV[8] reward users template
   ARGV[9] user events template  (keys.py, "\0" = the id)   ARGV[10] user events maxlen
+  ARGV[11] per-minute counters template of now's UTC day, ARGV[12] of the day before
+  (keys.pool_stats, "\0" = pool id): each give-back is counted as released
   Returns: {codes looked at, then per instance given back: code, pool_id,
             assigned_time, user_id, reward_id, purchase_id, position it now holds in
             the pool's available list}  (what the journal's release record needs)
@@ -24,7 +26,7 @@ local rcall = redis.call
 --@include "common.lua"
 local now, batch, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local t = {pool = ARGV[4], avail = ARGV[5], log = ARGV[6], user = ARGV[7], reward_users = ARGV[8],
-           user_events = ARGV[9], user_maxlen = ARGV[10]}
+           user_events = ARGV[9], user_maxlen = ARGV[10], stats = ARGV[11]}
 local holds, issued = KEYS[1], KEYS[2]
 local emit = emitter(KEYS[3], maxlen, KEYS[4], KEYS[5])
 local at_now = tonumber(now)
@@ -68,7 +70,8 @@ for _, code in ipairs(due) do
   end
 end
 for pool_id in pairs(touched) do
-  local avail = rcall('LLEN', fill(t.avail, pool_id))
-  rearm(fill(t.pool, pool_id), avail)
+  local avail, pool_key = rcall('LLEN', fill(t.avail, pool_id)), fill(t.pool, pool_id)
+  rearm(pool_key, avail)
+  rearm_soon(pool_key, fill(ARGV[11], pool_id), fill(ARGV[12], pool_id), now, avail)
 end
 return out

@@ -6,6 +6,7 @@
   ARGV[1] code   ARGV[2] now   ARGV[3] events maxlen
   ARGV[4] pool hash template   ARGV[5] available list template (keys.py, "\0" = pool id)
   ARGV[6] user events template (keys.user_events, "\0" = user id)   ARGV[7] its maxlen
+  ARGV[8] per-minute counters template of now's UTC day (keys.pool_stats, "\0" = pool id)
   Returns: like validate.lua; status 1 = redeemed now (the instance, now 'redeemed'),
   -2 pool expired (nothing changed), -12 already redeemed (the latest redeemed
   instance, with its redeemed_time), -11 not issued, -10 unknown code; status 1 adds
@@ -17,6 +18,7 @@ local rcall = redis.call
 --@include "common.lua"
 local code, now, maxlen, pool_t, avail_t = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local user_events_t, user_maxlen = ARGV[6], ARGV[7]
+local stats_t = ARGV[8]
 local emit = emitter(KEYS[3], maxlen, KEYS[4], KEYS[5])
 
 local record = rcall('HGET', KEYS[1], code)
@@ -34,6 +36,7 @@ for _, inst in ipairs(instances) do
         rcall('HSET', KEYS[1], code, join_record(instances))
         rcall('HINCRBY', pool_key, 'assigned', -1)
         local seq = rcall('HINCRBY', pool_key, 'redeemed', 1)
+        count_stats(fill(stats_t, inst.pool), now, STATS_REDEEMED, 1)
         local fields = {'type', 'VOUCHER_USED', 'time', now, 'code', code, 'pool_id', inst.pool,
                         'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase}
         local id = emit(fields)

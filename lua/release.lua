@@ -9,6 +9,8 @@
   ARGV[4] pool hash template   ARGV[5] available list template   ARGV[6] pool log template
   ARGV[7] user codes template   ARGV[8] reward users template  (keys.py, "\0" = the id)
   ARGV[9] user events template   ARGV[10] user events maxlen
+  ARGV[11] per-minute counters template of now's UTC day, ARGV[12] of the day before
+  (keys.pool_stats, "\0" = pool id): the release is counted, empty-soon alerts re-armed
   Returns: like validate.lua plus the pool's available count as element 9 and, for
   status 1, the position the code now holds in the pool's available list as element 10
   (see issue.lua: positions tell a restore whether a snapshot holds this release);
@@ -41,9 +43,11 @@ local inst = table.remove(instances, pick)
 if #instances == 0 then rcall('HDEL', KEYS[1], code) else rcall('HSET', KEYS[1], code, join_record(instances)) end
 -- A held instance goes too: its entry in the holds set is only a hint (reap_holds.lua).
 local t = {pool = pool_t, avail = avail_t, log = log_t, user = user_t, reward_users = reward_users_t,
-           user_events = user_events_t, user_maxlen = user_maxlen}
+           user_events = user_events_t, user_maxlen = user_maxlen, stats = ARGV[11]}
 local available, position = give_back(emit, t, code, inst, now)
-rearm(fill(pool_t, inst.pool), available)
+local pool_key = fill(pool_t, inst.pool)
+rearm(pool_key, available)
+rearm_soon(pool_key, fill(ARGV[11], inst.pool), fill(ARGV[12], inst.pool), now, available)
 local out = describe(1, inst)
 out[9] = available
 out[10] = position

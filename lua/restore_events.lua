@@ -1,6 +1,6 @@
 --[[
   A restore gives back the events of changes Redis lost (journaled hand-outs, redeems,
-  releases, and the low-stock alerts hand-outs fired, that neither the snapshot nor the
+  releases, and the low-stock and empty-soon alerts hand-outs fired, that neither the snapshot nor the
   surviving Redis holds), under the ids the restore chose, and queues each for whoever
   hears of it, as the script that first wrote it did (emitter in includes/common.lua):
   the project webhook if it takes the type, and a pool's notify targets for its alerts.
@@ -29,7 +29,7 @@ for _ = 1, count do
   for j = 1, n - 1, 2 do
     if fields[j] == 'user_id' then user = fields[j + 1] end
   end
-  if fields[2] == 'POOL_LOW' or fields[2] == 'POOL_EXHAUSTED' then
+  if fields[2] == 'POOL_LOW' or fields[2] == 'POOL_EXHAUSTED' or fields[2] == 'POOL_EMPTY_SOON' then
     local pool_id = ''
     for j = 1, n - 1, 2 do
       if fields[j] == 'pool_id' then pool_id = fields[j + 1] end

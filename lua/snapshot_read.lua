@@ -7,7 +7,7 @@
 
   KEYS[1] the key to read   KEYS[2] the project's pools set
   KEYS[3], KEYS[4], ... (kind lists only) more lists to read after KEYS[1]
-  ARGV[1] kind: avail | hash | hscan | list | lists | xrange
+  ARGV[1] kind: avail | hash | hscan | list | lists | xrange | string
   ARGV[2] pool hash template   ARGV[3] available list template (keys.py, "\0" = pool id)
   ARGV[4], ARGV[5] by kind:
     avail   position to read from, count     (KEYS[1] a pool's available list;
@@ -18,6 +18,7 @@
     lists   count per list, -                (many small lists in one call: the
                                                snapshot's per-user code lists)
     xrange  exclusive start id ("" = from the first entry), count
+    string  -, -                             (a pool's per-minute counters of a day)
   Returns: {clock, data}
     clock: {pool_id, popped, end, redeemed, ...} for every pool of the project, where
       popped = codes ever popped from the available list (issue.lua), end = popped +
@@ -32,6 +33,7 @@
               then KEYS[3], KEYS[4], ...; items are the first `count` (index 0 on);
               pttl as PTTL answers it (-1 no expiry, -2 no such key: length 0)
       xrange  {{id, {field, value, ...}}, ...}
+      string  {value ("" when gone), pttl}
 ]]
 local rcall = redis.call
 --@include "common.lua"
@@ -71,6 +73,8 @@ elseif kind == 'lists' then
       data[#data + 1] = {rcall('LLEN', key), rcall('PTTL', key), rcall('LRANGE', key, 0, last)}
     end
   end
+elseif kind == 'string' then
+  data = {rcall('GET', KEYS[1]) or '', rcall('PTTL', KEYS[1])}
 elseif kind == 'xrange' then
   local start = '-'
   if ARGV[4] ~= '' then start = '(' .. ARGV[4] end

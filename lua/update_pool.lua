@@ -3,8 +3,10 @@
   "\0" clears expires_at.
 
   KEYS[1] pool names hash   KEYS[2] pool hash   KEYS[3] available list
+  KEYS[4] the pool's per-minute counters of now's UTC day   KEYS[5] of the day before
   ARGV[1] pool id   ARGV[2] new name ("" keep)   ARGV[3] thresholds ("" keep, "-" none)
   ARGV[4] notify JSON ("" keep)   ARGV[5] expires_at ("" keep, "-" none)
+  ARGV[6] empty-soon thresholds in seconds, ascending ("" keep, "-" none)   ARGV[7] now
   Returns: 1 updated, -1 name taken, -5 no such pool
 ]]
 local rcall = redis.call
@@ -22,6 +24,13 @@ if ARGV[3] ~= '' then
   -- A threshold already at or above the stock is not a crossing: it stays quiet
   -- until a refill lifts the stock above it.
   rearm(pool, rcall('LLEN', KEYS[3]))
+end
+if ARGV[6] ~= '' then
+  local soon = ARGV[6] == '-' and '' or ARGV[6]
+  -- As for thresholds: one the forecast is already within is not a crossing; armed
+  -- are those the forecast is above (all while the rate is 0).
+  rcall('HSET', pool, 'soon', soon, 'soon_armed', '')
+  rearm_soon(pool, KEYS[4], KEYS[5], ARGV[7], rcall('LLEN', KEYS[3]))
 end
 if ARGV[4] ~= '' then rcall('HSET', pool, 'notify', ARGV[4]) end
 if ARGV[5] ~= '' then rcall('HSET', pool, 'expires_at', ARGV[5] == '-' and '' or ARGV[5]) end

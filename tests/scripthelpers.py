@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from codepool import keys
 from codepool.store.base import Backend
+from codepool.store.stats import stats_keys
 
 P, POOL = "proj", "pool1"
 
@@ -16,18 +17,19 @@ async def create_pool(
     thresholds: str = "",
     expires_at: str = "",
     notify: str = "{}",
+    soon: str = "",
 ) -> None:
     created = await b.scripts.run(
         "create_pool",
         [keys.pool_names(P), keys.pools(P), keys.pool(P, POOL)],
-        [POOL, name, 1.0, expires_at, thresholds, notify],
+        [POOL, name, 1.0, expires_at, thresholds, notify, soon],
     )
     assert created == 1
 
 
-async def fill(b: Backend, codes: list[str], upload_id: str = "u") -> list[int]:
+async def fill(b: Backend, codes: list[str], upload_id: str = "u", *, at: float = 1.0) -> list[int]:
     """Stage ``codes`` and commit them into the pool (3 per commit call, so the
-    commit's slicing runs too); returns the last commit's answer."""
+    commit's slicing runs too) at time ``at``; returns the last commit's answer."""
     staging = keys.pool_staging(P, POOL, upload_id)
     await b.client.rpush(staging, *codes)
     commit_keys = [
@@ -35,8 +37,11 @@ async def fill(b: Backend, codes: list[str], upload_id: str = "u") -> list[int]:
         keys.pool_available(P, POOL),
         staging,
         keys.project_stored(P),
+        keys.upload_idempotency(P, "-"),
+        *stats_keys(P, POOL, at),
     ]
-    result: list[int] = await b.scripts.run("commit_upload", commit_keys, [3, upload_id, 0])
+    args: list[str | int | float] = [3, upload_id, 0, "", 0, 0, 60, at]
+    result: list[int] = await b.scripts.run("commit_upload", commit_keys, args)
     while result[0] > 0:
-        result = await b.scripts.run("commit_upload", commit_keys, [3, upload_id, 0])
+        result = await b.scripts.run("commit_upload", commit_keys, args)
     return result

@@ -161,36 +161,6 @@ local function join_record(instances)
   return table.concat(parts, RS)
 end
 
--- An assigned instance goes back to the end of its pool's available list: the one step
--- release.lua (an admin's release) and reap_holds.lua (an expired hold) share. The
--- caller has already taken `inst` out of the code's issued record, and re-arms the
--- pool's thresholds (rearm) once it is done with the pool. `t` holds the key templates
--- (pool, avail, log, user, reward_users, user_events) and user_maxlen (the user events
--- index's cap); `extra` more event fields (the reason).
--- Returns the pool's available count after it and the position the code now holds in
--- the available list (see issue.lua: positions tell a restore what a snapshot holds).
--- (Per-minute `released` counters belong here: both kinds of release pass through.)
-local function give_back(emit, t, code, inst, now, extra)
-  local pool_key = fill(t.pool, inst.pool)
-  local available = rcall('RPUSH', fill(t.avail, inst.pool), code)
-  -- Keep log and user list equal to what is handed out (see records.walk in Python).
-  rcall('LREM', fill(t.log, inst.pool), -1, code)
-  if inst.user ~= '' then
-    rcall('LREM', fill(t.user, inst.user), -1, code)
-    local held = fill(t.reward_users, inst.reward)
-    if inst.reward ~= '' and tonumber(rcall('HGET', held, inst.user) or '0') > 0 then
-      rcall('HINCRBY', held, inst.user, -1)
-    end
-  end
-  rcall('HINCRBY', pool_key, 'assigned', -1)
-  local fields = {'type', 'VOUCHER_RELEASED', 'time', now, 'code', code, 'pool_id', inst.pool,
-                  'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase}
-  for _, v in ipairs(extra or {}) do fields[#fields + 1] = v end
-  local event_id = emit(fields)
-  if inst.user ~= '' then add_user_event(fill(t.user_events, inst.user), t.user_maxlen, event_id, fields) end
-  return available, tonumber(rcall('HGET', pool_key, 'popped') or '0') + available - 1
-end
-
 -- The answer validate/redeem/release give about one instance.
 local function describe(code_status, inst)
   return {code_status, inst.pool, inst.status == 'r' and 'redeemed' or 'assigned', inst.at, inst.rt,
@@ -218,4 +188,165 @@ end
 local function expired(pool_key, now)
   local at = rcall('HGET', pool_key, 'expires_at')
   return at and at ~= '' and tonumber(now) >= tonumber(at)
+end
+
+-- Per-minute counters (keys.pool_stats): one string per pool and UTC day, 1440 minutes x
+-- 3 kinds of u32 cells, cell = minute_of_day * 3 + kind, counted with BITFIELD INCRBY in
+-- the same step that changes the codes, at the minute of the script's `now` (so a replay
+-- counts where the change happened). The first count of a day makes the string full size
+-- in one allocation (SETRANGE at its last byte; BITFIELD would grow it by doubling, up to
+-- 2x) and sets it to expire 8 days after the day ends. 17,352 bytes a pool-day (MEMORY
+-- USAGE, Redis 6.2); a day without a change costs nothing.
+local STATS_ISSUED, STATS_REDEEMED, STATS_RELEASED = 0, 1, 2
+local STATS_DAY_BYTES = 1440 * 3 * 4
+local STATS_KEEP_DAYS = 8
+
+-- The Unix minute of `now` and the fraction of it gone (codepool.store.stats.minute_of).
+local function stats_minute(now)
+  local t = tonumber(now)
+  local minute = math.floor(t / 60)
+  return minute, (t - minute * 60) / 60
+end
+
+local function stats_cell(minute, kind) return '#' .. ((minute % 1440) * 3 + kind) end
+
+local function stats_prepare(day_key, minute)
+  if rcall('EXISTS', day_key) == 0 then
+    rcall('SETRANGE', day_key, STATS_DAY_BYTES - 1, '\0')
+    rcall('EXPIREAT', day_key, (math.floor(minute / 1440) + 1 + STATS_KEEP_DAYS) * 86400)
+  end
+end
+
+-- Count n changes of `kind` (STATS_*) at `now` into `day_key` (the pool's key of now's
+-- day). Redeem and release (and the hold reaper) call this; issue.lua counts through
+-- count_issued, which also reads the rate.
+local function count_stats(day_key, now, kind, n)
+  if n <= 0 then return end
+  local minute = stats_minute(now)
+  stats_prepare(day_key, minute)
+  rcall('BITFIELD', day_key, 'INCRBY', 'u32', stats_cell(minute, kind), n)
+end
+
+-- The hand-out rate (codes per minute) from counts[1] = hand-outs in the current minute
+-- so far and counts[2..6] = the five whole minutes before, `elapsed` = the fraction of
+-- the current minute gone. The largest of: an exponentially weighted mean of the whole
+-- minutes (halving per minute back), the count of the last 60 seconds (the previous
+-- minute taken as even), and, once the current minute holds RATE_MIN_CURRENT hand-outs,
+-- the current minute projected to a whole one (dividing by at least RATE_MIN_ELAPSED).
+-- docs/stats.md says why; codepool.store.stats.handout_rate is the same formula, step
+-- for step (the same doubles), and a test holds them equal.
+local RATE_WEIGHTS = {1, 0.5, 0.25, 0.125, 0.0625}
+local RATE_WEIGHT_SUM = 1.9375
+local RATE_MIN_CURRENT = 10
+local RATE_MIN_ELAPSED = 0.25
+local function handout_rate(counts, elapsed)
+  local ewma = 0
+  for k = 1, 5 do ewma = ewma + RATE_WEIGHTS[k] * counts[k + 1] end
+  ewma = ewma / RATE_WEIGHT_SUM
+  local rate = counts[1] + counts[2] * (1 - elapsed)
+  if ewma > rate then rate = ewma end
+  if counts[1] >= RATE_MIN_CURRENT then
+    local projected = counts[1] / math.max(elapsed, RATE_MIN_ELAPSED)
+    if projected > rate then rate = projected end
+  end
+  return rate
+end
+
+-- Hand-outs of `minute` and the five minutes before, from the pool's day keys (today's,
+-- the day before's for minutes before midnight); first adds `add` to `minute` (and
+-- prepares the key when it does).
+local function recent_issued(day_key, prev_key, minute, add)
+  local mod = minute % 1440
+  local args, counts = {}, {}
+  if add > 0 then
+    stats_prepare(day_key, minute)
+    args = {'INCRBY', 'u32', stats_cell(minute, STATS_ISSUED), add}
+  else
+    args = {'GET', 'u32', stats_cell(minute, STATS_ISSUED)}
+  end
+  for k = 1, math.min(5, mod) do
+    args[#args + 1], args[#args + 2], args[#args + 3] = 'GET', 'u32', stats_cell(minute - k, STATS_ISSUED)
+  end
+  counts = rcall('BITFIELD', day_key, unpack(args))
+  if mod < 5 then
+    args = {}
+    for k = mod + 1, 5 do
+      args[#args + 1], args[#args + 2], args[#args + 3] = 'GET', 'u32', stats_cell(minute - k, STATS_ISSUED)
+    end
+    for _, c in ipairs(rcall('BITFIELD', prev_key, unpack(args))) do counts[#counts + 1] = c end
+  end
+  return counts
+end
+
+-- Empty-soon alerts (pool fields `soon`: thresholds in seconds, ascending; `soon_armed`:
+-- those armed). A threshold T is armed while the pool would not run dry within T seconds
+-- at the current rate (or the rate is 0). After a hand-out (issue.lua, `emit` given),
+-- each armed T with time-to-empty <= T fires one POOL_EMPTY_SOON and is disarmed; at
+-- every check (hand-out, refill, release, PATCH) each disarmed T with time-to-empty > T
+-- is armed again. Reads the counters only when the pool has thresholds. Returns the
+-- alerts fired, as the journal keeps them: 'soon:<T>:<rate_per_minute>:<empty_at>'.
+local function check_soon(pool, soon, armed, counts, now, available, emit)
+  local fired = {}
+  if soon == '' then return fired end
+  local minute, elapsed = stats_minute(now)
+  local rate = handout_rate(counts, elapsed)
+  local ttl = nil  -- seconds to empty; nil: never at a rate of 0
+  if rate > 0 then ttl = available * 60 / rate end
+  local is_armed = {}
+  for t in string.gmatch(armed, '[^,]+') do is_armed[t] = true end
+  local now_armed = {}
+  for t in string.gmatch(soon, '[^,]+') do
+    local within = ttl ~= nil and ttl <= tonumber(t)
+    if is_armed[t] and within and emit then
+      local r, at = string.format('%.3f', rate), string.format('%.3f', tonumber(now) + ttl)
+      emit({'type', 'POOL_EMPTY_SOON', 'time', now, 'pool_id', pool.id, 'available', available,
+            'rate_per_minute', r, 'empty_at', at, 'threshold_seconds', t}, pool)
+      fired[#fired + 1] = 'soon:' .. t .. ':' .. r .. ':' .. at
+    elseif not within or is_armed[t] then
+      now_armed[#now_armed + 1] = t
+    end
+  end
+  local joined = table.concat(now_armed, ',')
+  if joined ~= armed then rcall('HSET', pool.key, 'soon_armed', joined) end
+  return fired
+end
+
+-- The re-arm part of check_soon for steps that add codes (a refill, a release) or change
+-- the thresholds: reads the pool's thresholds and its counters itself.
+local function rearm_soon(pool_key, day_key, prev_key, now, available)
+  local f = rcall('HMGET', pool_key, 'soon', 'soon_armed')
+  if not f[1] or f[1] == '' then return end
+  local counts = recent_issued(day_key, prev_key, stats_minute(now), 0)
+  check_soon({key = pool_key}, f[1], f[2] or '', counts, now, available, nil)
+end
+
+-- An assigned instance goes back to the end of its pool's available list: the one step
+-- release.lua (an admin's release) and reap_holds.lua (an expired hold) share. The
+-- caller has already taken `inst` out of the code's issued record, and re-arms the
+-- pool's thresholds (rearm) once it is done with the pool. `t` holds the key templates
+-- (pool, avail, log, user, reward_users, user_events, stats: the per-minute counters of
+-- now's day) and user_maxlen (the user events index's cap); `extra` more event fields
+-- (the reason). The caller re-arms empty-soon alerts too (rearm_soon).
+-- Returns the pool's available count after it and the position the code now holds in
+-- the available list (see issue.lua: positions tell a restore what a snapshot holds).
+local function give_back(emit, t, code, inst, now, extra)
+  local pool_key = fill(t.pool, inst.pool)
+  local available = rcall('RPUSH', fill(t.avail, inst.pool), code)
+  -- Keep log and user list equal to what is handed out (see records.walk in Python).
+  rcall('LREM', fill(t.log, inst.pool), -1, code)
+  if inst.user ~= '' then
+    rcall('LREM', fill(t.user, inst.user), -1, code)
+    local held = fill(t.reward_users, inst.reward)
+    if inst.reward ~= '' and tonumber(rcall('HGET', held, inst.user) or '0') > 0 then
+      rcall('HINCRBY', held, inst.user, -1)
+    end
+  end
+  rcall('HINCRBY', pool_key, 'assigned', -1)
+  count_stats(fill(t.stats, inst.pool), now, STATS_RELEASED, 1)
+  local fields = {'type', 'VOUCHER_RELEASED', 'time', now, 'code', code, 'pool_id', inst.pool,
+                  'user_id', inst.user, 'reward_id', inst.reward, 'purchase_id', inst.purchase}
+  for _, v in ipairs(extra or {}) do fields[#fields + 1] = v end
+  local event_id = emit(fields)
+  if inst.user ~= '' then add_user_event(fill(t.user_events, inst.user), t.user_maxlen, event_id, fields) end
+  return available, tonumber(rcall('HGET', pool_key, 'popped') or '0') + available - 1
 end

@@ -24,6 +24,7 @@ from codepool.api.pools import PoolController
 from codepool.api.pos import PosController
 from codepool.api.projects import ProjectController
 from codepool.api.rewards import RewardController
+from codepool.api.stats import StatsController
 from codepool.api.trace import TraceController
 from codepool.models import ErrorBody, ErrorOut
 from codepool.redisclient import make_client
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
             OpsController,
             ProjectController,
             PoolController,
+            StatsController,
             RewardController,
             PosController,
             TraceController,

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from codepool import keys
 from codepool.journal import ReleaseRecord
 from codepool.store.base import Backend, now, text
+from codepool.store.stats import stats_templates
 
 log = logging.getLogger("codepool.holds")
 
@@ -146,6 +147,7 @@ class HoldReaper:
                     b.settings.events_maxlen,
                     *templates,
                     b.settings.user_events_maxlen,
+                    *stats_templates(project, at),
                 ],
             )
             looked, flat = int(raw[0]), raw[1:]

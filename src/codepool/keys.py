@@ -72,6 +72,15 @@ def pool_log(project: str, pool_id: str) -> str:
     return f"{_p(project)}:pool:{pool_id}:log"
 
 
+def pool_stats(project: str, pool_id: str, day: int) -> str:
+    """String: the pool's exact per-minute counters of one UTC day (``day`` = Unix minute
+    // 1440, see codepool.store.stats): 1440 minutes x 3 u32 cells (BITFIELD), cell
+    ``minute_of_day * 3 + kind`` (0 issued, 1 redeemed, 2 released), big-endian.
+    Created full size (17,280 bytes) by the first count of the day; expires 8 days after
+    the day ends (lua/includes/common.lua, count_stats)."""
+    return f"{_p(project)}:pool:{pool_id}:stats:{day}"
+
+
 def pool_purge(project: str, pool_id: str) -> str:
     """List: a deleted pool's hand-out log, waiting for its issued records to be dropped."""
     return f"{_p(project)}:pool:{pool_id}:purge"

@@ -25,6 +25,9 @@ Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Email = Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
 Url = Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=2000)]
 Threshold = Annotated[int, Meta(ge=0)]
+# Empty-soon alert: seconds of stock left at the current rate (up to 31 days).
+SoonSeconds = Annotated[int, Meta(ge=1, le=2_678_400)]
+SoonAlerts = Annotated[list[SoonSeconds], Meta(max_length=10)]
 Count = Annotated[int, Meta(ge=1, le=1000)]
 # How long a hand-out stays a hold (issue, purchase) before it goes back by itself.
 HoldSeconds = Annotated[int, Meta(ge=1, le=86400)]
@@ -99,6 +102,7 @@ class Notify(Struct, forbid_unknown_fields=True, kw_only=True):
 class PoolIn(Inbound):
     name: Name
     low_stock_thresholds: Annotated[list[Threshold], Meta(max_length=20)] = []
+    empty_soon_alerts: SoonAlerts = []
     notify: Notify = msgspec.field(default_factory=Notify)
     expires_at: float | None = None
 
@@ -106,6 +110,7 @@ class PoolIn(Inbound):
 class PoolPatch(Inbound):
     name: Name | UnsetType = UNSET
     low_stock_thresholds: Annotated[list[Threshold], Meta(max_length=20)] | UnsetType = UNSET
+    empty_soon_alerts: SoonAlerts | UnsetType = UNSET
     notify: Notify | UnsetType = UNSET
     expires_at: float | UnsetType | None = UNSET
 
@@ -120,6 +125,7 @@ class Pool(Struct, kw_only=True):
     redeemed: int
     used_by: list[str]
     low_stock_thresholds: list[int]
+    empty_soon_alerts: list[int]
     notify: Notify
     expires_at: float | None
     created_at: float
@@ -130,6 +136,23 @@ class PoolSummary(Struct, kw_only=True):
     name: str
     total: int
     available: int
+
+
+class StatsPoint(Struct, kw_only=True):
+    """One minute of a pool's exact counters; ``t`` its start (Unix seconds)."""
+
+    t: float
+    issued: int
+    redeemed: int
+    released: int
+
+
+class PoolStats(Struct, kw_only=True):
+    pool_id: str
+    available: int
+    rate_per_minute: float  # codes handed out per minute, now (docs/stats.md)
+    empty_at: float | None  # when the pool runs dry at that rate; None while it is 0
+    series: list[StatsPoint]  # one per minute, oldest first, zeros included
 
 
 # -- codes ---------------------------------------------------------------------------
@@ -229,7 +252,12 @@ class Voucher(Struct, kw_only=True):
 
 
 EventType = Literal[
-    "REDEEMED_VOUCHER", "VOUCHER_USED", "VOUCHER_RELEASED", "POOL_LOW", "POOL_EXHAUSTED"
+    "REDEEMED_VOUCHER",
+    "VOUCHER_USED",
+    "VOUCHER_RELEASED",
+    "POOL_LOW",
+    "POOL_EXHAUSTED",
+    "POOL_EMPTY_SOON",
 ]
 
 
@@ -246,6 +274,10 @@ class Event(Struct, kw_only=True, omit_defaults=True):
     available: int | None = None
     hold_expires_at: float | None = None  # REDEEMED_VOUCHER of a hold
     reason: str | None = None  # VOUCHER_RELEASED: "hold_expired" when a hold ran out
+    # POOL_EMPTY_SOON
+    rate_per_minute: float | None = None
+    empty_at: float | None = None
+    threshold_seconds: int | None = None
 
 
 CodeText = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -322,6 +354,10 @@ class WebhookEvent(Struct, kw_only=True, omit_defaults=True):
     available: int | None = None
     hold_expires_at: float | None = None
     reason: str | None = None
+    # POOL_EMPTY_SOON
+    rate_per_minute: float | None = None
+    empty_at: float | None = None
+    threshold_seconds: int | None = None
 
 
 class DeadDelivery(Struct, kw_only=True):

@@ -26,7 +26,13 @@ Everything not reflected is applied, exactly once, to the data of that slice:
   missed events through restore_events.lua, which writes both. A user's events older
   than the project stream keeps (settings.events_maxlen) are not rebuilt.
 - pool hashes: `armed` from the restored available count (a threshold is armed
-  exactly while more than it is available).
+  exactly while more than it is available); `soon_armed` (empty-soon alerts) as the
+  snapshot had it, less the thresholds whose alerts the journal fires again, plus those
+  the forecast at the restore (restored counters, restored stock) is above.
+- per-minute counters (one string per pool and day, read with the clock): the
+  journaled hand-outs, redeems and releases a day's read does not reflect are counted
+  into the minute of their time; a day the snapshot has no key for is counted from
+  the journal alone. So the series stays exact across a restore.
 - counters are recounted from what was written (total = available + assigned +
   redeemed), so they are exact whatever the snapshot's timing.
 
@@ -63,6 +69,7 @@ from codepool.snapshot import (
     FORMAT_VERSION,
     Avail,
     Clock,
+    Counters,
     Footer,
     Frame,
     HashSlice,
@@ -79,6 +86,7 @@ from codepool.snapshot import (
     read_frames,
     scan_keys,
 )
+from codepool.store import stats
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,8 @@ PUSH_CHUNK = 10_000
 PLACEHOLDER_PREFIX = "restored-"
 EVENTS_PER_CALL = 500  # ~8,000 script arguments
 USER_EVENTS_MAXLEN = Settings().user_events_maxlen
+_COUNTED = {"issue": 0, "redeem": 1, "release": 2}  # op kind -> counter kind (stats.py)
+_DAY_BYTES = stats.MINUTES_PER_DAY * stats.KINDS * stats.CELL
 
 
 class RestoreStats(msgspec.Struct, kw_only=True):
@@ -337,6 +347,13 @@ def _event_fields(op: Op) -> list[bytes]:
     """The event a script wrote for a change (issue.lua, redeem.lua, release.lua; alerts:
     fire_alerts in lua/includes/common.lua)."""
     if op.kind == "alert":
+        if op.code.startswith(b"soon:"):
+            _, seconds, rate, empty_at = op.code.split(b":")
+            return [
+                b"type", b"POOL_EMPTY_SOON", b"time", op.when, b"pool_id", op.pool.encode(),
+                b"available", str(op.available).encode(), b"rate_per_minute", rate,
+                b"empty_at", empty_at, b"threshold_seconds", seconds,
+            ]  # fmt: skip
         if op.code == b"exhausted":
             return [
                 b"type", b"POOL_EXHAUSTED", b"time", op.when, b"pool_id", op.pool.encode(),
@@ -395,6 +412,8 @@ class _Project:
         self._next_release: dict[str, int] = defaultdict(int)
         self.stats_available = 0
         self.stored = 0  # code instances of the restored pools (keys.project_stored)
+        self._counted: dict[str, list[tuple[int, Op]]] | None = None
+        self.counters_done: set[str] = set()
 
     def _clock(self, key: str, clock: Clock | None) -> None:
         if clock is None:
@@ -407,6 +426,9 @@ class _Project:
     # -- frames ---------------------------------------------------------------------
 
     async def frame(self, frame: Frame) -> None:
+        if isinstance(frame, Counters):
+            await self._counters(frame)
+            return
         if isinstance(frame, Avail):
             await self._avail(frame)
             return
@@ -528,6 +550,66 @@ class _Project:
         for added in self.replays_added.values():
             for op in added:
                 self.value_removals[op.pool][op.code] += 1
+
+    # -- per-minute counters --------------------------------------------------------
+
+    def _counter_ops(self) -> dict[str, list[tuple[int, Op]]]:
+        """Counter key -> (cell, change) of every journaled hand-out, redeem, release."""
+        if self._counted is None:
+            self._counted = defaultdict(list)
+            once: set[tuple[str, str, int]] = set()
+            for op in self.j.ops:
+                kind = _COUNTED.get(op.kind)
+                if kind is None:
+                    continue
+                # A hand-out is indexed once per position already; a redeem's number
+                # and a release's position are unique per pool too.
+                if (op.kind, op.pool, op.counter) in once:
+                    continue
+                once.add((op.kind, op.pool, op.counter))
+                day, cell = stats.cell_of(float(op.when), kind)
+                self._counted[keys.pool_stats(self.project, op.pool, day)].append((cell, op))
+        return self._counted
+
+    async def _counters(self, frame: Counters) -> None:
+        self.counters_done.add(frame.key)
+        value = bytearray(frame.value.ljust(_DAY_BYTES, b"\0"))
+        for cell, op in self._counter_ops().get(frame.key, []):
+            if not reflected(op, frame.clock):
+                _bump(value, cell)
+        await self._write_counters(frame.key, bytes(value), frame.expires_ms)
+
+    async def _counters_end(self) -> None:
+        """Days the snapshot has no counters of: every journaled change of the day (its
+        key did not exist when the snapshot listed the keys, so all came later)."""
+        for key, cells in self._counter_ops().items():
+            if key in self.counters_done:
+                continue
+            value = bytearray(_DAY_BYTES)
+            for cell, _ in cells:
+                _bump(value, cell)
+            day = int(key.rsplit(":", 1)[1])
+            await self._write_counters(key, bytes(value), stats.expires_at(day) * 1000)
+
+    async def _write_counters(self, key: str, value: bytes, expires_ms: int) -> None:
+        if not expires_ms:
+            await self.w.call("SET", key, value)
+        elif expires_ms > time.time() * 1000:
+            await self.w.call("SET", key, value, "PXAT", expires_ms)
+
+    async def _soon_armed(self, pool: str, fields: dict[bytes, bytes], available: int) -> bytes:
+        soon = [t for t in fields.get(b"soon", b"").decode().split(",") if t]
+        if not soon:
+            return b""
+        armed = set(fields.get(b"soon_armed", b"").decode().split(","))
+        clock = self.last_clock.get(keys.pool(self.project, pool), _NO_CLOCK)
+        for op in self.j.ops:  # alerts the journal fires again were disarmed by them
+            soon_alert = op.kind == "alert" and op.code.startswith(b"soon:")
+            if soon_alert and op.pool == pool and not reflected(op, clock):
+                armed.discard(op.code.split(b":")[1].decode())
+        at = time.time()
+        counts = await stats.recent_issued(self.w.client, self.project, pool, at)
+        return ",".join(stats.armed_soon(soon, armed, counts, at, available)).encode()
 
     # -- available lists ------------------------------------------------------------
 
@@ -724,6 +806,7 @@ class _Project:
             if key not in self.idem_seen:
                 await self._string(key, value, expires)
         await self._events_end(_NO_CLOCK)
+        await self._counters_end()
         await self.w.flush()
         counts = await self._recount_and_rebuild()
         for pool in sorted(set(self.pool_hashes) | journal_pools):
@@ -806,6 +889,8 @@ class _Project:
                 b"notify": b"{}",
                 b"armed": b"",
                 b"exhausted_armed": b"0",
+                b"soon": b"",
+                b"soon_armed": b"",
             }
             await self.w.call("SADD", keys.pools(self.project), pool)
             await self.w.call("HSETNX", keys.pool_names(self.project), name, pool)
@@ -825,6 +910,8 @@ class _Project:
             armed = [t for t in thresholds if t and available > int(t)]
             fields[b"armed"] = ",".join(armed).encode()
             fields[b"exhausted_armed"] = b"1" if available > 0 else b"0"
+            if b"soon" in fields:
+                fields[b"soon_armed"] = await self._soon_armed(pool, fields, available)
         fields.update(
             {
                 b"total": str(available + assigned + redeemed).encode(),
@@ -838,6 +925,12 @@ class _Project:
         for k, v in fields.items():
             flat += [k, v]
         await self.w.call("HSET", key, *flat)
+
+
+def _bump(value: bytearray, cell: int) -> None:
+    """One more in a u32 big-endian counter cell (BITFIELD's layout)."""
+    at = cell * stats.CELL
+    value[at : at + stats.CELL] = (int.from_bytes(value[at : at + stats.CELL]) + 1).to_bytes(4)
 
 
 def _held(held: int, ops: list[Op], clock: Clock) -> int:

@@ -17,6 +17,7 @@ from codepool.store.pools import PoolStore
 from codepool.store.pos import PosStore
 from codepool.store.projects import ProjectStore
 from codepool.store.rewards import RewardStore
+from codepool.store.stats import StatsStore
 from codepool.store.trace import TraceStore
 
 
@@ -36,6 +37,7 @@ class Services:
         self.codes = CodeStore(self.backend)
         self.rewards = RewardStore(self.backend)
         self.trace = TraceStore(self.backend)
+        self.stats = StatsStore(self.backend)
         self.pos = PosStore(self.backend)
         self.issuer = Issuer(self.backend, settings.issue_batch_max)
         self.auth_cache = AuthCache()

@@ -14,7 +14,8 @@ it is read, and reading by index would skip as many codes as were popped meanwhi
 Per project, keys are read in the order a streaming restore wants them: the issued
 hash first (so a code seen available later cannot be in it yet, see restore.py), then
 per pool its hash, available list and log, then rewards, user lists (a hundred to a
-script call: every buyer has one), idempotency records, events, and everything else key
+script call: every buyer has one), idempotency records, the pools' per-minute counters
+(each day's read with the clock, like a slice), events, and everything else key
 by key, typed generically (so keys added later, like the notification outbox, are kept
 too). Upload staging keys are left out: an upload that is not committed was never
 acknowledged; so are rate-limit counters (a second's worth) and the per-user event
@@ -145,6 +146,16 @@ class StringKey(msgspec.Struct, tag="k", array_like=True):
     expires_ms: int  # absolute Unix ms, 0 = no expiry
 
 
+class Counters(msgspec.Struct, tag="c", array_like=True):
+    """A pool's per-minute counters of one day (keys.pool_stats), read with the clock:
+    a restore adds the journaled changes the clock does not reflect."""
+
+    key: str
+    value: bytes
+    expires_ms: int
+    clock: Clock
+
+
 class KeyEnd(msgspec.Struct, tag="e", array_like=True):
     """After a key's slices: its expiry (absolute Unix ms, 0 none), and the clock of its
     last slice (None for keys read without one)."""
@@ -178,6 +189,7 @@ Frame = (
     | KeyEnd
     | ProjectEnd
     | Footer
+    | Counters  # last: the kind byte of the others stays what older files hold
 )
 _KIND = {cls: i for i, cls in enumerate(Frame.__args__)}
 _encoder = msgspec.msgpack.Encoder()
@@ -201,7 +213,7 @@ class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class KeyKind(msgspec.Struct, frozen=True):
-    # issued, events, pool, avail, log, user, reward_users, idem, skip, other
+    # issued, events, pool, avail, log, user, reward_users, idem, stats, skip, other
     kind: str
     project: str
     id: str = ""
@@ -241,6 +253,7 @@ _KINDS: list[tuple[str, re.Pattern[str]]] = [
     ("reward_users", _pattern(keys.reward_users, 1)),
     ("user", _pattern(keys.user_codes, 1, ".+")),
     ("idem", _pattern(keys.idempotency, 1)),
+    ("stats", _pattern(keys.pool_stats, 2)),
 ]
 _PROJECT = _pattern(lambda p: f"{keys.pools(p).rsplit(':', 1)[0]}:", 0)
 
@@ -406,6 +419,12 @@ class _Reader:
                 break
         self.out.add(KeyEnd(key=key, expires_ms=0, clock=clock))
 
+    async def read_counters(self, key: str, project: str) -> None:
+        clock, (value, ttl) = await self._read(key, project, "string", "", "")
+        if int(ttl) != -2:  # gone since the scan (expired, or its pool deleted)
+            expires = _expires_ms(int(ttl), _now_ms())
+            self.out.add(Counters(key=key, value=value, expires_ms=expires, clock=clock))
+
     async def read_set(self, key: str) -> None:
         async for members in _chunks(self.client.sscan_iter(key, count=SCAN_COUNT)):
             self.out.add(SetSlice(key=key, members=members))
@@ -497,9 +516,12 @@ async def _project(reader: _Reader, project: str, names: list[str]) -> None:
         await reader.read_hash(name, project)
     await reader.read_small_lists([name for name, _ in by_kind.get("user", [])], project)
     await reader.read_strings([name for name, _ in by_kind.get("idem", [])])
+    for name, _ in by_kind.get("stats", []):
+        await reader.read_counters(name, project)
     if keys.events(project) in names:
         await reader.read_stream(keys.events(project), project)
-    done = {"issued", "pool", "avail", "log", "reward_users", "user", "idem", "events", "skip"}
+    done = {"issued", "pool", "avail", "log", "reward_users", "user", "idem", "events", "stats"}
+    done.add("skip")
     for kind_name, entries in sorted(by_kind.items()):
         if kind_name not in done:
             for name, _ in entries:

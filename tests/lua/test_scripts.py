@@ -10,13 +10,14 @@ from redis.asyncio import Redis
 
 from codepool import keys
 from codepool.auth import Credential
-from codepool.scripts import Scripts, Status, script_sources
+from codepool.scripts import Arg, Scripts, Status, script_sources
 from codepool.settings import load_settings
 from codepool.store.base import Backend, text
 from codepool.store.codes import CodeStore
 from codepool.store.issuing import IssueRequest, issue_batch
 from codepool.store.pos import PosStore
 from codepool.store.records import parse_record
+from codepool.store.stats import stats_keys
 from codepool.store.trace import StreamEntries
 from tests.scripthelpers import POOL, P, create_pool, fill
 
@@ -276,13 +277,20 @@ async def test_thresholds_fire_once_per_crossing_and_rearm_on_refill(backend: Ba
 async def test_update_pool_renames_and_rearms(backend: Backend) -> None:
     await create_pool(backend)
     await fill(backend, ["A", "B", "C"])
-    args = [keys.pool_names(P), keys.pool(P, POOL), keys.pool_available(P, POOL)]
-    assert await backend.scripts.run("update_pool", args, [POOL, "Renamed", "5,2", "", "-"]) == 1
+    args = [
+        keys.pool_names(P),
+        keys.pool(P, POOL),
+        keys.pool_available(P, POOL),
+        *stats_keys(P, POOL, 1.0),
+    ]
+    changes: list[Arg] = [POOL, "Renamed", "5,2", "", "-", "", 1.0]
+    assert await backend.scripts.run("update_pool", args, changes) == 1
     assert await backend.client.hget(keys.pool_names(P), "Renamed") == POOL.encode()
     assert not await backend.client.hexists(keys.pool_names(P), "Pool")
     # Stock is 3: threshold 2 is armed, 5 is already passed (no crossing, no alert).
     assert await backend.client.hget(keys.pool(P, POOL), "armed") == b"2"
-    assert await backend.scripts.run("update_pool", args, ["missing", "", "", "", ""]) in (1, -5)
+    keep: list[Arg] = ["missing", "", "", "", "", "", 1.0]
+    assert await backend.scripts.run("update_pool", args, keep) in (1, -5)
 
 
 async def test_delete_pool_refuses_in_use_and_purges_issued(backend: Backend) -> None:

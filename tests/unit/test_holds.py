@@ -216,7 +216,7 @@ async def test_a_batch_without_holds_sends_no_hold_arguments(
     monkeypatch.setattr(backend.scripts, "run", spy)
     plain = [IssueRequest(count=1), IssueRequest(count=2, user_id="u")]
     await issue_batch(backend, P, POOL, plain)
-    assert len(seen[0][0]) == 7 + 7 * 2 and len(seen[0][1]) == 6 + 8 * 2
+    assert len(seen[0][0]) == 7 + 7 * 2 + 2 and len(seen[0][1]) == 6 + 8 * 2
     held = [IssueRequest(count=1), IssueRequest(count=1, hold_seconds=9)]
     results = await issue_batch(backend, P, POOL, held)
     assert seen[1][0][-1] == keys.holds(P) and seen[1][1][-2:] == ["", seen[1][1][0] + 9]
@@ -267,3 +267,9 @@ async def test_the_reaper_runs_in_the_services_and_gives_back_within_a_second(
         metrics = (await c.get("/metrics")).text
         assert "codepool_holds_released_total 1\n" in metrics
         assert "codepool_hold_reaper_leading 1\n" in metrics
+        # The expiry is counted as a release in the pool's per-minute series.
+        stats = (
+            await c.get(f"/v1/projects/{t.id}/pools/{pool['id']}/stats", headers=t.admin)
+        ).json()
+        assert sum(p["issued"] for p in stats["series"]) == 1
+        assert sum(p["released"] for p in stats["series"]) == 1

@@ -71,6 +71,14 @@ def compose(event: WebhookEvent, project_name: str, to: list[str], sender: str) 
             f"Pool {pool} in project {project} has {event.available} codes left, "
             f"at or below its low-stock threshold of {event.threshold}."
         )
+    elif event.type == "POOL_EMPTY_SOON":
+        when = "?" if event.empty_at is None else _utc(event.empty_at)
+        subject = f"[codepool] {project_name}: pool {name} runs dry by {when}"
+        summary = (
+            f"Pool {pool} in project {project} has {event.available} codes left and hands "
+            f"out {event.rate_per_minute} a minute: at that rate it is empty by {when}, "
+            f"within its alert of {event.threshold_seconds} seconds."
+        )
     else:
         subject = f"[codepool] {project_name}: {event.type}"
         summary = f"Event {event.type} in project {project}."

@@ -10,8 +10,9 @@ from typing import Literal
 from codepool import errors, keys
 from codepool.codeparse import CodeParser
 from codepool.models import CodeEntry, Page, Status, UploadResult
-from codepool.store.base import Backend, new_id, text, window
+from codepool.store.base import Backend, new_id, now, text, window
 from codepool.store.records import walk
+from codepool.store.stats import stats_keys
 
 Duplicates = Literal["allow", "skip"]
 
@@ -178,6 +179,7 @@ class CodeStore:
             0,
         )
         while True:
+            at = now()
             result = await self._b.scripts.run(
                 "commit_upload",
                 [
@@ -186,6 +188,7 @@ class CodeStore:
                     staging,
                     keys.project_stored(project_id),
                     record,
+                    *stats_keys(project_id, pool_id, at),
                 ],
                 [
                     COMMIT_SLICE,
@@ -195,6 +198,7 @@ class CodeStore:
                     added,
                     skipped,
                     self._b.settings.idempotency_ttl,
+                    at,
                 ],
             )
             if result[0] in (2, -4, -14):

@@ -11,6 +11,7 @@ from codepool import keys
 from codepool.auth import Credential
 from codepool.scripts import Status
 from codepool.store.base import Backend, now
+from codepool.store.stats import stats_keys
 
 
 class IssueRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,8 +54,9 @@ class IssueCall(msgspec.Struct, frozen=True, kw_only=True):
 
     results: list[IssueResult]  # per request, in order
     available: int  # the pool's available count after the call
-    # Low-stock alerts it fired: thresholds, and "exhausted" for POOL_EXHAUSTED. The
-    # journal keeps them, so a restore can fire again those Redis lost.
+    # Alerts it fired: low-stock thresholds, "exhausted" for POOL_EXHAUSTED, and
+    # "soon:<seconds>:<rate_per_minute>:<empty_at>" for POOL_EMPTY_SOON. The journal
+    # keeps them, so a restore can fire again those Redis lost.
     alerts: list[str] = []
 
 
@@ -105,9 +107,11 @@ async def issue_call(
         args += [r.count, r.user_id or "", r.reward_id or "", r.fingerprint or "", r.purchase_id]
         args += [r.credential.kind, r.credential.value] if r.credential else ["", ""]
         args.append(r.rate_limit if r.rate_key else 0)
+    # After the per-request keys: the pool's per-minute counters (issue.lua header).
+    key_list += stats_keys(project_id, pool_id, at)
     if any(r.hold_seconds for r in requests):
-        # Holds ride after the per-request entries only when asked for (issue.lua's
-        # header): a batch without them sends what it always sent.
+        # Holds ride after the counters only when asked for (issue.lua's header): a
+        # batch without them sends what it always sent.
         key_list.append(keys.holds(project_id))
         args += [at + r.hold_seconds if r.hold_seconds else "" for r in requests]
     raw = await backend.scripts.run("issue", key_list, args)

@@ -7,6 +7,7 @@ import msgspec
 from codepool import errors, keys
 from codepool.models import Notify, Page, Pool, PoolIn, PoolPatch, PoolSummary
 from codepool.store.base import Backend, new_id, now, opt_float, text
+from codepool.store.stats import KEEP_DAYS, day_of, minute_of, stats_keys
 
 _notify_decoder = msgspec.json.Decoder(Notify)
 # Deleting a pool drops its issued records this many codes per script call.
@@ -16,6 +17,12 @@ PURGE_STEP = 2000
 def _thresholds(values: list[int]) -> str:
     # Highest first, no repeats: the order alerts fire in as stock falls.
     return ",".join(str(t) for t in sorted(set(values), reverse=True))
+
+
+def _soon(values: list[int]) -> str:
+    # Empty-soon alerts, shortest first, no repeats: the order they fire in as the
+    # forecast nears (lua/includes/common.lua, check_soon).
+    return ",".join(str(t) for t in sorted(set(values)))
 
 
 class PoolStore:
@@ -34,6 +41,7 @@ class PoolStore:
                 "" if data.expires_at is None else repr(data.expires_at),
                 _thresholds(data.low_stock_thresholds),
                 msgspec.json.encode(data.notify),
+                _soon(data.empty_soon_alerts),
             ],
         )
         if result == -1:
@@ -52,6 +60,7 @@ class PoolStore:
             raise errors.PoolNotFound(id=pool_id)
         f = {text(k): v for k, v in raw.items()}
         thresholds = text(f.get("thresholds"))
+        soon = text(f.get("soon"))
         return Pool(
             id=text(f["id"]),
             name=text(f["name"]),
@@ -62,6 +71,7 @@ class PoolStore:
             redeemed=int(f["redeemed"]),
             used_by=sorted(text(r) for r in used_by),
             low_stock_thresholds=[int(t) for t in thresholds.split(",")] if thresholds else [],
+            empty_soon_alerts=[int(t) for t in soon.split(",")] if soon else [],
             notify=_notify_decoder.decode(f["notify"]),
             expires_at=opt_float(f.get("expires_at")),
             created_at=float(f["created_at"]),
@@ -90,6 +100,10 @@ class PoolStore:
         thresholds = ""
         if not isinstance(data.low_stock_thresholds, msgspec.UnsetType):
             thresholds = _thresholds(data.low_stock_thresholds) or "-"
+        soon = ""
+        if not isinstance(data.empty_soon_alerts, msgspec.UnsetType):
+            soon = _soon(data.empty_soon_alerts) or "-"
+        at = now()
         expires = ""
         if not isinstance(data.expires_at, msgspec.UnsetType):
             expires = "-" if data.expires_at is None else repr(data.expires_at)
@@ -99,6 +113,7 @@ class PoolStore:
                 keys.pool_names(project_id),
                 keys.pool(project_id, pool_id),
                 keys.pool_available(project_id, pool_id),
+                *stats_keys(project_id, pool_id, at),
             ],
             [
                 pool_id,
@@ -108,6 +123,8 @@ class PoolStore:
                 if isinstance(data.notify, msgspec.UnsetType)
                 else msgspec.json.encode(data.notify),
                 expires,
+                soon,
+                at,
             ],
         )
         if result == -5:
@@ -137,6 +154,11 @@ class PoolStore:
         if result == -1:
             used_by = await self._b.client.smembers(keys.pool_rewards(project_id, pool_id))
             raise errors.PoolInUse(used_by=sorted(text(r) for r in used_by))
+        # Its per-minute counters: the pool is gone, so nothing counts into them again.
+        today = day_of(minute_of(now())[0])
+        await self._b.client.unlink(
+            *(keys.pool_stats(project_id, pool_id, d) for d in range(today - KEEP_DAYS, today + 1))
+        )
         await self.purge_issued(project_id, pool_id)
 
     async def purge_issued(self, project_id: str, pool_id: str) -> None:

@@ -9,6 +9,7 @@ from codepool import errors, keys
 from codepool.journal import ConfirmRecord, RedeemRecord, ReleaseRecord
 from codepool.models import CodeInstance, Validation
 from codepool.store.base import Backend, now, text
+from codepool.store.stats import stats_templates
 
 OK, EXPIRED, UNKNOWN, NOT_ISSUED, REDEEMED, UNDECIDED, NOT_HELD = 1, -2, -10, -11, -12, -13, -14
 # How much of a long pool one find_code.lua call reads (about a millisecond of Redis).
@@ -129,17 +130,20 @@ class PosStore:
 
     async def redeem(self, project_id: str, code: str) -> CodeInstance:
         t = _templates(project_id)
+        at = now()
+        stats_t, _ = stats_templates(project_id, at)
         raw = await self._b.scripts.run(
             "redeem",
             _event_keys(project_id),
             [
                 code,
-                now(),
+                at,
                 self._b.settings.events_maxlen,
                 t["pool"],
                 t["avail"],
                 t["user_events"],
                 self._b.settings.user_events_maxlen,
+                stats_t,
             ],
         )
         raw = await self._settle(project_id, code, raw)
@@ -227,6 +231,7 @@ class PosStore:
                 t["reward_users"],
                 t["user_events"],
                 self._b.settings.user_events_maxlen,
+                *stats_templates(project_id, released_at),
             ],
         )
         raw = await self._settle(project_id, code, raw)

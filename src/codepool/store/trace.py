@@ -24,7 +24,9 @@ USER_EVENT_SCAN_LIMIT = 2_000
 _STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 # Stream ids are two unsigned 64-bit numbers; Redis refuses anything larger.
 _U64 = 2**64 - 1
-_INT_FIELDS = frozenset({"threshold", "available"})
+_INT_FIELDS = frozenset({"threshold", "available", "threshold_seconds"})
+# POOL_EMPTY_SOON, and a hold's REDEEMED_VOUCHER
+_FLOAT_FIELDS = frozenset({"rate_per_minute", "empty_at", "hold_expires_at"})
 _TEXT_FIELDS = ("user_id", "reward_id", "pool_id", "code", "purchase_id", "reason")
 
 
@@ -85,8 +87,7 @@ def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
     f = {k.decode(): v.decode() for k, v in fields.items()}
     optional: dict[str, Any] = {name: f[name] for name in _TEXT_FIELDS if f.get(name)}
     optional.update({name: int(f[name]) for name in _INT_FIELDS if f.get(name)})
-    if f.get("hold_expires_at"):
-        optional["hold_expires_at"] = float(f["hold_expires_at"])
+    optional.update({name: float(f[name]) for name in _FLOAT_FIELDS if f.get(name)})
     return Event(id=entry_id.decode(), type=f["type"], time=float(f["time"]), **optional)
 
 
