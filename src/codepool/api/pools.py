@@ -15,6 +15,14 @@ from codepool import errors
 from codepool.api import handouts
 from codepool.api.deps import CachedCaller, Caller, Svc
 from codepool.api.params import Count, PathStr, Skip, StatusFilter
+from codepool.api.responses import (
+    BODY,
+    SECURITY,
+    WRITE,
+    IdempotencyKey,
+    UploadOperation,
+    answers,
+)
 from codepool.auth import authorize
 from codepool.codeparse import parser_for
 from codepool.models import (
@@ -47,8 +55,9 @@ async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator
 class PoolController(Controller):
     path = "/v1/projects/{project_id:str}/pools"
     tags = ("pools",)
+    security = SECURITY
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=answers(errors.PoolNameTaken, *BODY, *WRITE))
     async def create_pool(
         self, project_id: PathStr, data: JSONBody[PoolIn], principal: Caller, services: Svc
     ) -> Pool:
@@ -57,7 +66,7 @@ class PoolController(Controller):
         await services.projects.get(project_id)
         return await services.pools.create(project_id, data)
 
-    @get("/")
+    @get("/", responses=answers())
     async def list_pools(
         self,
         project_id: PathStr,
@@ -71,7 +80,7 @@ class PoolController(Controller):
         await services.projects.get(project_id)
         return await services.pools.list_page(project_id, skip, count)
 
-    @get("/{pool_id:str}")
+    @get("/{pool_id:str}", responses=answers(errors.PoolNotFound))
     async def get_pool(
         self, project_id: PathStr, pool_id: PathStr, principal: Caller, services: Svc
     ) -> Pool:
@@ -79,7 +88,10 @@ class PoolController(Controller):
         authorize(principal, project_id, "admin")
         return await services.pools.get(project_id, pool_id)
 
-    @patch("/{pool_id:str}")
+    @patch(
+        "/{pool_id:str}",
+        responses=answers(errors.PoolNotFound, errors.PoolNameTaken, *BODY, *WRITE),
+    )
     async def patch_pool(
         self,
         project_id: PathStr,
@@ -92,7 +104,9 @@ class PoolController(Controller):
         authorize(principal, project_id, "admin")
         return await services.pools.patch(project_id, pool_id, data)
 
-    @delete("/{pool_id:str}", status_code=204)
+    @delete(
+        "/{pool_id:str}", status_code=204, responses=answers(errors.PoolNotFound, errors.PoolInUse)
+    )
     async def delete_pool(
         self, project_id: PathStr, pool_id: PathStr, principal: Caller, services: Svc
     ) -> None:
@@ -100,7 +114,23 @@ class PoolController(Controller):
         authorize(principal, project_id, "admin")
         await services.pools.delete(project_id, pool_id)
 
-    @post("/{pool_id:str}/codes", status_code=200, request_max_body_size=None)
+    @post(
+        "/{pool_id:str}/codes",
+        status_code=200,
+        request_max_body_size=None,
+        operation_class=UploadOperation,
+        responses=answers(
+            errors.PoolNotFound,
+            errors.UploadInProgress,
+            errors.QuotaExceeded,
+            errors.PayloadTooLarge,
+            errors.UnsupportedMediaType,
+            errors.InvalidCodes,
+            errors.NoCodes,
+            errors.IdempotencyKeyReused,
+            *WRITE,
+        ),
+    )
     async def upload_codes(
         self,
         project_id: PathStr,
@@ -109,6 +139,7 @@ class PoolController(Controller):
         principal: Caller,
         services: Svc,
         duplicates: FromQuery[Literal["allow", "skip"]] = "allow",
+        idempotency_key: IdempotencyKey = None,
     ) -> UploadResult:
         """Upload or refill codes (text/plain, text/csv or JSON); all or nothing."""
         authorize(principal, project_id, "admin")
@@ -116,7 +147,7 @@ class PoolController(Controller):
         body = _limited(request, services.settings.max_upload_bytes)
         return await services.codes.upload(project_id, pool_id, body, parser, duplicates)
 
-    @get("/{pool_id:str}/codes")
+    @get("/{pool_id:str}/codes", responses=answers(errors.PoolNotFound))
     async def list_codes(
         self,
         project_id: PathStr,
@@ -131,7 +162,7 @@ class PoolController(Controller):
         authorize(principal, project_id, "admin")
         return await services.codes.list_page(project_id, pool_id, status, skip, count)
 
-    @get("/{pool_id:str}/codes.csv")
+    @get("/{pool_id:str}/codes.csv", responses=answers(errors.PoolNotFound))
     async def export_codes(
         self,
         project_id: PathStr,
@@ -179,7 +210,20 @@ class PoolController(Controller):
             headers={"Content-Disposition": f'attachment; filename="{pool_id}.csv"'},
         )
 
-    @post("/{pool_id:str}/issue", status_code=200)
+    @post(
+        "/{pool_id:str}/issue",
+        status_code=200,
+        responses=answers(
+            errors.PoolNotFound,
+            errors.PoolExhausted,
+            errors.CodesReleased,
+            errors.PoolExpired,
+            errors.IdempotencyKeyReused,
+            errors.NotReady,
+            *BODY,
+            *WRITE,
+        ),
+    )
     async def issue_codes(
         self,
         project_id: PathStr,
@@ -188,6 +232,7 @@ class PoolController(Controller):
         request: Request[Any, Any, Any],
         cached_principal: CachedCaller,
         services: Svc,
+        idempotency_key: IdempotencyKey = None,
     ) -> IssueOut:
         """Hand out `count` codes at once (partner fulfilment); all or nothing."""
         return await handouts.issue_codes(
@@ -196,7 +241,7 @@ class PoolController(Controller):
             project_id,
             pool_id,
             data,
-            request.headers.get("idempotency-key"),
+            idempotency_key,
             request.url.path,
         )
 

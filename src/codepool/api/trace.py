@@ -10,6 +10,7 @@ from litestar.params import QueryParameter
 from codepool import errors
 from codepool.api.deps import Caller, Svc
 from codepool.api.params import Count, PathStr, Skip
+from codepool.api.responses import SECURITY, answers
 from codepool.auth import authorize
 from codepool.models import Event, EventType, Page, Voucher
 
@@ -20,8 +21,9 @@ TypeFilter = Annotated[EventType | None, QueryParameter()]
 class TraceController(Controller):
     path = "/v1/projects/{project_id:str}"
     tags = ("trace",)
+    security = SECURITY
 
-    @get("/events")
+    @get("/events", responses=answers())
     async def list_events(
         self,
         project_id: PathStr,
@@ -44,7 +46,7 @@ class TraceController(Controller):
             project_id, user_id=user_id, event_type=type, after=after, skip=skip, count=count
         )
 
-    @get("/users/{user_id:str}/vouchers")
+    @get("/users/{user_id:str}/vouchers", responses=answers())
     async def user_vouchers(
         self,
         project_id: PathStr,
