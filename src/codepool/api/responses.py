@@ -34,7 +34,7 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 from litestar.openapi.spec.enums import OpenAPIType
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 
 from codepool import errors
 from codepool.codeparse import MAX_CODE_LENGTH
@@ -117,8 +117,8 @@ SECURITY: list[SecurityRequirement] = [{BEARER: []}]
 
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         required=False,
         description=(
             "Makes a retry safe: the same key with the same request answers the first"
