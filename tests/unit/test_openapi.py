@@ -7,8 +7,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import fakeredis
+from redis.asyncio import Redis
 
-from tests.apphelpers import Client, app_client
+from tests.apphelpers import ROOT, Client, app_client, make_pool, make_tenant
 
 # Routes a user's flash sale or a refill may be retried on.
 IDEMPOTENT = [
@@ -126,3 +127,26 @@ async def _check_pages(client: Client) -> None:
         # The OpenAPI document the page starts from is served from here too.
         (data_url,) = re.findall(r"data-url='([^']+)'", r.text)
         assert (await client.get(data_url)).status_code == 200
+
+
+async def test_a_skip_past_what_redis_can_index_is_a_400(redis: Redis) -> None:
+    # schemathesis found it: skip=196614856834539143905316700160 reached LRANGE, a 500.
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        pool = (await make_pool(c, t, ["A1", "A2"]))["id"]
+        huge = 2**53 + 1
+        for path in [
+            "/v1/projects",
+            f"/v1/projects/{t.id}/pools",
+            f"/v1/projects/{t.id}/pools/{pool}/codes",
+            f"/v1/projects/{t.id}/rewards",
+            f"/v1/projects/{t.id}/events",
+            f"/v1/projects/{t.id}/users/u1/vouchers",
+            f"/v1/projects/{t.id}/deliveries/dead",
+        ]:
+            r = await c.get(path, params={"skip": huge, "count": 100}, headers=ROOT)
+            assert r.status_code == 400, (path, r.text)
+            assert r.json()["error"]["code"] == "invalid_request"
+            ok = await c.get(path, params={"skip": 2**53, "count": 1000}, headers=ROOT)
+            assert ok.status_code == 200, (path, ok.text)
+            assert ok.json()["data"] == []

@@ -9,6 +9,7 @@ from litestar.params import FromPath, QueryParameter
 from codepool.models import Status
 
 PathStr = FromPath[str]
-Skip = Annotated[int, QueryParameter(ge=0, description="Entries to skip.")]
+# Bounded: Redis takes range indexes as 64-bit integers (a larger skip was a 500).
+Skip = Annotated[int, QueryParameter(ge=0, le=2**53, description="Entries to skip.")]
 Count = Annotated[int, QueryParameter(ge=1, le=1000, description="Entries to return (max 1000).")]
 StatusFilter = Annotated[Status | None, QueryParameter(description="Only codes with this status.")]
