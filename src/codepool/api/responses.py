@@ -125,7 +125,8 @@ IdempotencyKey = Annotated[
             " answer again (1-255 printable characters, scoped to the credential and route)."
         ),
         # Checked by the handler (api/handouts.py), which the fast routes share.
-        schema_extra={"minLength": 1, "maxLength": 255},
+        # A header is a string or absent, never null (Litestar would say oneOf string/null).
+        schema_extra={"oneOf": None, "type": OpenAPIType.STRING, "minLength": 1, "maxLength": 255},
     ),
 ]
 
