@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance"
 SEED = 20261204
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 30
 CODES = [f"ST-{i:05d}" for i in range(500)]
 
 
