@@ -123,6 +123,7 @@ async def _check_pages(client: Client) -> None:
             assert asset.status_code == 200, url
             suffix = url[url.rindex(".") :]
             assert asset.headers["content-type"].startswith(content_types[suffix]), url
+            assert asset.headers["x-content-type-options"] == "nosniff", url
             assert len(asset.content) > 100
         # The OpenAPI document the page starts from is served from here too.
         (data_url,) = re.findall(r"data-url='([^']+)'", r.text)

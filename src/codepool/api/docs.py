@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from litestar import Request, Router
+from litestar import Request, Response, Router
 from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import OpenAPIRenderPlugin
@@ -86,6 +86,12 @@ class SwaggerPage(OpenAPIRenderPlugin):
         )
 
 
+def _nosniff(response: Response[Any]) -> Response[Any]:
+    # The router's response_headers do not reach the static files' answers.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 def openapi_config() -> OpenAPIConfig:
     """The document at /schema/openapi.json, its pages and their assets."""
     assets = create_static_files_router(
@@ -95,6 +101,7 @@ def openapi_config() -> OpenAPIConfig:
         # The file names carry no version: a day, so an upgrade shows within one.
         cache_control=CacheControlHeader(max_age=86400, public=True),
         name="docs_assets",
+        after_request=_nosniff,
     )
     return OpenAPIConfig(
         title="codepool",
