@@ -9,14 +9,13 @@ from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from codepool import __version__, errors
+from codepool import errors
 from codepool.api.deps import DEPENDENCIES
+from codepool.api.docs import openapi_config
 from codepool.api.fast import FastRoutes
 from codepool.api.notify import NotifyController
 from codepool.api.ops import OpsController
@@ -136,12 +135,7 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
             RedisTimeoutError: _redis_down,
             Exception: _unexpected,
         },
-        openapi_config=OpenAPIConfig(
-            title="codepool",
-            version=__version__,
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        ),
+        openapi_config=openapi_config(),
         debug=False,
     )
     if settings.fast_routes:

@@ -42,6 +42,10 @@ def test_wheel_carries_and_finds_every_lua_script(tmp_path: Path) -> None:
     )
     assert "codepool/lua/includes/common.lua" in names
     assert "codepool/py.typed" in names
+    # The docs pages' assets (served at /schema/assets, never from a CDN).
+    ui = REPO / "src" / "codepool" / "docs_ui"
+    for asset in ui.iterdir():
+        assert f"codepool/docs_ui/{asset.name}" in names
 
     site = tmp_path / "site"
     subprocess.run(
@@ -67,6 +71,8 @@ def test_wheel_carries_and_finds_every_lua_script(tmp_path: Path) -> None:
         "import codepool.scripts as s;"
         "d = s.lua_dir(); print(d);"
         f"assert str(d).startswith({str(site)!r}), d;"
+        "import codepool.api.docs as docs;"
+        "assert (docs.UI_DIR / 'swagger-ui-bundle.js').is_file(), docs.UI_DIR;"
         "print(len(s.script_sources()))"
     )
     out = subprocess.run(

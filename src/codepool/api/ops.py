@@ -6,6 +6,7 @@ from litestar import Controller, MediaType, Response, get
 
 from codepool import errors, keys
 from codepool.api.deps import Svc
+from codepool.api.responses import answers
 from codepool.models import Health
 
 
@@ -19,7 +20,7 @@ class OpsController(Controller):
         """The process answers."""
         return Health(status="ok")
 
-    @get("/readyz")
+    @get("/readyz", responses=answers(errors.NotReady, auth=False))
     async def readyz(self, services: Svc) -> Health:
         """Redis answers and no restore is running; 503 otherwise."""
         try:

@@ -48,6 +48,7 @@ UserQuery = Annotated[
     str | None,
     QueryParameter(pattern=USER_ID_PATTERN, max_length=128, description="Only this user's."),
 ]
-Skip = Annotated[int, QueryParameter(ge=0, description="Entries to skip.")]
+# Bounded: Redis takes range indexes as 64-bit integers (a larger skip was a 500).
+Skip = Annotated[int, QueryParameter(ge=0, le=2**53, description="Entries to skip.")]
 Count = Annotated[int, QueryParameter(ge=1, le=1000, description="Entries to return (max 1000).")]
 StatusFilter = Annotated[Status | None, QueryParameter(description="Only codes with this status.")]

@@ -16,6 +16,14 @@ from codepool import errors
 from codepool.api import handouts
 from codepool.api.deps import CachedCaller, Caller, Svc
 from codepool.api.params import Count, IdPath, Skip, StatusFilter
+from codepool.api.responses import (
+    BODY,
+    SECURITY,
+    WRITE,
+    IdempotencyKey,
+    UploadOperation,
+    answers,
+)
 from codepool.auth import authorize
 from codepool.codeparse import parser_for
 from codepool.models import (
@@ -49,8 +57,9 @@ async def _limited(request: Request[Any, Any, Any], limit: int) -> AsyncIterator
 class PoolController(Controller):
     path = "/v1/projects/{project_id:str}/pools"
     tags = ("pools",)
+    security = SECURITY
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=answers(errors.PoolNameTaken, *BODY, *WRITE))
     async def create_pool(
         self, project_id: IdPath, data: JSONBody[PoolIn], principal: Caller, services: Svc
     ) -> Pool:
@@ -60,7 +69,7 @@ class PoolController(Controller):
         await check_urls([data.notify.webhook_url], services.settings.webhook_allow_private)
         return await services.pools.create(project_id, data)
 
-    @get("/")
+    @get("/", responses=answers())
     async def list_pools(
         self,
         project_id: IdPath,
@@ -74,7 +83,7 @@ class PoolController(Controller):
         await services.projects.get(project_id)
         return await services.pools.list_page(project_id, skip, count)
 
-    @get("/{pool_id:str}")
+    @get("/{pool_id:str}", responses=answers(errors.PoolNotFound))
     async def get_pool(
         self, project_id: IdPath, pool_id: IdPath, principal: Caller, services: Svc
     ) -> Pool:
@@ -82,7 +91,10 @@ class PoolController(Controller):
         authorize(principal, project_id, "admin")
         return await services.pools.get(project_id, pool_id)
 
-    @patch("/{pool_id:str}")
+    @patch(
+        "/{pool_id:str}",
+        responses=answers(errors.PoolNotFound, errors.PoolNameTaken, *BODY, *WRITE),
+    )
     async def patch_pool(
         self,
         project_id: IdPath,
@@ -97,7 +109,9 @@ class PoolController(Controller):
             await check_urls([data.notify.webhook_url], services.settings.webhook_allow_private)
         return await services.pools.patch(project_id, pool_id, data)
 
-    @delete("/{pool_id:str}", status_code=204)
+    @delete(
+        "/{pool_id:str}", status_code=204, responses=answers(errors.PoolNotFound, errors.PoolInUse)
+    )
     async def delete_pool(
         self, project_id: IdPath, pool_id: IdPath, principal: Caller, services: Svc
     ) -> None:
@@ -105,7 +119,23 @@ class PoolController(Controller):
         authorize(principal, project_id, "admin")
         await services.pools.delete(project_id, pool_id)
 
-    @post("/{pool_id:str}/codes", status_code=200, request_max_body_size=None)
+    @post(
+        "/{pool_id:str}/codes",
+        status_code=200,
+        request_max_body_size=None,
+        operation_class=UploadOperation,
+        responses=answers(
+            errors.PoolNotFound,
+            errors.UploadInProgress,
+            errors.QuotaExceeded,
+            errors.PayloadTooLarge,
+            errors.UnsupportedMediaType,
+            errors.InvalidCodes,
+            errors.NoCodes,
+            errors.IdempotencyKeyReused,
+            *WRITE,
+        ),
+    )
     async def upload_codes(
         self,
         project_id: IdPath,
@@ -114,6 +144,7 @@ class PoolController(Controller):
         principal: Caller,
         services: Svc,
         duplicates: FromQuery[Literal["allow", "skip"]] = "allow",
+        idempotency_key: IdempotencyKey = None,
     ) -> UploadResult:
         """Upload or refill codes (text/plain, text/csv or JSON); all or nothing."""
         authorize(principal, project_id, "admin")
@@ -127,7 +158,7 @@ class PoolController(Controller):
             project_id, pool_id, body, parser, duplicates, record, content_type or ""
         )
 
-    @get("/{pool_id:str}/codes")
+    @get("/{pool_id:str}/codes", responses=answers(errors.PoolNotFound))
     async def list_codes(
         self,
         project_id: IdPath,
@@ -142,7 +173,7 @@ class PoolController(Controller):
         authorize(principal, project_id, "admin")
         return await services.codes.list_page(project_id, pool_id, status, skip, count)
 
-    @get("/{pool_id:str}/codes.csv")
+    @get("/{pool_id:str}/codes.csv", responses=answers(errors.PoolNotFound))
     async def export_codes(
         self,
         project_id: IdPath,
@@ -199,7 +230,20 @@ class PoolController(Controller):
             headers={"Content-Disposition": f'attachment; filename="{pool_id}.csv"'},
         )
 
-    @post("/{pool_id:str}/issue", status_code=200)
+    @post(
+        "/{pool_id:str}/issue",
+        status_code=200,
+        responses=answers(
+            errors.PoolNotFound,
+            errors.PoolExhausted,
+            errors.CodesReleased,
+            errors.PoolExpired,
+            errors.IdempotencyKeyReused,
+            errors.NotReady,
+            *BODY,
+            *WRITE,
+        ),
+    )
     async def issue_codes(
         self,
         project_id: IdPath,
@@ -208,6 +252,7 @@ class PoolController(Controller):
         request: Request[Any, Any, Any],
         cached_principal: CachedCaller,
         services: Svc,
+        idempotency_key: IdempotencyKey = None,
     ) -> IssueOut:
         """Hand out `count` codes at once (partner fulfilment); all or nothing."""
         return await handouts.issue_codes(
@@ -216,7 +261,7 @@ class PoolController(Controller):
             project_id,
             pool_id,
             data,
-            request.headers.get("idempotency-key"),
+            idempotency_key,
             request.url.path,
         )
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from litestar import Controller, delete, get, post
 from litestar.params import JSONBody
 
+from codepool import errors
 from codepool.api.deps import Caller, Svc
 from codepool.api.params import Count, IdPath, Skip
+from codepool.api.responses import BODY, SECURITY, WRITE, answers
 from codepool.auth import authorize
 from codepool.models import (
     KeyCreated,
@@ -23,8 +25,11 @@ from codepool.models import (
 class ProjectController(Controller):
     path = "/v1/projects"
     tags = ("projects",)
+    security = SECURITY
 
-    @post("/", status_code=201)
+    @post(
+        "/", status_code=201, responses=answers(errors.ProjectExists, *BODY, *WRITE, project=False)
+    )
     async def create_project(
         self, data: JSONBody[ProjectIn], principal: Caller, services: Svc
     ) -> Project:
@@ -32,7 +37,7 @@ class ProjectController(Controller):
         authorize(principal, None)
         return await services.projects.create(data)
 
-    @get("/")
+    @get("/", responses=answers(project=False))
     async def list_projects(
         self, principal: Caller, services: Svc, skip: Skip = 0, count: Count = 20
     ) -> Page[ProjectSummary]:
@@ -40,7 +45,7 @@ class ProjectController(Controller):
         authorize(principal, None)
         return await services.projects.list_page(skip, count)
 
-    @post("/{project_id:str}/keys", status_code=201)
+    @post("/{project_id:str}/keys", status_code=201, responses=answers(*BODY, *WRITE))
     async def create_key(
         self, project_id: IdPath, data: JSONBody[KeyIn], principal: Caller, services: Svc
     ) -> KeyCreated:
@@ -48,7 +53,7 @@ class ProjectController(Controller):
         authorize(principal, project_id, "admin")
         return await services.projects.create_key(project_id, data)
 
-    @get("/{project_id:str}/keys")
+    @get("/{project_id:str}/keys", responses=answers())
     async def list_keys(
         self, project_id: IdPath, principal: Caller, services: Svc
     ) -> list[KeyInfo]:
@@ -56,7 +61,11 @@ class ProjectController(Controller):
         authorize(principal, project_id, "admin")
         return await services.projects.list_keys(project_id)
 
-    @delete("/{project_id:str}/keys/{key_id:str}", status_code=204)
+    @delete(
+        "/{project_id:str}/keys/{key_id:str}",
+        status_code=204,
+        responses=answers(errors.KeyNotFound),
+    )
     async def delete_key(
         self, project_id: IdPath, key_id: IdPath, principal: Caller, services: Svc
     ) -> None:
@@ -64,7 +73,7 @@ class ProjectController(Controller):
         authorize(principal, project_id, "admin")
         await services.projects.delete_key(project_id, key_id)
 
-    @post("/{project_id:str}/secrets/rotate", status_code=200)
+    @post("/{project_id:str}/secrets/rotate", status_code=200, responses=answers(*BODY, *WRITE))
     async def rotate_secret(
         self, project_id: IdPath, data: JSONBody[SecretRotateIn], principal: Caller, services: Svc
     ) -> Project:

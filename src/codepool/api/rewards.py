@@ -7,9 +7,11 @@ from typing import Any
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import JSONBody
 
+from codepool import errors
 from codepool.api import handouts
 from codepool.api.deps import CachedCaller, Caller, Svc
 from codepool.api.params import Count, IdPath, Skip
+from codepool.api.responses import BODY, SECURITY, WRITE, IdempotencyKey, answers
 from codepool.auth import authorize
 from codepool.models import Page, Purchase, PurchaseIn, Reward, RewardIn, RewardPatch
 
@@ -17,8 +19,13 @@ from codepool.models import Page, Purchase, PurchaseIn, Reward, RewardIn, Reward
 class RewardController(Controller):
     path = "/v1/projects/{project_id:str}/rewards"
     tags = ("rewards",)
+    security = SECURITY
 
-    @post("/", status_code=201)
+    @post(
+        "/",
+        status_code=201,
+        responses=answers(errors.PoolNotFound, errors.RewardExists, *BODY, *WRITE),
+    )
     async def create_reward(
         self, project_id: IdPath, data: JSONBody[RewardIn], principal: Caller, services: Svc
     ) -> Reward:
@@ -27,7 +34,7 @@ class RewardController(Controller):
         await services.projects.get(project_id)
         return await services.rewards.create(project_id, data)
 
-    @get("/")
+    @get("/", responses=answers())
     async def list_rewards(
         self,
         project_id: IdPath,
@@ -43,7 +50,7 @@ class RewardController(Controller):
             project_id, skip, count, visible_to_users=principal.role == "user"
         )
 
-    @get("/{reward_id:str}")
+    @get("/{reward_id:str}", responses=answers(errors.RewardNotFound))
     async def get_reward(
         self, project_id: IdPath, reward_id: IdPath, principal: Caller, services: Svc
     ) -> Reward:
@@ -51,7 +58,10 @@ class RewardController(Controller):
         authorize(principal, project_id, "admin", "user")
         return await services.rewards.get(project_id, reward_id)
 
-    @patch("/{reward_id:str}")
+    @patch(
+        "/{reward_id:str}",
+        responses=answers(errors.RewardNotFound, errors.PoolNotFound, *BODY, *WRITE),
+    )
     async def patch_reward(
         self,
         project_id: IdPath,
@@ -64,7 +74,7 @@ class RewardController(Controller):
         authorize(principal, project_id, "admin")
         return await services.rewards.patch(project_id, reward_id, data)
 
-    @delete("/{reward_id:str}", status_code=204)
+    @delete("/{reward_id:str}", status_code=204, responses=answers(errors.RewardNotFound))
     async def delete_reward(
         self, project_id: IdPath, reward_id: IdPath, principal: Caller, services: Svc
     ) -> None:
@@ -72,7 +82,22 @@ class RewardController(Controller):
         authorize(principal, project_id, "admin")
         await services.rewards.delete(project_id, reward_id)
 
-    @post("/{reward_id:str}/purchase", status_code=201)
+    @post(
+        "/{reward_id:str}/purchase",
+        status_code=201,
+        responses=answers(
+            errors.RewardNotFound,
+            errors.PoolNotFound,
+            errors.PoolExhausted,
+            errors.PerUserLimitReached,
+            errors.CodesReleased,
+            errors.PoolExpired,
+            errors.IdempotencyKeyReused,
+            errors.NotReady,
+            *BODY,
+            *WRITE,
+        ),
+    )
     async def purchase_reward(
         self,
         project_id: IdPath,
@@ -81,6 +106,7 @@ class RewardController(Controller):
         cached_principal: CachedCaller,
         services: Svc,
         data: JSONBody[PurchaseIn | None] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Purchase:
         """Buy one code: a user for themselves, an admin on behalf of `user_id`."""
         return await handouts.purchase_reward(
@@ -89,6 +115,6 @@ class RewardController(Controller):
             project_id,
             reward_id,
             data,
-            request.headers.get("idempotency-key"),
+            idempotency_key,
             request.url.path,
         )

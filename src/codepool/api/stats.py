@@ -7,8 +7,10 @@ from typing import Annotated
 from litestar import Controller, get
 from litestar.params import QueryParameter
 
+from codepool import errors
 from codepool.api.deps import Caller, Svc
 from codepool.api.params import IdPath
+from codepool.api.responses import SECURITY, answers
 from codepool.auth import authorize
 from codepool.models import PoolStats
 from codepool.store.stats import MAX_MINUTES
@@ -22,8 +24,9 @@ Minutes = Annotated[
 class StatsController(Controller):
     path = "/v1/projects/{project_id:str}/pools/{pool_id:str}/stats"
     tags = ("pools",)
+    security = SECURITY
 
-    @get("/")
+    @get("/", responses=answers(errors.PoolNotFound))
     async def pool_stats(
         self,
         project_id: IdPath,

@@ -10,6 +10,7 @@ from litestar.params import QueryParameter
 from codepool import errors
 from codepool.api.deps import Caller, Svc
 from codepool.api.params import Count, IdPath, Skip, UserPath, UserQuery
+from codepool.api.responses import SECURITY, answers
 from codepool.auth import authorize
 from codepool.models import Event, EventType, Page, Voucher
 
@@ -20,8 +21,9 @@ TypeFilter = Annotated[EventType | None, QueryParameter()]
 class TraceController(Controller):
     path = "/v1/projects/{project_id:str}"
     tags = ("trace",)
+    security = SECURITY
 
-    @get("/events")
+    @get("/events", responses=answers())
     async def list_events(
         self,
         project_id: IdPath,
@@ -51,7 +53,7 @@ class TraceController(Controller):
             hide_codes=principal.role == "user",
         )
 
-    @get("/users/{user_id:str}/vouchers")
+    @get("/users/{user_id:str}/vouchers", responses=answers())
     async def user_vouchers(
         self,
         project_id: IdPath,
