@@ -95,6 +95,7 @@ StorageFull = _error("storage_full", 507, "the store is full; nothing was stored
 InternalError = _error("internal_error", 500, "internal error")
 RedisUnavailable = _error("redis_unavailable", 503, "the store is not reachable")
 NotReady = _error("not_ready", 503, "the service is not ready")
+ServerBusy = _error("server_busy", 503, "the server is at its concurrency limit; retry in a moment")
 
 
 # -- turning errors into answers (app.py's exception handlers and api/fast.py) --------
@@ -106,9 +107,10 @@ def shape(err: CodepoolError) -> ErrorOut:
 
 
 def headers(err: CodepoolError) -> dict[str, str]:
-    """HTTP headers that go with ``err``: ``Retry-After`` (whole seconds) for a 429."""
+    """HTTP headers that go with ``err``: ``Retry-After`` (whole seconds) for a 429 or
+    a 503 that says when to come back."""
     retry_after = err.details.get("retry_after")
-    if err.status == 429 and isinstance(retry_after, int):
+    if err.status in (429, 503) and isinstance(retry_after, int):
         return {"Retry-After": str(retry_after)}
     return {}
 

@@ -13,8 +13,10 @@ are complete, so a normal request pays one comparison per received chunk:
   it opened, or after the first byte of its next request arrived, is closed (one timer
   per connection checks it).
 
-Keep-alive and the concurrency cap (503) are uvicorn's own (``timeout_keep_alive``,
-``limit_concurrency``). granian has the same limits built in (cli.py sets them).
+Keep-alive and the concurrency cap are uvicorn's own (``timeout_keep_alive``,
+``limit_concurrency``); the cap's 503 is answered in the one error shape
+(``server_busy``, ``Retry-After: 1``) instead of uvicorn's plain-text one. granian has
+the same limits built in (cli.py sets them).
 """
 
 from __future__ import annotations
@@ -24,10 +26,32 @@ from typing import Any
 
 import msgspec
 from uvicorn.config import Config
+from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from codepool import errors
+
+_BUSY = errors.ServerBusy(retry_after=1)
+_BUSY_BODY = msgspec.json.encode(errors.shape(_BUSY))
+_BUSY_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_BUSY_BODY)).encode()),
+    *((k.lower().encode(), v.encode()) for k, v in errors.headers(_BUSY).items()),
+    (b"connection", b"close"),
+]
+
+
+async def _busy(scope: Any, receive: Any, send: Any) -> None:
+    """What a request past ``limit_concurrency`` runs instead of the app."""
+    await send({"type": "http.response.start", "status": 503, "headers": _BUSY_HEADERS})
+    await send({"type": "http.response.body", "body": _BUSY_BODY})
+
+
+# uvicorn's protocol runs its module's ``service_unavailable`` (a plain-text 503) past
+# the cap, chosen inside on_headers_complete; naming ours there is the one hook short
+# of copying that method. Only `codepool serve` imports this module.
+httptools_impl.service_unavailable = _busy  # type: ignore[attr-defined]
 
 
 class HttpLimits(msgspec.Struct, frozen=True):

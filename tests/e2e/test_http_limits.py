@@ -142,3 +142,6 @@ def test_beyond_the_concurrency_cap_a_worker_answers_503(server: Served) -> None
         for sock in held:
             sock.close()
     assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"retry-after: 1" in head.lower()
+    assert json.loads(body)["error"]["code"] == "server_busy"
