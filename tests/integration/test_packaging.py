@@ -42,6 +42,13 @@ def test_wheel_carries_and_finds_every_lua_script(tmp_path: Path) -> None:
     )
     assert "codepool/lua/includes/common.lua" in names
     assert "codepool/py.typed" in names
+    # The console's static files ride in the package too (served from there, no CDN).
+    static = REPO / "src" / "codepool" / "console" / "static"
+    on_disk_static = sorted(
+        p.relative_to(static).as_posix() for p in static.rglob("*") if p.is_file()
+    )
+    prefix = "codepool/console/static/"
+    assert sorted(n[len(prefix) :] for n in names if n.startswith(prefix)) == on_disk_static
 
     site = tmp_path / "site"
     subprocess.run(
@@ -67,6 +74,8 @@ def test_wheel_carries_and_finds_every_lua_script(tmp_path: Path) -> None:
         "import codepool.scripts as s;"
         "d = s.lua_dir(); print(d);"
         f"assert str(d).startswith({str(site)!r}), d;"
+        "import codepool.console.routes as c;"
+        "assert 'vendor/chart.umd.min.js' in c.assets(), sorted(c.assets());"
         "print(len(s.script_sources()))"
     )
     out = subprocess.run(

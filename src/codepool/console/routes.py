@@ -18,6 +18,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response, get
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -99,7 +100,7 @@ def console_page(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @get("/console/assets/{name:path}", include_in_schema=False, sync_to_thread=False)
-def console_asset(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+def console_asset(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
     """A static file of the console (script, style sheet, the vendored chart library)."""
     return _serve(request, name.lstrip("/"))
 

@@ -1,7 +1,7 @@
 // Building the page: elements from data, always as text, never as HTML.
 //
 // Codes, pool names and user ids are user input. Nothing here (or anywhere in the
-// console) assigns innerHTML; the page's CSP requires Trusted Types with no policy,
+// console) hands a string to an HTML parser; the CSP requires Trusted Types with no policy,
 // so the browser would refuse it anyway.
 
 let uid = 0;
@@ -28,7 +28,11 @@ export function h(tag, attrs = {}, ...children) {
       el.className = value;
     } else if (key === "text") {
       el.textContent = String(value);
-    } else if (["value", "checked", "disabled", "hidden", "selected", "multiple", "required"].includes(key)) {
+    } else if (key === "value") {
+      el.value = value;
+      // The default too, so that a form reset keeps it (a shown-once secret, say).
+      if ("defaultValue" in el) el.defaultValue = value;
+    } else if (["checked", "disabled", "hidden", "selected", "multiple", "required"].includes(key)) {
       el[key] = value;
     } else {
       el.setAttribute(key, value === true ? "" : String(value));
