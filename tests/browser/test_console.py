@@ -193,6 +193,26 @@ def test_pool_paste_refill_file_upload_and_a_refused_paste(
     expect(stock).to_contain_text("8Total")
     console.shot("pool-upload")
 
+    # The CSV export (it needs the bearer: fetched, then saved from a Blob).
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert rows[0].startswith("code,status")
+    assert sorted(row.split(",")[0] for row in rows[1:]) == [
+        *(f"A{n}" for n in range(1, 6)),
+        *(f"B{n}" for n in range(1, 4)),
+    ]
+
+    # Settings: thresholds and notify changed with a PATCH.
+    settings = page.get_by_role("form", name="Settings")
+    settings.get_by_label("Low-stock thresholds").fill("5, 2")
+    settings.get_by_label("Notify emails").fill("ops@example.com")
+    settings.get_by_role("button", name="Save settings").click()
+    expect(settings.get_by_role("status")).to_have_text("Saved.")
+    changed = _pool(console, pool_id)
+    assert changed["low_stock_thresholds"] == [5, 2]
+    assert changed["notify"]["emails"] == ["ops@example.com"]
+
 
 def test_reward_purchase_trace_redeem_release_and_the_chart(console: Console) -> None:
     from playwright.sync_api import expect  # noqa: PLC0415
@@ -221,6 +241,12 @@ def test_reward_purchase_trace_redeem_release_and_the_chart(console: Console) ->
     listed = console.api("GET", "/rewards").json()["data"]
     (reward,) = [r for r in listed if r["pool_id"] == pool_id]
     assert reward["per_user_limit"] == 2 and reward["metadata"] == {"points": 500}
+    page.get_by_role("button", name="Edit reward Coffee on us").click()
+    expect(page.get_by_role("heading", name="Edit reward Coffee on us")).to_be_visible()
+    page.get_by_label("Per-user limit").fill("3")
+    page.get_by_role("button", name="Save reward").click()
+    expect(page.get_by_text("Reward Coffee on us saved.")).to_be_visible()
+    assert console.api("GET", f"/rewards/{reward['id']}").json()["per_user_limit"] == 3
 
     # Two shoppers buy through the API with their own tokens (JWT with an expiry).
     bought = {}
@@ -255,7 +281,8 @@ def test_reward_purchase_trace_redeem_release_and_the_chart(console: Console) ->
     expect(dialog).to_contain_text(f"Redeem {code}?")
     dialog.get_by_role("button", name="Redeem").click()
     expect(page.get_by_text(f"{code} redeemed.")).to_be_visible()
-    expect(facts.get_by_role("definition").filter(has_text="redeemed")).to_be_visible()
+    expect(facts).to_contain_text("already redeemed")  # the look-up checked it again
+    expect(page.get_by_role("button", name="Redeem code")).to_be_disabled()
     validated = console.api("POST", "/codes/validate", json={"code": code}).json()
     assert validated["status"] == "redeemed"
 
@@ -342,6 +369,103 @@ def test_keys_are_shown_once_and_revoked(console: Console) -> None:
     page.reload()
     expect(page.get_by_role("heading", name="API keys")).to_be_visible()
     expect(page.get_by_label("New API key", exact=True)).to_have_count(0)
+
+
+def test_an_admin_key_signs_in_to_its_project_and_a_pos_key_is_turned_away(
+    console: Console, browser: Browser
+) -> None:
+    from playwright.sync_api import expect  # noqa: PLC0415
+
+    keys = {}
+    for role in ("admin", "pos"):
+        r = console.api("POST", "/keys", json={"role": role, "name": f"console {role}"})
+        assert r.status_code == 201, r.text
+        keys[role] = r.json()["key"]
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        _watch(page, console.base, console.problems)
+        page.goto(f"{console.base}/console")
+        page.get_by_label("API key").fill(keys["pos"])
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("This is a point-of-sale key.")).to_be_visible()
+        assert page.evaluate("sessionStorage.getItem('codepool.key')") is None
+        page.get_by_label("API key").fill(keys["admin"])
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Pools")).to_be_visible()
+        expect(page.get_by_role("banner")).to_contain_text("Project acme")
+        expect(page.get_by_role("link", name="Switch project")).to_have_count(0)
+        expect(page.get_by_role("link", name="Summer sale")).to_be_visible()
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("heading", name="Sign in to codepool")).to_be_visible()
+        assert page.evaluate("sessionStorage.length") == 0
+    finally:
+        context.close()
+
+
+def test_the_chart_draws_the_stats_contract_and_refreshes(console: Console) -> None:
+    """The console against the contract's stats shape, whatever this server answers
+    (served from the page's own network layer): drawn, tabled, forecast, refreshed."""
+    from playwright.sync_api import Route, expect  # noqa: PLC0415
+
+    page = console.page
+    made = console.api("POST", "/pools", json={"name": "Chart check"})
+    assert made.status_code == 201, made.text
+    pool_id = made.json()["id"]
+    start = (int(time.time()) // 60 - 59) * 60
+    empty_at = float(start + 7200)
+    answers: list[list[dict[str, int]]] = []
+
+    def stats(route: Route) -> None:
+        calls = len(answers)
+        series = [
+            {"t": start + 60 * i, "issued": (i * 7 + calls) % 5, "redeemed": i % 3, "released": 0}
+            for i in range(60)
+        ]
+        body = {
+            "pool_id": pool_id,
+            "available": 120,
+            "rate_per_minute": 2.5,
+            "empty_at": empty_at,
+            "series": series,
+        }
+        answers.append(series)
+        route.fulfill(json=body)
+
+    page.route(f"**/v1/projects/acme/pools/{pool_id}/stats?minutes=60", stats)
+    try:
+        console.goto(f"/pools/{pool_id}")
+        activity = page.get_by_role("region", name="Activity, last 60 minutes")
+        forecast = (
+            f"At 2.5 codes a minute, runs dry at {time.strftime('%d %b %Y', time.gmtime(empty_at))}"
+        )
+        expect(activity.get_by_role("status")).to_contain_text(forecast)
+        canvas = activity.get_by_role("img", name=re.compile("per minute"))
+        drawn = "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v)"
+        assert canvas.evaluate(drawn)
+        page.get_by_text("Chart data as a table").click()
+        table = activity.get_by_role("table", name="Activity per minute")
+
+        def shown() -> list[list[int]]:
+            return [
+                [int(cell) for cell in row.get_by_role("cell").all_inner_texts()[1:]]
+                for row in table.get_by_role("row").all()[1:]
+            ]
+
+        def active(series: list[dict[str, int]]) -> list[list[int]]:
+            rows = [[p["issued"], p["redeemed"], p["released"]] for p in series]
+            return [row for row in rows if any(row)]
+
+        assert shown() == active(answers[0])
+        # Still open a few seconds later: asked again, and the new minutes shown.
+        with page.expect_request(re.compile(r"/stats\?minutes=60"), timeout=8000):
+            pass
+        deadline = time.monotonic() + 3
+        while shown() != active(answers[1]) and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert shown() == active(answers[1]) != active(answers[0])
+    finally:
+        page.unroute(f"**/v1/projects/acme/pools/{pool_id}/stats?minutes=60")
 
 
 def test_markup_in_codes_and_names_is_shown_as_text(console: Console) -> None:

@@ -28,11 +28,19 @@ export function activityChart(poolId) {
     const labels = stats.series.map((p) => fmt.minute(p.t));
     if (!chart) {
       chart = new window.Chart(canvas, {
-        type: "bar",
+        type: "line",
         data: {
           labels,
           datasets: SERIES.map(([key, label, color]) => ({
-            label, backgroundColor: color, borderColor: color, data: stats.series.map((p) => p[key]),
+            label,
+            data: stats.series.map((p) => p[key]),
+            borderColor: color,
+            backgroundColor: `${color}22`,
+            fill: key === "issued",
+            borderWidth: 2,
+            pointRadius: 0,
+            pointHoverRadius: 3,
+            tension: 0.25,
           })),
         },
         options: {
@@ -41,8 +49,8 @@ export function activityChart(poolId) {
           maintainAspectRatio: false,
           interaction: { mode: "index", intersect: false },
           scales: {
-            x: { stacked: true, grid: { display: false }, ticks: { maxTicksLimit: 12 } },
-            y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } },
+            x: { grid: { display: false }, ticks: { maxTicksLimit: 12 } },
+            y: { beginAtZero: true, ticks: { precision: 0 } },
           },
           plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
         },

@@ -92,6 +92,7 @@ export function table(caption, columns, rows, empty = "Nothing yet.") {
 export function pager(label, page, go) {
   const { matched, skip, limit } = page;
   const last = Math.min(skip + page.data.length, matched);
+  if (skip === 0 && last >= matched && !page.matched_limited) return null; // one page: no pager
   const status = matched ? `${fmt.int(skip + 1)}–${fmt.int(last)} of ${fmt.int(matched)}${page.matched_limited ? "+" : ""}` : "none";
   return h("nav", { class: "pager", "aria-label": `${label} pages` },
     h("button", { type: "button", disabled: skip <= 0, onclick: () => go(Math.max(0, skip - limit)) }, "Previous"),

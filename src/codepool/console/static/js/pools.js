@@ -15,7 +15,10 @@ export async function poolsPage(root) {
   const summary = h("ul", { class: "stats", "aria-label": "All pools" });
   const list = h("div");
   const load = async (skip = 0) => {
-    const page = await api("GET", projectPath("pools"), { query: { skip, count: 50 } });
+    const [page, rewards] = await Promise.all([
+      api("GET", projectPath("pools"), { query: { skip, count: 50 } }),
+      rewardNames(),
+    ]);
     // The list answers totals only; each pool's own answer has the split by status.
     const pools = await Promise.all(page.data.map((p) => api("GET", projectPath("pools", p.id))));
     const sum = (k) => pools.reduce((n, p) => n + p[k], 0);
@@ -29,7 +32,7 @@ export async function poolsPage(root) {
       ["Assigned", (p) => fmt.int(p.assigned)],
       ["Redeemed", (p) => fmt.int(p.redeemed)],
       ["Stock", (p) => stockBar(p)],
-      ["Used by", (p) => fmt.list(p.used_by)],
+      ["Used by", (p) => fmt.list(p.used_by.map(rewards))],
     ], pools, "No pool yet: create one below."), pager("Pools", page, load));
   };
   fill(root, h("h1", {}, "Pools"), summary, list, createPoolForm());
@@ -84,8 +87,15 @@ function createPoolForm() {
   return form;
 }
 
+/** reward id -> its name (the id itself for one not found), from one list call. */
+export async function rewardNames() {
+  const page = await api("GET", projectPath("rewards"), { query: { count: 1000 } });
+  const names = new Map(page.data.map((r) => [r.id, r.name]));
+  return (id) => names.get(id) ?? id;
+}
+
 export async function poolPage(root, poolId) {
-  let pool = await api("GET", projectPath("pools", poolId));
+  let [pool, rewards] = await Promise.all([api("GET", projectPath("pools", poolId)), rewardNames()]);
   const title = h("h1", {}, pool.name);
   const summary = h("ul", { class: "stats", "aria-label": "Stock" });
   const bar = h("div");
@@ -97,9 +107,9 @@ export async function poolPage(root, poolId) {
     fill(bar, stockBar(pool));
     fill(facts,
       "Id ", h("code", {}, pool.id),
-      " · low-stock alerts at ", fmt.list(pool.low_stock_thresholds),
+      pool.low_stock_thresholds.length ? ` · low-stock alerts at ${fmt.list(pool.low_stock_thresholds.map(fmt.int))}` : " · no low-stock alert",
       " · expires ", pool.expires_at ? fmt.time(pool.expires_at) : "never",
-      " · used by ", pool.used_by.length ? pool.used_by.join(", ") : "no reward");
+      " · used by ", pool.used_by.length ? pool.used_by.map(rewards).join(", ") : "no reward");
   };
   const refreshPool = async () => {
     pool = await api("GET", projectPath("pools", poolId));
@@ -118,7 +128,7 @@ export async function poolPage(root, poolId) {
     uploadSection(poolId, onChange),
     codes.section,
     settingsSection(pool, async (updated) => { pool = updated; showPool(); }),
-    deleteSection(pool));
+    deleteSection(pool, rewards));
   await Promise.all([codes.load(), chart.refresh()]);
 
   // Live while the page is open: the counts and the chart, every few seconds.
@@ -254,7 +264,7 @@ function settingsSection(pool, onSaved) {
   return form;
 }
 
-function deleteSection(pool) {
+function deleteSection(pool, rewards) {
   const msg = h("div", { class: "msg", role: "status" });
   const button = h("button", { type: "button", class: "danger" }, "Delete pool");
   button.addEventListener("click", async () => {
@@ -264,7 +274,8 @@ function deleteSection(pool) {
       go("#/pools");
     } catch (err) {
       if (err instanceof ApiError && err.code === "pool_in_use") {
-        say(msg, "error", `Not deleted: ${err.message}. Rewards using it: ${fmt.list(err.details.used_by)}. Delete or move those rewards first.`);
+        const used = (err.details.used_by || []).map((id) => `${rewards(id)} (${id})`);
+        say(msg, "error", `Not deleted: ${err.message}. Rewards using it: ${fmt.list(used)}. Delete those rewards or move them to another pool first.`);
       } else {
         say(msg, "error", err.message);
       }

@@ -3,13 +3,21 @@
 
 import { ApiError, api, projectPath } from "./api.js";
 import { confirmAction, field, fill, fmt, h, say, table } from "./dom.js";
+import { rewardNames } from "./pools.js";
 
 export async function tracePage(root) {
-  const code = codeLookup();
-  fill(root, h("h1", {}, "Trace"), userLookup(code.lookUp), code.element);
+  // Names for the ids in vouchers and events (one call each, not one per row).
+  const [rewards, pools] = await Promise.all([
+    rewardNames(),
+    api("GET", projectPath("pools"), { query: { count: 1000 } }),
+  ]);
+  const poolNames = new Map(pools.data.map((p) => [p.id, p.name]));
+  const names = { reward: (id) => (id ? rewards(id) : "–"), pool: (id) => (id ? poolNames.get(id) ?? id : "–") };
+  const code = codeLookup(names);
+  fill(root, h("h1", {}, "Trace"), userLookup(code.lookUp, names), code.element);
 }
 
-function userLookup(lookUpCode) {
+function userLookup(lookUpCode, names) {
   const user = field("User id", "text", { required: true, spellcheck: "false", maxlength: 128 });
   const out = h("div");
   const form = h("form", { class: "card", "aria-labelledby": "user-title" },
@@ -27,8 +35,8 @@ function userLookup(lookUpCode) {
         table(`Vouchers of ${id}`, [
           ["Code", (v) => (v.code === null ? "hidden" : h("code", {}, v.code))],
           ["Status", (v) => h("span", { class: `badge ${v.status}` }, v.status)],
-          ["Reward", (v) => v.reward_id ?? "–"],
-          ["Pool", (v) => h("a", { href: `#/pools/${encodeURIComponent(v.pool_id)}` }, v.pool_id)],
+          ["Reward", (v) => names.reward(v.reward_id)],
+          ["Pool", (v) => h("a", { href: `#/pools/${encodeURIComponent(v.pool_id)}` }, names.pool(v.pool_id))],
           ["Assigned", (v) => fmt.time(v.assigned_time)],
           ["Redeemed", (v) => fmt.time(v.redeemed_time)],
           ["", (v) => (v.code === null ? "" : h("button", { type: "button", "aria-label": `Look up code ${v.code}`, onclick: () => lookUpCode(v.code) }, "Look up"))],
@@ -37,8 +45,8 @@ function userLookup(lookUpCode) {
           ["Time", (ev) => fmt.time(ev.time)],
           ["Type", (ev) => h("span", { class: "badge" }, ev.type)],
           ["Code", (ev) => (ev.code ? h("code", {}, ev.code) : "–")],
-          ["Reward", (ev) => ev.reward_id ?? "–"],
-          ["Pool", (ev) => ev.pool_id ?? "–"],
+          ["Reward", (ev) => names.reward(ev.reward_id)],
+          ["Pool", (ev) => names.pool(ev.pool_id)],
         ], events.data, "No event for this user."));
     } catch (err) {
       say(out, "error", err.message);
@@ -47,7 +55,7 @@ function userLookup(lookUpCode) {
   return form;
 }
 
-function codeLookup() {
+function codeLookup(names) {
   const code = field("Code", "text", { required: true, spellcheck: "false", maxlength: 128 });
   const out = h("div");
   const msg = h("div", { class: "msg", role: "status" });
@@ -70,7 +78,7 @@ function codeLookup() {
       row("Valid", v.valid ? "yes: assigned and not used" : "no"),
       row("Status", v.status ? h("span", { class: `badge ${v.status}` }, v.status) : "–"),
       v.reason ? row("Reason", v.reason.replaceAll("_", " ")) : null,
-      row("Pool", v.pool_id ?? "–"), row("Reward", v.reward_id ?? "–"), row("User", v.user_id ?? "–"),
+      row("Pool", names.pool(v.pool_id)), row("Reward", names.reward(v.reward_id)), row("User", v.user_id ?? "–"),
       row("Assigned", fmt.time(v.assigned_time)), row("Redeemed", fmt.time(v.redeemed_time)),
       v.hold_expires_at ? row("Hold expires", fmt.time(v.hold_expires_at)) : null),
     h("div", { class: "actions" }, redeem, release));
