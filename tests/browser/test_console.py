@@ -84,6 +84,8 @@ def console(browser: Browser, server: ServeProcess) -> Iterator[Console]:
     page.set_default_timeout(10_000)
     problems: list[str] = []
     _watch(page, server.url, problems)
+    # `codepool serve` says where the console is.
+    assert f"console: {server.url}/console" in server.log_tail(200)
     page.goto(f"{server.url}/console")
     expect(page.get_by_role("heading", name="Sign in to codepool")).to_be_visible()
     shot = screenshot_path("signin")
