@@ -25,6 +25,8 @@ from codepool.api.projects import ProjectController
 from codepool.api.rewards import RewardController
 from codepool.api.stats import StatsController
 from codepool.api.trace import TraceController
+from codepool.api.whoami import WhoamiController
+from codepool.console import ROUTES as CONSOLE_ROUTES
 from codepool.models import ErrorBody, ErrorOut
 from codepool.redisclient import make_client
 from codepool.services import Services
@@ -124,6 +126,8 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
             PosController,
             TraceController,
             NotifyController,
+            WhoamiController,
+            *CONSOLE_ROUTES,
         ],
         dependencies=DEPENDENCIES,
         request_class=CodepoolRequest,

@@ -305,6 +305,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
             args.workers,
             args.server,
         )
+        log.info("console: http://%s:%d/console", args.host, args.port)
         code = _SERVERS[args.server](args, settings)
         if code:
             return code

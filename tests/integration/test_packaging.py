@@ -46,6 +46,13 @@ def test_wheel_carries_and_finds_every_lua_script(tmp_path: Path) -> None:
     ui = REPO / "src" / "codepool" / "docs_ui"
     for asset in ui.iterdir():
         assert f"codepool/docs_ui/{asset.name}" in names
+    # The console's static files ride in the package too (served from there, no CDN).
+    static = REPO / "src" / "codepool" / "console" / "static"
+    on_disk_static = sorted(
+        p.relative_to(static).as_posix() for p in static.rglob("*") if p.is_file()
+    )
+    prefix = "codepool/console/static/"
+    assert sorted(n[len(prefix) :] for n in names if n.startswith(prefix)) == on_disk_static
 
     site = tmp_path / "site"
     subprocess.run(
@@ -73,6 +80,8 @@ def test_wheel_carries_and_finds_every_lua_script(tmp_path: Path) -> None:
         f"assert str(d).startswith({str(site)!r}), d;"
         "import codepool.api.docs as docs;"
         "assert (docs.UI_DIR / 'swagger-ui-bundle.js').is_file(), docs.UI_DIR;"
+        "import codepool.console.routes as c;"
+        "assert 'vendor/chart.umd.min.js' in c.assets(), sorted(c.assets());"
         "print(len(s.script_sources()))"
     )
     out = subprocess.run(
