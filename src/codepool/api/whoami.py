@@ -6,6 +6,7 @@ import msgspec
 from litestar import Controller, get
 
 from codepool.api.deps import Caller
+from codepool.api.responses import SECURITY, answers
 
 
 class Whoami(msgspec.Struct, kw_only=True):
@@ -16,8 +17,9 @@ class Whoami(msgspec.Struct, kw_only=True):
 class WhoamiController(Controller):
     path = "/v1/whoami"
     tags = ("projects",)
+    security = SECURITY
 
-    @get("/")
+    @get("/", responses=answers(project=False))
     async def whoami(self, principal: Caller) -> Whoami:
         """The calling key's role and project (root: no project). User tokens: 401."""
         return Whoami(role=principal.role, project_id=principal.project_id)
