@@ -89,6 +89,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_header_timeout: float = 10.0
     http_keep_alive: int = 5
     http_max_concurrency: int = 1000
+    # The command line's client verbs (codepool/client, docs/cli.md): the service they
+    # talk to, the bearer key they send (never taken from argv), the project they act in.
+    url: str = "http://127.0.0.1:8000"
+    api_key: str = ""
+    project: str = ""
 
 
 # env var suffix -> field name. Kept explicit so the README table and this stay in step.
@@ -127,6 +132,9 @@ _ENV: dict[str, str] = {
     "HTTP_HEADER_TIMEOUT": "http_header_timeout",
     "HTTP_KEEP_ALIVE": "http_keep_alive",
     "HTTP_MAX_CONCURRENCY": "http_max_concurrency",
+    "URL": "url",
+    "API_KEY": "api_key",
+    "PROJECT": "project",
 }
 
 
