@@ -86,12 +86,18 @@ class Ctx:
         """A pool id from ``given``, a pool's id or its name (names are unique)."""
         skip = 0
         while True:
-            page = self.api.call(
-                "GET",
-                self.path("pools"),
-                Page[PoolSummary],
-                params={"skip": skip, "count": PAGE},
-            )
+            try:
+                page = self.api.call(
+                    "GET",
+                    self.path("pools"),
+                    Page[PoolSummary],
+                    params={"skip": skip, "count": PAGE},
+                )
+            except CliError as exc:
+                if exc.exit_code != Exit.AUTH:
+                    raise
+                # A key that may not list pools: it can only mean an id.
+                return given
             for pool in page.data:
                 if given in (pool.id, pool.name):
                     return pool.id

@@ -52,7 +52,7 @@ def upload(ctx: Ctx) -> None:
                 "Content-Length": str(source.size),
                 "Idempotency-Key": key,
             }
-            with Transfer(name if name != "-" else "stdin", source.size) as progress:
+            with Transfer(source.label, source.size) as progress:
                 result = ctx.api.send(
                     ctx.path("pools", pool_id, "codes"),
                     body(source, fmt, progress),

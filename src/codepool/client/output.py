@@ -93,7 +93,7 @@ def table(
         show_header=header,
     )
     for row in rows:
-        grid.add_row(*("-" if cell is None else str(cell) for cell in row))
+        grid.add_row(*(_cell(cell) for cell in row))
     return grid
 
 
@@ -103,8 +103,16 @@ def fields(pairs: Sequence[tuple[str, object]]) -> Table:
     grid.add_column(style="bold")
     grid.add_column()
     for name, value in pairs:
-        grid.add_row(name, "-" if value is None else str(value))
+        grid.add_row(name, _cell(value))
     return grid
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _pick(data: Any, path: str) -> Any:

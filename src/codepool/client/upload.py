@@ -51,6 +51,11 @@ class Source:
     size: int
     sha256: str
 
+    @property
+    def label(self) -> str:
+        """How the progress bar names it."""
+        return "stdin" if self.name == "-" else Path(self.name).name
+
 
 @contextlib.contextmanager
 def open_source(name: str) -> Iterator[Source]:
@@ -95,4 +100,4 @@ def body(source: Source, fmt: str, progress: Transfer) -> Iterator[bytes]:
         while chunk := file.read(CHUNK):
             progress.advance(len(chunk), count_codes(chunk, fmt))
             yield chunk
-    progress.describe(f"{source.name}: sent, the server is storing it")
+    progress.describe(f"{source.label} (storing)")
