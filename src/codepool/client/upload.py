@@ -98,6 +98,7 @@ def body(source: Source, fmt: str, progress: Transfer) -> Iterator[bytes]:
     """The file in chunks, counted into ``progress`` as they are handed to the socket."""
     with source.path.open("rb") as file:
         while chunk := file.read(CHUNK):
-            progress.advance(len(chunk), count_codes(chunk, fmt))
+            if progress.shown:  # counting is for the bar only
+                progress.advance(len(chunk), count_codes(chunk, fmt))
             yield chunk
     progress.describe(f"{source.label} (storing)")
