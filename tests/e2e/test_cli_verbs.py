@@ -463,3 +463,60 @@ def test_events_follow_prints_new_events_as_they_come(
             follower.send_signal(signal.SIGINT)
             follower.wait(10)
     assert follower.returncode == 128 + signal.SIGINT
+
+
+def test_keys_webhook_deliveries_secrets_and_a_big_issue(
+    server: ServeProcess, api: httpx.Client, project: str
+) -> None:
+    env = client_env(server.url, project=project)
+    key_id = ok(cli(env, "keys", "create", "admin", "temp", "--field", "id")).strip()
+    assert key_id in ok(cli(env, "keys", "list", "--field", "id")).split()
+    ok(cli(env, "keys", "revoke", "--", key_id))
+    assert key_id not in ok(cli(env, "keys", "list", "--field", "id")).split()
+    assert project in ok(cli(env, "projects", "list", "--field", "id", "--limit", "1000")).split()
+    hook = ["webhook", "set", "http://127.0.0.1:9/hook", "--events", "POOL_LOW", "--json"]
+    assert json.loads(ok(cli(env, *hook))) == {
+        "url": "http://127.0.0.1:9/hook",
+        "events": ["POOL_LOW"],
+    }
+    assert ok(cli(env, "webhook", "show", "--field", "url")).strip() == "http://127.0.0.1:9/hook"
+    ok(cli(env, "webhook", "delete"))
+    assert cli(env, "webhook", "show").returncode == 4
+    assert json.loads(ok(cli(env, "deliveries", "list", "--json"))) == []
+    secret = ok(
+        cli(env, "projects", "rotate-secret", "webhook_secret", "--field", "webhook_secret")
+    )
+    assert len(secret.strip()) >= 32
+
+    # 2,500 codes: three hand-outs of at most 1,000; the same key again: the same codes.
+    pool_id = new_pool(api, project, "partner")
+    api.post(
+        f"/v1/projects/{project}/pools/{pool_id}/codes",
+        content="\n".join(f"P{i:05d}" for i in range(3000)),
+        headers={"Content-Type": "text/plain"},
+    )
+    argv = ["issue", "partner", "-n", "2500", "--user", "partner-9", "--idempotency-key", "po-1"]
+    first = ok(cli(env, *argv, "--field", "codes.code")).split()
+    assert len(first) == len(set(first)) == 2500
+    assert ok(cli(env, *argv, "--field", "codes.code")).split() == first
+    counts = pool_of(api, project, pool_id)
+    assert (counts["available"], counts["assigned"]) == (500, 2500)
+
+    # A shortage half-way: the codes handed out so far are printed, then the error;
+    # refilled, the same command gets them again and the rest.
+    def refill(prefix: str, count: int) -> None:
+        api.post(
+            f"/v1/projects/{project}/pools/{pool_id}/codes",
+            content="\n".join(f"{prefix}{i:05d}" for i in range(count)),
+            headers={"Content-Type": "text/plain"},
+        )
+
+    refill("Q", 700)  # 1,200 available
+    argv = ["issue", "partner", "-n", "2000", "--idempotency-key", "po-2", "--field", "codes.code"]
+    short = cli(env, *argv)
+    assert short.returncode == 1 and len(short.stdout.split()) == 1000
+    assert short.stderr.startswith("error: pool_exhausted: ") and "1,000 of 2,000" in short.stderr
+    refill("R", 800)  # 1,000 available
+    done = ok(cli(env, *argv)).split()
+    assert len(set(done)) == 2000 and done[:1000] == short.stdout.split()
+    assert pool_of(api, project, pool_id)["available"] == 0

@@ -85,6 +85,7 @@ class Ctx:
     def pool(self, given: str) -> str:
         """A pool id from ``given``, a pool's id or its name (names are unique)."""
         skip = 0
+        named = ""
         while True:
             try:
                 page = self.api.call(
@@ -99,12 +100,14 @@ class Ctx:
                 # A key that may not list pools: it can only mean an id.
                 return given
             for pool in page.data:
-                if given in (pool.id, pool.name):
+                if given == pool.id:
                     return pool.id
+                if given == pool.name:
+                    named = pool.id
             skip += len(page.data)
             if not page.data or skip >= page.matched:
-                # Not listed: let the service answer for it (404 pool_not_found).
-                return given
+                # An id wins over a name; neither: the service answers (404 pool_not_found).
+                return named or given
 
     def close(self) -> None:
         self._stack.close()

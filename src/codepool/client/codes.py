@@ -12,10 +12,10 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from codepool.client.base import Ctx, Subparsers, add, walk
-from codepool.client.http import CliError, Exit, UsageError
+from codepool.client.http import ApiError, CliError, Exit, UsageError
 from codepool.client.output import table, when
 from codepool.client.progress import Transfer
 from codepool.client.shapes import Generated, GenerateIn
@@ -26,7 +26,7 @@ from codepool.client.upload import (
     idempotency_key,
     open_source,
 )
-from codepool.models import CodeEntry, IssueIn, IssueOut, Pool, UploadResult
+from codepool.models import CodeEntry, IssuedCode, IssueIn, IssueOut, Pool, UploadResult
 
 # The most codes one `POST .../issue` hands out (models.Count).
 ISSUE_MAX = 1000
@@ -156,12 +156,19 @@ def generate(ctx: Ctx) -> None:
 
 
 def issue(ctx: Ctx) -> None:
-    """Up to ISSUE_MAX codes in one hand-out (all or nothing); more in several."""
+    """Up to ISSUE_MAX codes in one hand-out (all or nothing); more in several.
+
+    With --idempotency-key KEY, hand-out n uses ``KEY.n``: the command run again gets
+    the same codes back, and after a shortage (the codes handed out so far are printed
+    with the error) it gets them again plus the rest once the pool is refilled.
+    """
     a = ctx.args
     pool_id = ctx.pool(a.pool)
     path = ctx.path("pools", pool_id, "issue")
-    if a.count > ISSUE_MAX:
-        # Several hand-outs: check first that all of them can be served.
+    if a.count > ISSUE_MAX and not a.idempotency_key:
+        # Several hand-outs that cannot be asked again: check first that all can be
+        # served. (With a key, a rerun's hand-outs are the first ones again, so the
+        # pool may rightly hold fewer than COUNT now.)
         available = ctx.api.call("GET", ctx.path("pools", pool_id), Pool).available
         if available < a.count:
             raise CliError(
@@ -170,28 +177,42 @@ def issue(ctx: Ctx) -> None:
                 "nothing was handed out",
                 Exit.API_ERROR,
             )
-    handed: list[Any] = []
+    handed: list[IssuedCode] = []
     left = 0
-    batch = 0
     while len(handed) < a.count:
         count = min(ISSUE_MAX, a.count - len(handed))
         key = a.idempotency_key
         if key and a.count > ISSUE_MAX:
-            key = f"{key}.{batch}"
+            key = f"{key}.{len(handed) // ISSUE_MAX}"
         headers = {"Idempotency-Key": key} if key else {}
-        answer = ctx.api.call(
-            "POST", path, IssueOut, body=IssueIn(count=count, user_id=a.user), headers=headers
-        )
+        try:
+            answer = ctx.api.call(
+                "POST", path, IssueOut, body=IssueIn(count=count, user_id=a.user), headers=headers
+            )
+        except ApiError as exc:
+            if not handed:
+                raise
+            # Codes were handed out: the operator must have them, then the error.
+            _show_issued(ctx, IssueOut(codes=handed, available=left))
+            again = " (run again with the same key for them and the rest)" if key else ""
+            raise CliError(
+                exc.code,
+                f"{exc.message}; {len(handed):,} of {a.count:,} codes were handed out, "
+                f"printed above{again}",
+                exc.exit_code,
+            ) from exc
         handed.extend(answer.codes)
         left = answer.available
-        batch += 1
-    result = IssueOut(codes=handed, available=left)
+    _show_issued(ctx, IssueOut(codes=handed, available=left))
+
+
+def _show_issued(ctx: Ctx, result: IssueOut) -> None:
     ctx.out.answer(
         result,
         lambda: table(
             ("CODE", "ASSIGNED"),
             [(c.code, when(c.assigned_time)) for c in result.codes],
-            title=f"{len(result.codes):,} codes handed out; {left:,} left",
+            title=f"{len(result.codes):,} codes handed out; {result.available:,} left",
         ),
     )
 

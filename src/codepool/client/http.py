@@ -173,8 +173,12 @@ class Api:
         return self.decode(response, answer)
 
     def delete(self, path: str) -> None:
+        self.empty("DELETE", path)
+
+    def empty(self, method: str, path: str) -> None:
+        """A request without a body whose answer has none either (204)."""
         with self._transport_errors():
-            response = self._client.delete(path)
+            response = self._client.request(method, path)
         if response.is_error:
             raise error_from(response)
 

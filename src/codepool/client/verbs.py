@@ -26,6 +26,7 @@ from codepool.client.shapes import PoolStats
 from codepool.models import (
     CodeIn,
     CodeInstance,
+    DeadDelivery,
     Event,
     KeyCreated,
     KeyIn,
@@ -44,8 +45,11 @@ from codepool.models import (
     Reward,
     RewardIn,
     RewardPatch,
+    SecretRotateIn,
     Validation,
     Voucher,
+    WebhookConfig,
+    WebhookIn,
 )
 
 
@@ -129,6 +133,56 @@ def keys_list(ctx: Ctx) -> None:
 def keys_revoke(ctx: Ctx) -> None:
     ctx.api.delete(ctx.path("keys", ctx.args.key_id))
     ctx.out.answer({"revoked": ctx.args.key_id}, lambda: f"Revoked key {ctx.args.key_id}.")
+
+
+def projects_rotate(ctx: Ctx) -> None:
+    body = SecretRotateIn(secret=ctx.args.secret)
+    project = ctx.api.call("POST", ctx.path("secrets", "rotate"), Project, body=body)
+    ctx.out.answer(project, lambda: fields(_pairs(project)))
+    ctx.out.note("The new secret is shown only now; tokens signed with the old one stop working.")
+
+
+def webhook_set(ctx: Ctx) -> None:
+    body = WebhookIn(url=ctx.args.hook_url, events=ctx.args.events)
+    config = ctx.api.call("PUT", ctx.path("webhook"), WebhookConfig, body=body)
+    ctx.out.answer(config, lambda: fields(_pairs(config)))
+
+
+def webhook_show(ctx: Ctx) -> None:
+    config = ctx.api.call("GET", ctx.path("webhook"), WebhookConfig)
+    ctx.out.answer(config, lambda: fields(_pairs(config)))
+
+
+def webhook_delete(ctx: Ctx) -> None:
+    ctx.api.delete(ctx.path("webhook"))
+    ctx.out.answer({"deleted": "webhook"}, lambda: "Deleted the project webhook.")
+
+
+def deliveries_list(ctx: Ctx) -> None:
+    found = walk(ctx, ctx.path("deliveries", "dead"), DeadDelivery, ctx.args.limit, {})
+    ctx.out.answer(
+        found,
+        lambda: table(
+            ("ID", "KIND", "TO", "EVENT", "ATTEMPTS", "DIED", "ERROR"),
+            [
+                (
+                    d.id,
+                    d.kind,
+                    d.url or ", ".join(d.to),
+                    d.event.type,
+                    d.attempts,
+                    when(d.died_at),
+                    d.error,
+                )
+                for d in found
+            ],
+        ),
+    )
+
+
+def deliveries_retry(ctx: Ctx) -> None:
+    ctx.api.empty("POST", ctx.path("deliveries", "dead", ctx.args.delivery, "retry"))
+    ctx.out.answer({"requeued": ctx.args.delivery}, lambda: f"Queued {ctx.args.delivery} again.")
 
 
 # -- pools ----------------------------------------------------------------------------
@@ -463,6 +517,14 @@ def add_verbs(commands: Subparsers) -> None:
     p.add_argument("name", help="its name")
     p.add_argument("--id", help="its id (default: chosen by the service)")
     _limit(add(projects, "list", projects_list, common, "list projects"))
+    p = add(
+        projects,
+        "rotate-secret",
+        projects_rotate,
+        common,
+        "replace the project's user-token or webhook secret; prints it once",
+    )
+    p.add_argument("secret", choices=("user_token_secret", "webhook_secret"))
 
     keys = noun(commands, "keys", "create, list and revoke a project's API keys")
     p = add(keys, "create", keys_create, common, "create an API key; prints it once")
@@ -475,11 +537,25 @@ def add_verbs(commands: Subparsers) -> None:
     p.add_argument("key_id", metavar="KEY_ID")
 
     _pool_verbs(commands, common)
+    _notify_verbs(commands, common)
     codes.add_verbs(
         commands, noun(commands, "codes", "upload, list, export and generate codes"), common
     )
     _reward_verbs(commands, common)
     _other_verbs(commands, common)
+
+
+def _notify_verbs(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    webhook = noun(commands, "webhook", "the project webhook: set, show, delete")
+    p = add(webhook, "set", webhook_set, common, "POST every event of these types to URL")
+    p.add_argument("hook_url", metavar="URL")  # (not "url": that is the service's)
+    p.add_argument("--events", nargs="+", required=True, metavar="TYPE", help="event types")
+    add(webhook, "show", webhook_show, common, "the project webhook")
+    add(webhook, "delete", webhook_delete, common, "stop sending events to the webhook")
+    deliveries = noun(commands, "deliveries", "alerts and webhooks that gave up (dead letters)")
+    _limit(add(deliveries, "list", deliveries_list, common, "deliveries that gave up"))
+    p = add(deliveries, "retry", deliveries_retry, common, "queue a dead delivery again")
+    p.add_argument("delivery", metavar="DELIVERY_ID")
 
 
 def _pool_verbs(commands: Subparsers, common: argparse.ArgumentParser) -> None:
