@@ -10,10 +10,12 @@ import httpx
 import pytest
 
 from codepool.cli import build_parser
-from codepool.client.http import ApiError, Exit, UsageError, error_from, read_key
+from codepool.client.base import Ctx
+from codepool.client.codes import generate
+from codepool.client.http import Api, ApiError, Exit, UsageError, error_from, read_key
 from codepool.client.output import _pick, _text
 from codepool.client.upload import Source, count_codes, format_of, idempotency_key
-from codepool.client.verbs import sparkline, unix_time
+from codepool.client.verbs import sparkline, stats, unix_time
 from codepool.settings import load_settings
 
 
@@ -123,3 +125,71 @@ def test_sparkline_and_times() -> None:
     assert unix_time("2026-01-01T00:00:00Z") == unix_time("2026-01-01T00:00:00")
     with pytest.raises(argparse.ArgumentTypeError):
         unix_time("next tuesday")
+
+
+def _run_verb(
+    argv: list[str], answers: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    """Run a verb against answers by path (no server): exit code, stdout, stderr."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = answers.get(request.url.path)
+        if body is None:
+            return httpx.Response(404, json={"error": {"code": "not_found", "message": "no"}})
+        return httpx.Response(200, json=body)
+
+    args = build_parser().parse_args([*argv, "--project", "p1"])
+    settings = load_settings({"CODEPOOL_API_KEY": "k"})
+    ctx = Ctx(args, settings)
+    ctx._api = Api("http://codepool.test", "k", transport=httpx.MockTransport(answer))
+    verb = {"stats": stats, "generate": generate}[argv[0] if argv[0] == "stats" else argv[1]]
+    try:
+        code = int(verb(ctx) or 0)
+    finally:
+        ctx._api.__exit__()
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+POOLS = {
+    "data": [{"id": "pool1", "name": "summer", "total": 9, "available": 5}],
+    "matched": 1,
+    "matched_limited": False,
+    "skip": 0,
+    "limit": 1000,
+}
+
+
+def test_stats_draws_a_chart_of_the_contracts_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    series = [{"t": 60.0 * i, "issued": i % 4, "redeemed": 0, "released": 1} for i in range(10)]
+    answers: dict[str, object] = {
+        "/v1/projects/p1/pools": POOLS,
+        "/v1/projects/p1/pools/pool1/stats": {
+            "pool_id": "pool1",
+            "available": 5,
+            "rate_per_minute": 1.5,
+            "empty_at": 200.0,
+            "series": series,
+        },
+    }
+    code, out, _ = _run_verb(["stats", "summer", "--minutes", "10"], answers, capsys)
+    assert code == 0
+    issued = next(line for line in out.splitlines() if line.startswith("issued"))
+    assert " ▃▅█ ▃▅█ ▃" in issued and "13 (max 3/min)" in issued
+    assert "1.5 codes/min" in out and "1970-01-01 00:03:20Z" in out
+
+
+def test_generate_prints_the_contracts_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    answers: dict[str, object] = {
+        "/v1/projects/p1/pools": POOLS,
+        "/v1/projects/p1/pools/pool1/codes/generate": {
+            "added": 50,
+            "total": 59,
+            "available": 55,
+            "space": 1048576,
+            "guess_probability": 5.2e-05,
+        },
+    }
+    argv = ["codes", "generate", "summer", "--pattern", "G-####", "--count", "50"]
+    code, out, _ = _run_verb(argv, answers, capsys)
+    assert code == 0 and out.startswith("generated 50 codes; the pool holds 59 (55 available)")

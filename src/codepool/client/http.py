@@ -125,7 +125,7 @@ def segment(value: str) -> str:
 class Api:
     """The service at ``url``, called with ``key``; use as a context manager."""
 
-    def __init__(self, url: str, key: str) -> None:
+    def __init__(self, url: str, key: str, transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
         # httpx logs every request at INFO; a command's output is its own.
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -136,6 +136,7 @@ class Api:
                 "User-Agent": f"codepool-cli/{__version__}",
             },
             timeout=TIMEOUT,
+            transport=transport,  # tests answer without a server
         )
 
     def __enter__(self) -> Api:
