@@ -40,7 +40,7 @@ def upload(ctx: Ctx) -> None:
     for index, name in enumerate(a.files):
         fmt = format_of(name, a.format)
         media = MEDIA_TYPES[fmt]
-        with open_source(name) as source:
+        with open_source(name, digest_needed=not a.idempotency_key) as source:
             if a.idempotency_key:
                 key = a.idempotency_key if len(a.files) == 1 else f"{a.idempotency_key}.{index}"
             else:

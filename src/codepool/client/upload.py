@@ -58,12 +58,13 @@ class Source:
 
 
 @contextlib.contextmanager
-def open_source(name: str) -> Iterator[Source]:
-    """``name`` ready to upload; stdin is copied to a temporary file that is removed after."""
+def open_source(name: str, *, digest_needed: bool = True) -> Iterator[Source]:
+    """``name`` ready to upload; stdin is copied to a temporary file that is removed after.
+    Without ``digest_needed`` (a key was given) a file is not read beforehand."""
     if name != "-":
         path = Path(name)
         try:
-            digest = _hash(path)
+            digest = _hash(path) if digest_needed else ""
             size = path.stat().st_size
         except OSError as exc:
             raise UsageError(f"cannot read {name}: {exc.strerror}") from exc
