@@ -360,6 +360,28 @@ def test_export_is_the_apis_csv(
     assert expected.count(b"\n") == 8  # header + the 7 handed out
 
 
+def test_export_progress_on_a_terminal_and_the_csv_on_stdout(
+    server: ServeProcess, api: httpx.Client, project: str, million: Path
+) -> None:
+    pool_id = new_pool(api, project, "export-terminal")
+    with million.open("rb") as body:
+        uploaded = api.post(
+            f"/v1/projects/{project}/pools/{pool_id}/codes",
+            content=body,
+            headers={"Content-Type": "text/plain"},
+        )
+    assert uploaded.status_code == 200
+    env = client_env(server.url, project=project)
+    code, out, screen = on_a_terminal(
+        env, "codes", "export", "export-terminal", stdin=Path(os.devnull)
+    )
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("code,status,") and len(lines) == MILLION + 1
+    drawn = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", screen).decode(errors="replace")
+    assert "export-terminal.csv" in drawn and "1,000,000 rows" in drawn and "MB" in drawn
+
+
 # -- errors -----------------------------------------------------------------------------
 
 

@@ -98,7 +98,8 @@ def export(ctx: Ctx) -> None:
     pool = ctx.api.call("GET", ctx.path("pools", pool_id), Pool)
     expected = pool.total if a.status is None else getattr(pool, a.status)
     params = {"status": a.status} if a.status else None
-    rows = -1  # the header is not a code
+    rows = 0
+    header_seen = False
     with (
         _target(a.output) as target,
         ctx.api.stream(ctx.path("pools", pool_id, "codes.csv"), params) as response,
@@ -107,10 +108,13 @@ def export(ctx: Ctx) -> None:
         for chunk in response.iter_raw():
             target.write(chunk)
             lines = chunk.count(b"\n")
+            if lines and not header_seen:  # the header is not a code
+                lines -= 1
+                header_seen = True
             rows += lines
             progress.advance(len(chunk), lines)
     if a.output is not None:
-        ctx.out.note(f"{max(rows, 0):,} codes written to {a.output}")
+        ctx.out.note(f"{rows:,} codes written to {a.output}")
 
 
 @contextlib.contextmanager
