@@ -1,4 +1,5 @@
-"""The ``codepool`` command line: ``codepool serve``, ``snapshot``, ``restore`` (more to come).
+"""The ``codepool`` command line: ``codepool serve``, ``snapshot``, ``restore``, and the
+client verbs that talk to a running service (codepool/client, docs/cli.md).
 
 Each subcommand is an argparse subparser whose ``handler`` default is a function
 ``(args, settings) -> exit code``; add one in ``build_parser`` to add a command.
@@ -32,7 +33,8 @@ from redis.exceptions import RedisError
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from codepool import durability
+from codepool import __version__, durability
+from codepool.client.verbs import add_verbs as add_client_verbs
 from codepool.embedded import (
     SOCKET_NAME,
     EmbeddedRedis,
@@ -142,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hands out pre-generated voucher codes from pools, exactly once.",
         epilog="Settings come from CODEPOOL_* environment variables (see the README).",
     )
+    parser.add_argument("--version", action="version", version=f"codepool {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -192,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.set_defaults(handler=restore_command)
 
+    # The client verbs (projects, keys, pools, codes, issue, ...): docs/cli.md.
+    add_client_verbs(commands)
     return parser
 
 

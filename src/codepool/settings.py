@@ -94,6 +94,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # holder dies). An expired hold goes back within about one interval.
     hold_reap_interval: float = 0.25
     hold_reaper_lease: float = 2.0
+    # The command line's client verbs (codepool/client, docs/cli.md): the service they
+    # talk to, the bearer key they send (never taken from argv), the project they act in.
+    url: str = "http://127.0.0.1:8000"
+    api_key: str = ""
+    project: str = ""
 
 
 # env var suffix -> field name. Kept explicit so the README table and this stay in step.
@@ -134,6 +139,9 @@ _ENV: dict[str, str] = {
     "HTTP_MAX_CONCURRENCY": "http_max_concurrency",
     "HOLD_REAP_INTERVAL": "hold_reap_interval",
     "HOLD_REAPER_LEASE": "hold_reaper_lease",
+    "URL": "url",
+    "API_KEY": "api_key",
+    "PROJECT": "project",
 }
 
 

@@ -26,8 +26,12 @@ class Backend:
 
 
 def new_id() -> str:
-    """A short URL-safe id (72 random bits)."""
-    return secrets.token_urlsafe(9)
+    """A short URL-safe id (72 random bits) that does not start with "-", which a
+    command line would read as an option (``codepool codes export <pool id>``)."""
+    while True:
+        made = secrets.token_urlsafe(9)
+        if not made.startswith("-"):
+            return made
 
 
 def now() -> float:
