@@ -17,6 +17,7 @@ from codepool.client.output import _pick, _text
 from codepool.client.upload import Source, count_codes, format_of, idempotency_key
 from codepool.client.verbs import sparkline, stats, unix_time
 from codepool.settings import load_settings
+from codepool.store.base import new_id
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -193,3 +194,8 @@ def test_generate_prints_the_contracts_answer(capsys: pytest.CaptureFixture[str]
     argv = ["codes", "generate", "summer", "--pattern", "G-####", "--count", "50"]
     code, out, _ = _run_verb(argv, answers, capsys)
     assert code == 0 and out.startswith("generated 50 codes; the pool holds 59 (55 available)")
+
+
+def test_server_ids_never_start_with_a_dash() -> None:
+    """An id like "-x3Fq9" would be read as an option by the command line."""
+    assert not any(new_id().startswith("-") for _ in range(3000))
