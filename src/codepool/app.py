@@ -25,6 +25,8 @@ from codepool.api.pos import PosController
 from codepool.api.projects import ProjectController
 from codepool.api.rewards import RewardController
 from codepool.api.trace import TraceController
+from codepool.api.whoami import WhoamiController
+from codepool.mcp.mount import McpMount
 from codepool.models import ErrorBody, ErrorOut
 from codepool.redisclient import make_client
 from codepool.services import Services
@@ -114,6 +116,7 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
             if own_client:
                 await redis.aclose()
 
+    mcp = McpMount()
     app = Litestar(
         route_handlers=[
             OpsController,
@@ -123,10 +126,11 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
             PosController,
             TraceController,
             NotifyController,
+            WhoamiController,
         ],
         dependencies=DEPENDENCIES,
         request_class=CodepoolRequest,
-        lifespan=[lifespan],
+        lifespan=[lifespan, mcp.lifespan],
         exception_handlers={
             errors.CodepoolError: _codepool_error,
             HTTPException: _http_error,
@@ -142,6 +146,8 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
         ),
         debug=False,
     )
+    # /mcp, the agent tools: taken off in front of Litestar's router, behind the fast routes.
+    app.asgi_handler = mcp.attach(app, app.asgi_handler)
     if settings.fast_routes:
         # Litestar.__call__ hands every request to asgi_handler (its exception-wrapped
         # router); the flash-sale routes are taken off in front of it.

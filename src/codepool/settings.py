@@ -64,6 +64,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_pos: float = 20.0
     rate_limit_user: float = 10.0
     rate_limit_admin: float = 0.0
+    # Agent tool calls (/mcp, issue 19) per second per API key, counted apart from the
+    # key's HTTP requests: agents loop. 0 = no limit; root is never limited.
+    rate_limit_mcp: float = 10.0
     # Development mode (`make run`): a root key shorter than 32 characters is only warned
     # about instead of refused.
     dev: bool = False
@@ -89,6 +92,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_header_timeout: float = 10.0
     http_keep_alive: int = 5
     http_max_concurrency: int = 1000
+    # The command line's client verbs (codepool/client, docs/cli.md): the service they
+    # talk to, the bearer key they send (never taken from argv), the project they act in.
+    url: str = "http://127.0.0.1:8000"
+    api_key: str = ""
+    project: str = ""
 
 
 # env var suffix -> field name. Kept explicit so the README table and this stay in step.
@@ -118,6 +126,7 @@ _ENV: dict[str, str] = {
     "RATE_LIMIT_POS": "rate_limit_pos",
     "RATE_LIMIT_USER": "rate_limit_user",
     "RATE_LIMIT_ADMIN": "rate_limit_admin",
+    "RATE_LIMIT_MCP": "rate_limit_mcp",
     "MAX_CODES_PER_PROJECT": "max_codes_per_project",
     "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
     "USER_TOKEN_MAX_TTL": "user_token_max_ttl",
@@ -127,6 +136,9 @@ _ENV: dict[str, str] = {
     "HTTP_HEADER_TIMEOUT": "http_header_timeout",
     "HTTP_KEEP_ALIVE": "http_keep_alive",
     "HTTP_MAX_CONCURRENCY": "http_max_concurrency",
+    "URL": "url",
+    "API_KEY": "api_key",
+    "PROJECT": "project",
 }
 
 

@@ -245,7 +245,7 @@ async def test_bad_user_tokens_are_refused(redis: Redis) -> None:
             {"sub": "u"}, "a-guess-that-is-long-enough-for-hs256!!", algorithm="HS256"
         )
         assert (await c.get(url, headers=auth(forged))).status_code == 401
-        none_alg = jwt.encode({"sub": "u"}, None, algorithm="none")
+        none_alg = jwt.encode({"sub": "u"}, "", algorithm="none")
         assert (await c.get(url, headers=auth(none_alg))).status_code == 401
         no_sub = jwt.encode({"x": 1}, a.project["user_token_secret"], algorithm="HS256")
         assert (await c.get(url, headers=auth(no_sub))).status_code == 401

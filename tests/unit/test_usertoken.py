@@ -80,7 +80,7 @@ BAD = [
     token({"alg": "HS256", "b64": False}, {"sub": "u"}),
     token(HS, {"sub": "u"}, secret="another-secret"),
     jwt.encode({"sub": "u"}, SECRET, algorithm="HS512"),
-    jwt.encode({"sub": "u"}, None, algorithm="none"),
+    jwt.encode({"sub": "u"}, "", algorithm="none"),
     "",
     ".",
     "..",
