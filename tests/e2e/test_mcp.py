@@ -76,7 +76,7 @@ async def _same_as_http(s: ClientSession, shop: Shop) -> None:
     base = f"/v1/projects/acme/pools/{shop.pool_id}"
     assert (await call(s, "list_projects"))["data"] == [{"id": "acme", "name": "Acme"}]
     pools = await call(s, "list_voucher_pools", project_id="acme")
-    assert pools["data"] == await shop.get("/v1/projects/acme/pools")["data"]
+    assert pools["data"] == (await shop.get("/v1/projects/acme/pools"))["data"]
     pool = (await call(s, "get_voucher_pool", project_id="acme", pool_id=shop.pool_id))["data"]
     http = await shop.get(base)
     assert {k: pool[k] for k in ("total", "available", "assigned", "redeemed")} == {
@@ -112,7 +112,7 @@ async def _same_as_http(s: ClientSession, shop: Shop) -> None:
     stats = await call(s, "get_pool_stats", project_id="acme", pool_id=shop.pool_id)
     assert stats["data"]["available"] == 47
     events = await call(s, "list_events", project_id="acme")
-    assert events["data"] == await shop.get("/v1/projects/acme/events")["data"]
+    assert events["data"] == (await shop.get("/v1/projects/acme/events"))["data"]
     assert (await call(s, "list_rewards", project_id="acme"))["data"] == []
     unknown = await call(s, "get_voucher_pool", project_id="acme", pool_id="nope")
     assert unknown["success"] is False
