@@ -336,6 +336,27 @@ async def test_concurrent_calls_on_one_session(redis: Redis) -> None:
         assert [a["data"][0] for a in answers] == http.json()["data"]
 
 
+async def test_a_bug_in_a_tool_is_success_false_not_a_crash(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(raw: Any) -> Any:
+        raise KeyError("code")
+
+    monkeypatch.setattr("codepool.mcp.tools.code_out", broken)
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t, ["A"])
+        async with http_session(URL, t.admin, c.app) as s:
+            answer = await call(s, "list_voucher_codes", project_id="acme", pool_id=pool["id"])
+            assert answer == {
+                "success": False,
+                "data": None,
+                "error": "internal_error: the tool failed; the service log has the details",
+            }
+            # The session goes on.
+            assert (await call(s, "list_voucher_pools", project_id="acme"))["success"] is True
+
+
 # -- the conversions, without a server ----------------------------------------------
 
 

@@ -10,6 +10,7 @@ needs below Python 3.12.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Literal, NotRequired, Protocol, cast
@@ -30,6 +31,7 @@ PoolId = Annotated[str, Field(description="A pool id, as list_voucher_pools give
 Skip = Annotated[int, Field(description="Entries to skip (paging), >= 0.")]
 Count = Annotated[int, Field(description=f"Entries to return, 1..{MAX_COUNT}.")]
 
+log = logging.getLogger("codepool.mcp")
 _ID = re.compile(ID_PATTERN).fullmatch
 # What a pos key may see and call (API.md: validate at the till, and its own project).
 POS_TOOLS = frozenset({"list_projects", "validate_voucher_code"})
@@ -297,6 +299,11 @@ async def _run(ctx: Context, fetch: Callable[[Door], Awaitable[dict[str, Any]]])
         return await fetch(await _doors(ctx).door(ctx))
     except ToolFailedError as exc:
         return failed(str(exc))
+    except Exception:
+        # A bug here (or an answer of a shape this version does not know): logged with its
+        # trace, and still the one answer shape for the agent, as the HTTP API's 500.
+        log.exception("agent tool %s failed", (ctx.request_context.params or {}).get("name"))
+        return failed("internal_error: the tool failed; the service log has the details")
 
 
 # -- the tools ------------------------------------------------------------------------
