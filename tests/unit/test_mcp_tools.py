@@ -274,6 +274,12 @@ async def test_a_missing_or_bad_key_is_a_401_from_the_endpoint(redis: Redis) -> 
                 assert r.headers["www-authenticate"].startswith("Bearer")
         ok = await c.post("/mcp", json=body, headers={**accept, **t.admin})
         assert ok.status_code == 200
+        # No server-to-client stream to hold open (stateless), no session to delete.
+        for method in ("GET", "DELETE", "PUT"):
+            r = await c.request(method, "/mcp", headers={**accept, **t.admin})
+            assert r.status_code == 405, method
+            assert r.json()["error"]["code"] == "method_not_allowed"
+            assert r.headers["allow"] == "POST"
         # Only /mcp itself is the endpoint.
         assert (await c.post("/mcpx", json=body, headers=t.admin)).status_code in {404, 405}
 

@@ -120,6 +120,12 @@ class McpMount:
         except (RedisConnectionError, RedisTimeoutError):
             principal = None  # every tool answers success: false, redis_unavailable
         assert authorization is not None  # authenticate() refused it otherwise
+        if scope["method"] != "POST":
+            # GET would open the server-to-client SSE stream, which stays open for good
+            # and carries nothing here (stateless, no notifications); DELETE ends a
+            # session, and there are none. The spec lets a server answer both 405.
+            await _error(send, errors.MethodNotAllowed("/mcp takes POST only"), allow=b"POST")
+            return
         scope[SCOPE_KEY] = Caller(authorization, principal)
         await self._manager.handle_request(scope, cast(Any, receive), cast(Any, send))
 
@@ -167,7 +173,7 @@ def _text(exc: errors.CodepoolError) -> str:
     return error_text(exc.status, msgspec.json.encode(errors.shape(exc)))
 
 
-async def _error(send: Send, exc: errors.CodepoolError) -> None:
+async def _error(send: Send, exc: errors.CodepoolError, allow: bytes | None = None) -> None:
     body = msgspec.json.encode(errors.shape(exc))
     headers = [
         (b"content-type", b"application/json"),
@@ -176,5 +182,7 @@ async def _error(send: Send, exc: errors.CodepoolError) -> None:
     ]
     if exc.status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="codepool"'))
+    if allow is not None:
+        headers.append((b"allow", allow))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
