@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from codepool.app import create_app
+from codepool.cli import main
 from codepool.mcp.door import error_text
 from codepool.mcp.tools import event_out, pool_out
 from tests.apphelpers import (
@@ -361,6 +362,14 @@ async def test_a_bug_in_a_tool_is_success_false_not_a_crash(
             }
             # The session goes on.
             assert (await call(s, "list_voucher_pools", project_id="acme"))["success"] is True
+
+
+def test_codepool_mcp_without_a_key_says_what_to_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CODEPOOL_API_KEY", raising=False)
+    assert main(["mcp"]) == 2
+    assert "CODEPOOL_API_KEY" in capsys.readouterr().err
 
 
 # -- the conversions, without a server ----------------------------------------------
