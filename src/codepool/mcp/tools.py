@@ -23,9 +23,6 @@ from codepool.mcp.door import MAX_COUNT, Door, ToolFailedError
 from codepool.models import ID_PATTERN
 
 Status = Literal["available", "assigned", "redeemed"]
-EventType = Literal[
-    "REDEEMED_VOUCHER", "VOUCHER_USED", "VOUCHER_RELEASED", "POOL_LOW", "POOL_EXHAUSTED"
-]
 ProjectId = Annotated[str, Field(description="A project id, as list_projects gives it.")]
 PoolId = Annotated[str, Field(description="A pool id, as list_voucher_pools gives it.")]
 Skip = Annotated[int, Field(description="Entries to skip (paging), >= 0.")]
@@ -64,6 +61,7 @@ class PoolOut(TypedDict):
     low_stock_thresholds: list[int]
     expires_at: float | None
     created_at: float
+    empty_soon_alerts: NotRequired[list[int]]  # where the service has forecasts
 
 
 class CodeOut(TypedDict):
@@ -73,6 +71,7 @@ class CodeOut(TypedDict):
     redeemed_time: float | None
     user_id: str | None
     reward_id: str | None
+    hold_expires_at: NotRequired[float | None]  # where the service has holds
 
 
 class StatsPointOut(TypedDict):
@@ -125,6 +124,10 @@ class EventOut(TypedDict):
     threshold: NotRequired[int]
     available: NotRequired[int]
     reason: NotRequired[str]
+    hold_expires_at: NotRequired[float]
+    rate_per_minute: NotRequired[float]
+    empty_at: NotRequired[float]
+    threshold_seconds: NotRequired[int]
 
 
 class _Paging(TypedDict):
@@ -187,8 +190,11 @@ class EventsAnswer(_Paging):
 # -- from the HTTP answers ------------------------------------------------------------
 
 
-def _pick(raw: Mapping[str, Any], names: Any) -> dict[str, Any]:
-    return {name: raw.get(name) for name in names}
+def _pick(raw: Mapping[str, Any], names: Any, optional: frozenset[str] = frozenset()) -> Any:
+    """``names`` from an HTTP answer: each always (null when absent), but those in
+    ``optional`` (fields only some services have: holds, forecasts) only when sent.
+    TypedDict's own __optional_keys__ cannot tell under `from __future__ import annotations`."""
+    return {name: raw.get(name) for name in names if name not in optional or name in raw}
 
 
 def project_out(raw: Mapping[str, Any]) -> ProjectOut:
@@ -200,11 +206,12 @@ def pool_summary_out(raw: Mapping[str, Any]) -> PoolSummaryOut:
 
 
 def pool_out(raw: Mapping[str, Any]) -> PoolOut:
-    return cast(PoolOut, {**_pick(raw, PoolOut.__annotations__), "company_id": raw["project_id"]})
+    picked = _pick(raw, PoolOut.__annotations__, frozenset({"empty_soon_alerts"}))
+    return cast(PoolOut, {**picked, "company_id": raw["project_id"]})
 
 
 def code_out(raw: Mapping[str, Any]) -> CodeOut:
-    return cast(CodeOut, _pick(raw, CodeOut.__annotations__))
+    return cast(CodeOut, _pick(raw, CodeOut.__annotations__, frozenset({"hold_expires_at"})))
 
 
 def stats_out(raw: Mapping[str, Any]) -> StatsOut:
@@ -423,7 +430,14 @@ async def list_events(
     project_id: ProjectId,
     ctx: Context,
     user_id: Annotated[str | None, Field(description="Only this user's events.")] = None,
-    type: Annotated[EventType | None, Field(description="Only events of this type.")] = None,
+    type: Annotated[
+        str | None,
+        Field(
+            description="Only events of this type: REDEEMED_VOUCHER, VOUCHER_USED, "
+            "VOUCHER_RELEASED, POOL_LOW, POOL_EXHAUSTED (and POOL_EMPTY_SOON where the "
+            "service forecasts)."
+        ),
+    ] = None,
     after: Annotated[
         str | None, Field(description="Only events after this event id or Unix time.")
     ] = None,
