@@ -4,6 +4,8 @@ MCP SDK's own client: over streamable HTTP at /mcp, and over stdio through
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,14 +13,16 @@ import httpx
 import pytest
 from mcp import ClientSession
 
+from codepool.embedded import redis_servers_in
 from tests.mcphelpers import POS_TOOLS, TOOLS, call, http_session, stdio_session, tool_names
-from tests.servers import ServeProcess, start_serve
+from tests.servers import ServeProcess, start_serve, wait_gone
 
 pytestmark = pytest.mark.e2e
 
 
 class Shop:
     def __init__(self, server: ServeProcess, keys: dict[str, str], pool_id: str) -> None:
+        self.server = server
         self.url = server.url
         self.root_key = server.root_key
         self.keys = keys
@@ -156,3 +160,26 @@ async def test_tools_over_stdio(shop: Shop) -> None:
         answer = await call(s, "list_voucher_pools", project_id="acme")
         assert answer["success"] is False
         assert answer["error"].startswith("unauthorized:")
+
+
+async def test_redis_down_is_success_false(shop: Shop) -> None:
+    """Last in this module: it kills the server's Redis."""
+    redis_pids = redis_servers_in(shop.server.data_dir / "redis")
+    assert redis_pids
+    for pid in redis_pids:
+        os.kill(pid, signal.SIGKILL)
+    assert not wait_gone(redis_pids, timeout=10.0)
+    async with (
+        http_session(shop.url, shop.headers("admin")) as s,
+        stdio_session(shop.url, shop.keys["admin"]) as stdio,
+    ):
+        for session in (s, stdio):
+            for tool, args in (
+                ("list_voucher_pools", {}),
+                ("get_voucher_pool", {"pool_id": shop.pool_id}),
+                ("list_voucher_codes", {"pool_id": shop.pool_id, "count": 1000}),
+            ):
+                answer = await call(session, tool, project_id="acme", **args)
+                assert answer["success"] is False, (tool, answer)
+                assert answer["error"].startswith("redis_unavailable:"), (tool, answer)
+    assert shop.server.process.poll() is None  # the service is still up
