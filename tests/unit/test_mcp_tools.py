@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from codepool.app import create_app
 from codepool.cli import main
 from codepool.mcp.door import error_text
-from codepool.mcp.tools import code_out, event_out, pool_out
+from codepool.mcp.shapes import code_out, event_out, pool_out
 from tests.apphelpers import (
     ROOT,
     ROOT_KEY,
