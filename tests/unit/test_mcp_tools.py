@@ -214,6 +214,11 @@ async def test_paging_and_count_out_of_range(redis: Redis) -> None:
                     "error": answer["error"],
                 }, bad
                 assert answer["error"].startswith("invalid_request:"), answer
+            for minutes in (0, 10081):
+                stats = await call(
+                    s, "get_pool_stats", project_id="acme", pool_id=pool["id"], minutes=minutes
+                )
+                assert stats["error"] == "invalid_request: minutes must be 1..10080"
             too_many = await call(s, "list_voucher_pools", project_id="acme", count=5000)
             assert too_many["success"] is False
             assert "1..1000" in too_many["error"]

@@ -47,6 +47,8 @@ PoolId = Annotated[str, Field(description="A pool id, as list_voucher_pools give
 Skip = Annotated[int, Field(description="Entries to skip (paging), >= 0.")]
 Count = Annotated[int, Field(description=f"Entries to return, 1..{MAX_COUNT}.")]
 
+MAX_MINUTES = 7 * 24 * 60  # the stats window's longest, as GET .../stats takes it
+
 log = logging.getLogger("codepool.mcp")
 _ID = re.compile(ID_PATTERN).fullmatch
 # What a pos key may see and call (API.md: validate at the till, and its own project).
@@ -162,12 +164,16 @@ async def get_pool_stats(
     project_id: ProjectId,
     pool_id: PoolId,
     ctx: Context,
-    minutes: Annotated[int, Field(description="Window of the series, 1..10080.")] = 60,
+    minutes: Annotated[
+        int, Field(description=f"Window of the series in minutes, 1..{MAX_MINUTES}.")
+    ] = 60,
 ) -> StatsAnswer:
     """A pool's hand-out rate: codes available, codes per minute now, when it runs dry
     at that rate (empty_at, null while the rate is 0), and a per-minute series."""
 
     async def fetch(door: Door) -> dict[str, Any]:
+        if not 1 <= minutes <= MAX_MINUTES:
+            raise ToolFailedError(f"invalid_request: minutes must be 1..{MAX_MINUTES}")
         path = f"/v1/projects/{_id('project', project_id)}/pools/{_id('pool', pool_id)}"
         try:
             return ok(stats_out(await door.get(f"{path}/stats", minutes=minutes)))
