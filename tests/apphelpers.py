@@ -40,6 +40,7 @@ def settings_for_tests(**overrides: Any) -> Settings:
     # asks for them (tests/integration/test_limits.py).
     overrides.setdefault("rate_limit_pos", 0)
     overrides.setdefault("rate_limit_user", 0)
+    overrides.setdefault("rate_limit_mcp", 0)
     # The suite's webhook receivers listen on 127.0.0.1 (tests/unit/test_destinations.py
     # tests the refusal).
     overrides.setdefault("webhook_allow_private", True)

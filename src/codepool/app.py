@@ -27,6 +27,7 @@ from codepool.api.stats import StatsController
 from codepool.api.trace import TraceController
 from codepool.api.whoami import WhoamiController
 from codepool.console import ROUTES as CONSOLE_ROUTES
+from codepool.mcp.mount import McpMount
 from codepool.models import ErrorBody, ErrorOut
 from codepool.redisclient import make_client
 from codepool.services import Services
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
             if own_client:
                 await redis.aclose()
 
+    mcp = McpMount()
     app = Litestar(
         route_handlers=[
             OpsController,
@@ -131,7 +133,7 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
         ],
         dependencies=DEPENDENCIES,
         request_class=CodepoolRequest,
-        lifespan=[lifespan],
+        lifespan=[lifespan, mcp.lifespan],
         exception_handlers={
             errors.CodepoolError: _codepool_error,
             HTTPException: _http_error,
@@ -142,6 +144,8 @@ def create_app(settings: Settings | None = None, *, client: Redis | None = None)
         openapi_config=openapi_config(),
         debug=False,
     )
+    # /mcp, the agent tools: taken off in front of Litestar's router, behind the fast routes.
+    app.asgi_handler = mcp.attach(app, app.asgi_handler)
     if settings.fast_routes:
         # Litestar.__call__ hands every request to asgi_handler (its exception-wrapped
         # router); the flash-sale routes are taken off in front of it.

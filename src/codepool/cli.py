@@ -43,6 +43,7 @@ from codepool.embedded import (
     redis_servers_in,
 )
 from codepool.httplimits import HttpLimits, LimitedHttpToolsProtocol
+from codepool.mcp.stdio import mcp_command
 from codepool.restore import has_state
 from codepool.settings import Settings, SettingsError, load_settings
 from codepool.snapshot import SnapshotError, SnapshotInfo, directory_lock, snapshots_dir, verify
@@ -197,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The client verbs (projects, keys, pools, codes, issue, ...): docs/cli.md.
     add_client_verbs(commands)
+    mcp = commands.add_parser(
+        "mcp",
+        help="serve the agent tools over stdio",
+        description="Serve the read-only agent tools (MCP) on stdin/stdout for a desktop "
+        "agent, talking to the service at $CODEPOOL_URL with $CODEPOOL_API_KEY "
+        "(docs/agents.md).",
+    )
+    mcp.set_defaults(handler=mcp_command)
+
     return parser
 
 

@@ -173,7 +173,8 @@ def user_events(project: str, user_id: str) -> str:
 def rate_limit(project: str, credential: str) -> str:
     """String with a 1 s TTL: requests of one credential in the current second.
 
-    ``credential`` is ``key:<api key id>`` or ``user:<user id>``. INCR; the first INCR of
+    ``credential`` is ``key:<api key id>`` or ``user:<user id>``, or ``mcp:<api key id>``
+    for a key's agent tool calls (store.limits.check_tool). INCR; the first INCR of
     a window sets PEXPIRE 1000; a count above the role's limit is refused with 429 and
     ``Retry-After`` = the key's remaining PTTL rounded up to whole seconds (at least 1).
     """

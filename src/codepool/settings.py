@@ -64,6 +64,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_pos: float = 20.0
     rate_limit_user: float = 10.0
     rate_limit_admin: float = 0.0
+    # Agent tool calls (/mcp, issue 19) per second per API key, counted apart from the
+    # key's HTTP requests: agents loop. 0 = no limit; root is never limited.
+    rate_limit_mcp: float = 10.0
     # Development mode (`make run`): a root key shorter than 32 characters is only warned
     # about instead of refused.
     dev: bool = False
@@ -128,6 +131,7 @@ _ENV: dict[str, str] = {
     "RATE_LIMIT_POS": "rate_limit_pos",
     "RATE_LIMIT_USER": "rate_limit_user",
     "RATE_LIMIT_ADMIN": "rate_limit_admin",
+    "RATE_LIMIT_MCP": "rate_limit_mcp",
     "MAX_CODES_PER_PROJECT": "max_codes_per_project",
     "WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
     "USER_TOKEN_MAX_TTL": "user_token_max_ttl",

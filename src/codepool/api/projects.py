@@ -45,6 +45,15 @@ class ProjectController(Controller):
         authorize(principal, None)
         return await services.projects.list_page(skip, count)
 
+    @get("/{project_id:str}", responses=answers())
+    async def get_project(
+        self, project_id: IdPath, principal: Caller, services: Svc
+    ) -> ProjectSummary:
+        """A project's id and name (no secrets), for its own keys too (agents list it)."""
+        authorize(principal, project_id, "admin", "pos")
+        project = await services.projects.get(project_id)
+        return ProjectSummary(id=project.id, name=project.name, created_at=project.created_at)
+
     @post("/{project_id:str}/keys", status_code=201, responses=answers(*BODY, *WRITE))
     async def create_key(
         self, project_id: IdPath, data: JSONBody[KeyIn], principal: Caller, services: Svc

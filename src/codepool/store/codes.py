@@ -230,7 +230,21 @@ class CodeStore:
         statuses = ALL_STATUSES if status is None else frozenset({status})
         counters = await self._counters(project_id, pool_id)
         matched = sum(counters[s] for s in statuses)
-        data = await window(self.entries(project_id, pool_id, statuses), skip, count)
+        data: list[CodeEntry] = []
+        rest = skip
+        if "available" in statuses:
+            # The available codes are one Redis list, listed first: a page of them is one
+            # LRANGE at its offset instead of a walk from the head in slices (a page deep
+            # in a 10M-code pool: from seconds to milliseconds).
+            available = counters["available"]
+            if rest < available:
+                avail = keys.pool_available(project_id, pool_id)
+                codes = await self._b.client.lrange(avail, rest, rest + count - 1)
+                data = [CodeEntry(code=text(c), status="available") for c in codes]
+            rest = max(0, rest - available)
+        if len(data) < count and statuses != {"available"}:
+            handed_out = self.entries(project_id, pool_id, statuses - {"available"})
+            data += await window(handed_out, rest, count - len(data))
         return Page(data=data, matched=matched, matched_limited=False, skip=skip, limit=count)
 
     async def _counters(self, project_id: str, pool_id: str) -> dict[Status, int]:

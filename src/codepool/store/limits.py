@@ -35,10 +35,24 @@ async def check(backend: Backend, principal: Principal) -> None:
     credential, limit = found
     wait = principal.rate_wait_ms  # counted already while the API key was verified
     if wait is None:
-        wait = int(
-            await backend.scripts.run(
-                "rate_limit", [keys.rate_limit(principal.project_id, credential)], [limit]
-            )
-        )
+        wait = await _count(backend, principal.project_id, credential, limit)
     if wait > 0:
         raise errors.RateLimited(limit=limit, retry_after=max(1, math.ceil(wait / 1000)))
+
+
+async def check_tool(backend: Backend, principal: Principal) -> None:
+    """Count one agent tool call (/mcp) of an API key, apart from its HTTP requests (an
+    agent that loops must not starve the key's till or console); over -> RateLimited."""
+    limit = backend.settings.rate_limit_mcp
+    if principal.key_id is None or principal.project_id is None or limit <= 0:
+        return  # root (never limited), or the limit is off
+    wait = await _count(backend, principal.project_id, f"mcp:{principal.key_id}", limit)
+    if wait > 0:
+        raise errors.RateLimited(limit=limit, retry_after=max(1, math.ceil(wait / 1000)))
+
+
+async def _count(backend: Backend, project_id: str, credential: str, limit: float) -> int:
+    """Count one request in the credential's window: 0 within ``limit``, else ms to wait."""
+    return int(
+        await backend.scripts.run("rate_limit", [keys.rate_limit(project_id, credential)], [limit])
+    )
