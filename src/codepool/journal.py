@@ -328,12 +328,18 @@ def read_file(path: Path) -> Iterator[Record]:
         offset = end
 
 
+# A file's mtime comes from the kernel's coarse clock (a tick, a few ms behind
+# time.time()), so a record written just after `since` can sit in a file whose mtime is
+# just before it: the mtime shortcuts below allow this much slack.
+MTIME_SLACK = 1.0
+
+
 def read_journal(directory: Path, since: float = 0.0) -> list[Record]:
     """Every record written at or after ``since`` (Unix time), from all files."""
     records: list[Record] = []
     for path in journal_files(directory):
         with contextlib.suppress(FileNotFoundError):  # pruned meanwhile
-            if path.stat().st_mtime < since:
+            if path.stat().st_mtime < since - MTIME_SLACK:
                 continue  # its last write was before `since`: nothing in it is needed
             records.extend(r for r in read_file(path) if r.written >= since)
     return records
@@ -351,7 +357,7 @@ def prune(directory: Path, before: float, rotate_after: float = DEFAULT_ROTATE_S
         if _created(path) > now - rotate_after - ROTATE_GRACE:
             continue
         try:
-            if path.stat().st_mtime < before:
+            if path.stat().st_mtime < before - MTIME_SLACK:
                 path.unlink()
                 removed += 1
         except FileNotFoundError:
