@@ -467,12 +467,19 @@ def test_events_follow_prints_new_events_as_they_come(
     )
     api.post(f"{base}/pools/{pool_id}/issue", json={"count": 2})
     env = client_env(server.url, project=project)
-    with subprocess.Popen(
-        [sys.executable, "-m", "codepool", "events", "--follow", "--json", "--interval", "0.2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as follower:
+    # A suite started in the background (`.ci/run &`) runs with SIGINT ignored, which a
+    # child inherits and Python keeps: the follower must get Ctrl-C as a terminal sends it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "codepool", "events", "--follow", "--json", "--interval", "0.2"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with follower:
         try:
             time.sleep(1.0)  # it starts from now: the hand-outs above are not followed
             api.post(f"{base}/codes/redeem", json={"code": "F1"})
@@ -483,7 +490,11 @@ def test_events_follow_prints_new_events_as_they_come(
             assert (event["type"], event["code"]) == ("VOUCHER_USED", "F1")
         finally:
             follower.send_signal(signal.SIGINT)
-            follower.wait(10)
+            try:
+                follower.wait(10)
+            except subprocess.TimeoutExpired:
+                follower.kill()  # no process left behind for a later test to trip on
+                raise
     assert follower.returncode == 128 + signal.SIGINT
 
 
