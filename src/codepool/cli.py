@@ -43,7 +43,6 @@ from codepool.embedded import (
     redis_servers_in,
 )
 from codepool.httplimits import HttpLimits, LimitedHttpToolsProtocol
-from codepool.mcp.stdio import mcp_command
 from codepool.restore import has_state
 from codepool.settings import Settings, SettingsError, load_settings
 from codepool.snapshot import SnapshotError, SnapshotInfo, directory_lock, snapshots_dir, verify
@@ -205,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         "agent, talking to the service at $CODEPOOL_URL with $CODEPOOL_API_KEY "
         "(docs/agents.md).",
     )
-    mcp.set_defaults(handler=mcp_command)
+    mcp.set_defaults(handler=_mcp_command)
 
     return parser
 
@@ -215,6 +214,14 @@ def _log_level(name: str) -> int:
     if level is None:
         raise SettingsError(f"bad CODEPOOL_LOG_LEVEL {name!r}: use DEBUG, INFO, WARNING or ERROR")
     return level
+
+
+def _mcp_command(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the MCP SDK takes ~0.35 s to import, which every other verb of
+    # the command line would pay.
+    from codepool.mcp.stdio import mcp_command  # noqa: PLC0415
+
+    return mcp_command(args, settings)
 
 
 def main(argv: list[str] | None = None) -> int:
