@@ -8,6 +8,7 @@ accepted by both.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -18,8 +19,10 @@ from typing import Any
 import jwt
 import msgspec
 import pytest
+from redis.asyncio import Redis
 
 from codepool import usertoken
+from tests.apphelpers import app_client, make_pool, make_reward, make_tenant, user_token
 
 SECRET = "project-secret-" + "0123456789abcdef" * 4
 NOW = int(time.time())
@@ -199,3 +202,29 @@ def test_a_token_nested_absurdly_deep_is_refused_not_a_crash(where: str) -> None
     tok = token(header, payload, raw=True)
     with pytest.raises(usertoken.InvalidTokenError, match="nested too deeply"):
         usertoken.verify(tok, SECRET)
+
+
+async def test_a_cached_user_token_still_expires_and_follows_its_secret(redis: Redis) -> None:
+    """Verified user tokens are remembered per worker (auth.AuthCache.user); a remembered
+    one still stops at its exp, and one signed with a rotated secret is not taken."""
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t, [f"C{i}" for i in range(5)])
+        reward = await make_reward(c, t, pool["id"])
+        url = f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"  # the cached route
+        # exp falls on the next whole second (JWT times are whole seconds).
+        await asyncio.sleep(1.05 - time.time() % 1)
+        short = user_token(t, "ann", ttl=1)
+        assert (await c.post(url, headers=short)).status_code == 201
+        assert (await c.post(url, headers=short)).status_code == 201  # from the cache
+        cache = c.app.state.services.auth_cache
+        assert cache.user(
+            t.id, short["Authorization"][7:], t.project["user_token_secret"], time.time()
+        )
+        await asyncio.sleep(1.05 - time.time() % 1)
+        refused = await c.post(url, headers=short)
+        assert refused.status_code == 401 and "expired" in refused.json()["error"]["message"]
+        # The cache answers only for the secret the token was verified with.
+        assert (
+            cache.user(t.id, short["Authorization"][7:], "another secret", time.time() - 5) is None
+        )
