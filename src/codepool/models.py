@@ -280,6 +280,21 @@ class Event(Struct, kw_only=True, omit_defaults=True):
     threshold_seconds: int | None = None
 
 
+# How an event's optional fields are stored in its stream entry (all text): these are
+# numbers. Read the same way by the events listing and the webhook deliveries.
+_EVENT_INTS = frozenset({"threshold", "available", "threshold_seconds"})
+_EVENT_FLOATS = frozenset({"rate_per_minute", "empty_at", "hold_expires_at"})
+_EVENT_TEXTS = ("user_id", "reward_id", "pool_id", "code", "purchase_id", "reason")
+
+
+def event_optionals(fields: dict[str, str]) -> dict[str, Any]:
+    """The optional fields of an event's stream entry (empty ones left out), typed."""
+    out: dict[str, Any] = {k: fields[k] for k in _EVENT_TEXTS if fields.get(k)}
+    out.update({k: int(fields[k]) for k in _EVENT_INTS if fields.get(k)})
+    out.update({k: float(fields[k]) for k in _EVENT_FLOATS if fields.get(k)})
+    return out
+
+
 CodeText = Annotated[str, Meta(min_length=1, max_length=128)]
 
 

@@ -7,14 +7,10 @@ from typing import Literal
 
 import msgspec
 
-from codepool.models import Notify, WebhookEvent
+from codepool.models import Notify, WebhookEvent, event_optionals
 
 log = logging.getLogger("codepool.notify")
 
-_INT_FIELDS = frozenset({"threshold", "available", "threshold_seconds"})
-# POOL_EMPTY_SOON, and a hold's REDEEMED_VOUCHER
-_FLOAT_FIELDS = frozenset({"rate_per_minute", "empty_at", "hold_expires_at"})
-_TEXT_FIELDS = ("user_id", "reward_id", "pool_id", "code", "purchase_id", "reason")
 _notify_decoder = msgspec.json.Decoder(Notify)
 
 
@@ -39,16 +35,13 @@ class DeadInfo(msgspec.Struct, kw_only=True):
 
 def event_of(project_id: str, fields: dict[str, str]) -> WebhookEvent:
     """The event an outbox entry carries, as webhooks send it."""
-    optional: dict[str, str | int | float] = {k: fields[k] for k in _TEXT_FIELDS if fields.get(k)}
-    optional.update({k: int(fields[k]) for k in _INT_FIELDS if fields.get(k)})
-    optional.update({k: float(fields[k]) for k in _FLOAT_FIELDS if fields.get(k)})
     return WebhookEvent(
         id=fields["event_id"],
         type=fields["type"],
         time=float(fields["time"]),
         project_id=project_id,
         pool_name=fields.get("pool_name") or None,
-        **optional,  # type: ignore[arg-type]
+        **event_optionals(fields),
     )
 
 

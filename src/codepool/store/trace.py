@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from typing import cast
 
 from codepool import errors, keys
-from codepool.models import Event, Page, Voucher
+from codepool.models import Event, Page, Voucher, event_optionals
 from codepool.store.base import Backend, text, window
 from codepool.store.records import walk
 
@@ -24,10 +24,6 @@ USER_EVENT_SCAN_LIMIT = 2_000
 _STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 # Stream ids are two unsigned 64-bit numbers; Redis refuses anything larger.
 _U64 = 2**64 - 1
-_INT_FIELDS = frozenset({"threshold", "available", "threshold_seconds"})
-# POOL_EMPTY_SOON, and a hold's REDEEMED_VOUCHER
-_FLOAT_FIELDS = frozenset({"rate_per_minute", "empty_at", "hold_expires_at"})
-_TEXT_FIELDS = ("user_id", "reward_id", "pool_id", "code", "purchase_id", "reason")
 
 
 def first_id(after: str | None) -> tuple[int, int] | None:
@@ -85,10 +81,7 @@ def _id(raw: bytes) -> tuple[int, int]:
 
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
     f = {k.decode(): v.decode() for k, v in fields.items()}
-    optional: dict[str, Any] = {name: f[name] for name in _TEXT_FIELDS if f.get(name)}
-    optional.update({name: int(f[name]) for name in _INT_FIELDS if f.get(name)})
-    optional.update({name: float(f[name]) for name in _FLOAT_FIELDS if f.get(name)})
-    return Event(id=entry_id.decode(), type=f["type"], time=float(f["time"]), **optional)
+    return Event(id=entry_id.decode(), type=f["type"], time=float(f["time"]), **event_optionals(f))
 
 
 class TraceStore:
