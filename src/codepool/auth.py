@@ -184,12 +184,13 @@ async def _user(
     max_ttl = projects.settings.user_token_max_ttl
     cached = cache.secret(project_id) if cache is not None else None
     if cache is not None and cached is not None:
-        now = time.time()
-        known = cache.user(project_id, token, cached, now)
+        known = cache.user(project_id, token, cached, time.time())
         if known is not None:
             return known
         try:
-            principal, exp = _verify(token, project_id, cached, Credential("user", cached), max_ttl)
+            principal, exp = _verify_jwt(
+                token, project_id, cached, Credential("user", cached), max_ttl
+            )
         except errors.Unauthorized:
             pass  # maybe the secret was rotated since it was cached: ask Redis below
         else:
@@ -200,18 +201,14 @@ async def _user(
     except errors.ProjectNotFound:
         raise errors.Unauthorized("invalid token") from None
     if cache is None:
-        return _verify_jwt(token, project_id, secret, None, max_ttl)
+        return _verify_jwt(token, project_id, secret, None, max_ttl)[0]
     cache.remember_secret(project_id, secret)
-    return _verify_jwt(token, project_id, secret, Credential("user", secret), max_ttl)
+    principal, exp = _verify_jwt(token, project_id, secret, Credential("user", secret), max_ttl)
+    cache.remember_user(project_id, token, exp, principal)
+    return principal
 
 
 def _verify_jwt(
-    token: str, project_id: str, secret: str, credential: Credential | None, max_ttl: float
-) -> Principal:
-    return _verify(token, project_id, secret, credential, max_ttl)[0]
-
-
-def _verify(
     token: str, project_id: str, secret: str, credential: Credential | None, max_ttl: float
 ) -> tuple[Principal, float]:
     """The token's principal and its ``exp``, or Unauthorized."""
