@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from codepool import keys
 from codepool.journal import ReleaseRecord
 from codepool.store.base import Backend, now, text
-from codepool.store.stats import stats_templates
+from codepool.store.pos import give_back_args
 
 log = logging.getLogger("codepool.holds")
 
@@ -120,14 +120,6 @@ class HoldReaper:
     async def reap(self, project: str) -> int:
         """Give back every hold of ``project`` that has ended, a batch per script call."""
         b = self._b
-        templates = [
-            keys.pool(project, "\0"),
-            keys.pool_available(project, "\0"),
-            keys.pool_log(project, "\0"),
-            keys.user_codes(project, "\0"),
-            keys.reward_users(project, "\0"),
-            keys.user_events(project, "\0"),
-        ]
         names = [
             keys.holds(project),
             keys.issued(project),
@@ -145,9 +137,7 @@ class HoldReaper:
                     at,
                     REAP_BATCH,
                     b.settings.events_maxlen,
-                    *templates,
-                    b.settings.user_events_maxlen,
-                    *stats_templates(project, at),
+                    *give_back_args(project, b.settings, at),
                 ],
             )
             looked, flat = int(raw[0]), raw[1:]

@@ -8,6 +8,8 @@ from typing import Any, Literal
 from codepool import errors, keys
 from codepool.journal import ConfirmRecord, RedeemRecord, ReleaseRecord
 from codepool.models import CodeInstance, Validation
+from codepool.scripts import Arg
+from codepool.settings import Settings
 from codepool.store.base import Backend, now, text
 from codepool.store.stats import stats_templates
 
@@ -33,6 +35,23 @@ def _templates(project_id: str) -> dict[str, str]:
         "reward_users": keys.reward_users(project_id, _ID),
         "user_events": keys.user_events(project_id, _ID),
     }
+
+
+def give_back_args(project_id: str, settings: Settings, at: float) -> list[Arg]:
+    """The ARGV tail release.lua and reap_holds.lua both hand to give_back (common.lua):
+    the key templates of what a code going back touches, the user events cap, and the
+    per-minute counters of ``at``'s day and the day before."""
+    t = _templates(project_id)
+    return [
+        t["pool"],
+        t["avail"],
+        t["log"],
+        t["user"],
+        t["reward_users"],
+        t["user_events"],
+        settings.user_events_maxlen,
+        *stats_templates(project_id, at),
+    ]
 
 
 def _event_keys(project_id: str) -> list[str]:
@@ -215,7 +234,6 @@ class PosStore:
             raise errors.NotReady("the change could not be recorded", reason="journal") from None
 
     async def release(self, project_id: str, code: str) -> CodeInstance:
-        t = _templates(project_id)
         released_at = now()
         raw = await self._b.scripts.run(
             "release",
@@ -224,14 +242,7 @@ class PosStore:
                 code,
                 released_at,
                 self._b.settings.events_maxlen,
-                t["pool"],
-                t["avail"],
-                t["log"],
-                t["user"],
-                t["reward_users"],
-                t["user_events"],
-                self._b.settings.user_events_maxlen,
-                *stats_templates(project_id, released_at),
+                *give_back_args(project_id, self._b.settings, released_at),
             ],
         )
         raw = await self._settle(project_id, code, raw)
