@@ -23,7 +23,7 @@ async def test_whoami_names_the_role_and_project_of_a_key(redis: Redis) -> None:
             "role": "pos",
             "project_id": "acme",
         }
-        for headers in ({}, auth("nope"), user_token(t, "ann")):
+        for headers in ({}, auth("nope"), auth("cpk_acme.nope.nope"), user_token(t, "ann")):
             r = await c.get("/v1/whoami", headers=headers)
             assert r.status_code == 401
             assert r.json()["error"]["code"] == "unauthorized"

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from codepool.console.routes import CONTENT_SECURITY_POLICY, assets
-from tests.apphelpers import ROOT, app_client, auth, make_tenant, user_token
+from tests.apphelpers import app_client
 
 # Every directive the console promises, whatever else the policy says.
 REQUIRED_CSP = (
@@ -92,26 +92,6 @@ async def test_root_points_to_the_console_and_the_docs(redis: Redis) -> None:
         assert person.headers["content-type"].startswith("text/html")
         assert 'href="/console"' in person.text and 'href="/schema"' in person.text
         _check_headers(person.headers)
-
-
-async def test_whoami_names_the_role_and_project_of_a_key(redis: Redis) -> None:
-    async with app_client(redis) as c:
-        t = await make_tenant(c)
-        assert (await c.get("/v1/whoami", headers=ROOT)).json() == {
-            "role": "root",
-            "project_id": None,
-        }
-        assert (await c.get("/v1/whoami", headers=t.admin)).json() == {
-            "role": "admin",
-            "project_id": t.id,
-        }
-        assert (await c.get("/v1/whoami", headers=t.pos)).json() == {
-            "role": "pos",
-            "project_id": t.id,
-        }
-        for headers in ({}, auth("cpk_acme.nope.nope"), user_token(t, "maria")):
-            r = await c.get("/v1/whoami", headers=headers)
-            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
 
 
 @pytest.mark.parametrize("path", ["/console", "/console/assets/js/app.js", "/"])
