@@ -104,7 +104,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     project: str = ""
 
 
-# env var suffix -> field name. Kept explicit so the README table and this stay in step.
+# env var suffix -> field name. Kept explicit so docs/configuration.md and this stay in step.
 _ENV: dict[str, str] = {
     "REDIS_URL": "redis_url",
     "ROOT_KEY": "root_key",
