@@ -32,7 +32,7 @@ import time
 from redis.exceptions import RedisError
 
 from codepool import keys
-from codepool.journal import ReleaseRecord
+from codepool.durability.records import ReleaseRecord
 from codepool.store.base import Backend, now, text
 from codepool.store.pos import give_back_args
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from codepool.auth import AuthCache
+from codepool.durability.journal import Journal, journal_dir, rotation
 from codepool.holds import HoldReaper
 from codepool.issuer import Issuer
-from codepool.journal import Journal, journal_dir, rotation
 from codepool.notify.store import DeliveryStore
 from codepool.notify.worker import NotifyWorker
 from codepool.settings import Settings

@@ -6,7 +6,7 @@ import time
 from typing import Any, Literal
 
 from codepool import errors, keys
-from codepool.journal import ConfirmRecord, RedeemRecord, ReleaseRecord
+from codepool.durability.records import ConfirmRecord, RedeemRecord, ReleaseRecord
 from codepool.models import CodeInstance, Validation
 from codepool.scripts import Arg
 from codepool.settings import Settings

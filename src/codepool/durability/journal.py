@@ -1,24 +1,20 @@
 """The hand-out journal: every code handed out is on disk before the client hears of it.
 
-A snapshot (codepool.snapshot) is taken every so often; what changed since is only in
+A snapshot (durability.snapshot) is taken every so often; what changed since is only in
 Redis. If Redis then loses its data, a snapshot alone would make every code handed out
 since available again. So each app process appends one record per hand-out (and per
 redeem, release, confirmed hold and expired hold) to a file of its own under
 ``$CODEPOOL_DATA_DIR/snapshots/journal/`` and fsyncs it before answering; a restore
-(codepool.restore) replays the records the snapshot does not hold.
+(durability.restore) replays the records the snapshot does not hold.
 
 Group commit: records appended during one turn of the event loop go out together in one
 write + fdatasync at the start of the next, so under load one fsync serves many requests
 (as one issue.lua call serves many in the issuer).
 
-Which records a snapshot holds is decided by counters, not by time: a hand-out carries
-its position in the pool (lua/issue.lua), a redeem the pool's redeem count after it, a
-release the position it put the code at; each slice of a snapshot carries the pool
-counters it was read at. Record times only bound what a restore needs to read.
-
-File format: frames of ``[u32 length][u32 crc32][msgpack record]``. A torn or corrupt
-frame ends the file for the reader (it can only be the last write, which never got its
-fsync and so was never acknowledged); after a failed write the writer starts a new file.
+The records and their framing: durability.records. A torn or corrupt frame ends the
+file for the reader (durability.journal_files; it can only be the last write, which never
+got its fsync and so was never acknowledged); after a failed write the writer starts a
+new file.
 """
 
 from __future__ import annotations
@@ -28,104 +24,18 @@ import contextlib
 import logging
 import os
 import secrets
-import struct
 import time
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import msgspec
+from codepool.durability.records import Record, encode_frames
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".cpj"
-_FRAME = struct.Struct(">II")
 # A writer starts a new file at the first write this long after it opened the current
 # one, so files stop growing and the snapshotter can delete them.
 DEFAULT_ROTATE_SECONDS = 60.0
-# The snapshotter leaves a file alone this long past its rotation time: a writer that
-# found it young enough a moment ago may still be writing to it.
-ROTATE_GRACE = 30.0
-
-
-class Handout(msgspec.Struct, array_like=True, frozen=True):
-    """The codes one request got from one issue.lua call."""
-
-    codes: list[str]
-    # Position of codes[0] in the pool; -1 for an answer replayed from an idempotency
-    # record (the codes were popped by an earlier call, which has its own record unless
-    # its journal write failed).
-    position: int
-    # assigned_time exactly as the issued record holds it (the text issue.lua got).
-    at: str
-    user: str
-    reward: str
-    purchase: str
-    # The idempotency record issue.lua stored ("" for none), its key and expiry (Unix s).
-    idem_key: str = ""
-    idem_value: str = ""
-    idem_expires: float = 0.0
-    # hold_expires_at as the issued record holds it ("" not held).
-    hold: str = ""
-
-
-class IssueRecord(msgspec.Struct, tag="i", array_like=True, frozen=True):
-    written: float  # Unix time of the write: after the script returned
-    project: str
-    pool: str
-    handouts: list[Handout]
-    # Low-stock alerts the call fired (thresholds, "exhausted") and the available count
-    # they fired at; their time is the hand-outs' `at`. Older files lack both.
-    alerts: list[str] = []
-    available: int = -1
-
-
-class RedeemRecord(msgspec.Struct, tag="d", array_like=True, frozen=True):
-    written: float
-    project: str
-    pool: str
-    code: str
-    # The instance (as in its issued record) and what redeem.lua set.
-    at: str
-    user: str
-    reward: str
-    purchase: str
-    redeemed_at: str
-    seq: int  # the pool's redeemed count after this redeem
-
-
-class ReleaseRecord(msgspec.Struct, tag="r", array_like=True, frozen=True):
-    written: float
-    project: str
-    pool: str
-    code: str
-    at: str
-    user: str
-    reward: str
-    purchase: str
-    released_at: str
-    position: int  # where release.lua put the code in the available list
-    reason: str = ""  # "hold_expired": the hold reaper's (lua/reap_holds.lua)
-
-
-class ConfirmRecord(msgspec.Struct, tag="c", array_like=True, frozen=True):
-    """A hold made final (lua/confirm.lua). No counter tells whether a snapshot holds it:
-    a restore applies it again, which changes nothing where it is already applied."""
-
-    written: float
-    project: str
-    pool: str
-    code: str
-    at: str
-    user: str
-    reward: str
-    purchase: str
-
-
-Record = IssueRecord | RedeemRecord | ReleaseRecord | ConfirmRecord
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Record)
 
 
 def journal_dir(data_dir: Path) -> Path:
@@ -136,22 +46,6 @@ def rotation(snapshot_interval: float) -> float:
     """How long a writer keeps appending to one file: about a snapshot interval, so the
     files a new snapshot makes useless stop being written soon after."""
     return max(snapshot_interval, 1.0)
-
-
-def idempotency_value(
-    fingerprint: str, at: str, purchase: str, available: int, codes: Sequence[str]
-) -> str:
-    """The idempotency record issue.lua stores for a request (see its header)."""
-    return "\x1f".join([fingerprint, at, purchase, str(available), ",".join(codes)])
-
-
-def encode_frames(records: Sequence[Record]) -> bytes:
-    out = bytearray()
-    for record in records:
-        payload = _encoder.encode(record)
-        out += _FRAME.pack(len(payload), zlib.crc32(payload))
-        out += payload
-    return bytes(out)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -287,81 +181,3 @@ class Journal:
         self._closed = True
         self._flush()
         self._close_fd()
-
-
-# -- reading ------------------------------------------------------------------------
-
-
-def journal_files(directory: Path) -> list[Path]:
-    """Journal files, oldest first (names start with their creation time)."""
-    if not directory.is_dir():
-        return []
-    return sorted(
-        (p for p in directory.iterdir() if p.name.endswith(SUFFIX)),
-        key=lambda p: (_created(p), p.name),
-    )
-
-
-def _created(path: Path) -> float:
-    try:
-        return int(path.name.split("-", 1)[0]) / 1e6
-    except ValueError:
-        return 0.0
-
-
-def read_file(path: Path) -> Iterator[Record]:
-    """The records of one journal file, up to the first torn or corrupt frame."""
-    with path.open("rb") as f:
-        data = f.read()
-    offset = 0
-    while offset + _FRAME.size <= len(data):
-        length, crc = _FRAME.unpack_from(data, offset)
-        start, end = offset + _FRAME.size, offset + _FRAME.size + length
-        if end > len(data) or zlib.crc32(data[start:end]) != crc:
-            log.warning("journal %s: torn or corrupt frame at byte %d; rest ignored", path, offset)
-            return
-        try:
-            yield _decoder.decode(data[start:end])
-        except msgspec.DecodeError:
-            log.warning("journal %s: undecodable record at byte %d; rest ignored", path, offset)
-            return
-        offset = end
-
-
-# A file's mtime comes from the kernel's coarse clock (a tick, a few ms behind
-# time.time()), so a record written just after `since` can sit in a file whose mtime is
-# just before it: the mtime shortcuts below allow this much slack.
-MTIME_SLACK = 1.0
-
-
-def read_journal(directory: Path, since: float = 0.0) -> list[Record]:
-    """Every record written at or after ``since`` (Unix time), from all files."""
-    records: list[Record] = []
-    for path in journal_files(directory):
-        with contextlib.suppress(FileNotFoundError):  # pruned meanwhile
-            if path.stat().st_mtime < since - MTIME_SLACK:
-                continue  # its last write was before `since`: nothing in it is needed
-            records.extend(r for r in read_file(path) if r.written >= since)
-    return records
-
-
-def prune(directory: Path, before: float, rotate_after: float = DEFAULT_ROTATE_SECONDS) -> int:
-    """Delete journal files whose every record was written before ``before``.
-
-    A file is deleted only once no writer can still append to it (it is older than
-    the rotation time plus a grace period), and its last write was before ``before``.
-    """
-    removed = 0
-    now = time.time()
-    for path in journal_files(directory):
-        if _created(path) > now - rotate_after - ROTATE_GRACE:
-            continue
-        try:
-            if path.stat().st_mtime < before - MTIME_SLACK:
-                path.unlink()
-                removed += 1
-        except FileNotFoundError:
-            continue
-    if removed:
-        fsync_dir(directory)
-    return removed
