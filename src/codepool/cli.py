@@ -194,7 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="replay the journal written since FILE began (default: only for a FILE "
-        "of this data directory)",
+        "of this data directory, or with --journal-dir)",
+    )
+    restore.add_argument(
+        "--journal-dir",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="also replay the journals in DIR (a host's data or journal directory, or the "
+        "journals of many hosts gathered in one); repeat for every host (docs/scale.md)",
+    )
+    restore.add_argument(
+        "--allow-missing-journals",
+        action="store_true",
+        help="restore even though hosts that journaled since FILE began have no journal "
+        "here (codes they handed out may be handed out again)",
     )
     restore.set_defaults(handler=restore_command)
 
@@ -474,7 +489,7 @@ def restore_command(args: argparse.Namespace, settings: Settings) -> int:
     use_journal = args.journal
     if use_journal is None:
         # The journal continues this data directory's snapshots, not a file from elsewhere.
-        use_journal = path.resolve().parent == directory.resolve()
+        use_journal = bool(args.journal_dir) or path.resolve().parent == directory.resolve()
 
     async def run(url: str) -> int:
         client = startup.make_redis(url)
@@ -487,8 +502,16 @@ def restore_command(args: argparse.Namespace, settings: Settings) -> int:
                     )
                     return 1
                 stats = await startup.restore_from_disk(
-                    client, settings, path, use_journal=use_journal
+                    client,
+                    settings,
+                    path,
+                    use_journal=use_journal,
+                    journals=args.journal_dir,
+                    allow_missing=args.allow_missing_journals,
                 )
+        except startup.MissingJournalsError as exc:
+            print(f"codepool: {exc}; --allow-missing-journals restores anyway", file=sys.stderr)
+            return 1
         finally:
             await client.aclose()
         print(

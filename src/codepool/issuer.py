@@ -153,6 +153,7 @@ class Issuer:
             handouts=handouts,
             alerts=call.alerts,
             available=call.available,
+            redis_us=call.redis_us,
         )
 
     def _take(self, queue: _PoolQueue) -> list[tuple[IssueRequest, asyncio.Future[IssueResult]]]:

@@ -92,7 +92,7 @@ class Events:
             and not (op.kind == "issue" and not op.reward)
             and not reflected(op, clock)
         ]
-        missed.sort(key=lambda o: (float(o.when or b"0"), o.order))
+        missed.sort(key=lambda o: o.order)  # Redis's order (see apply_lists._list_ops)
         last = self.last_event
         for op in missed:
             ms = int(float(op.when or b"0") * 1000)

@@ -32,7 +32,9 @@ class HandoutLists:
             ops = [
                 o for o in self.j.by_user.get(owner.encode(), []) if o.kind in ("issue", "release")
             ]
-        return sorted(ops, key=lambda o: (float(o.when or b"0"), o.order))
+        # The journal's order is Redis's (records.redis_time), whichever host wrote it;
+        # `when` is the writing host's clock, which may be off.
+        return sorted(ops, key=lambda o: o.order)
 
     async def list_end(self, key: str, kind: str, owner: str) -> None:
         if key in self.lists_done:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from redis.asyncio import Redis
 
 from codepool import keys
-from codepool.durability.journal import journal_dir, rotation
-from codepool.durability.journal_files import read_journal
+from codepool.durability.journal import rotation
+from codepool.durability.journal_files import read_journals
 from codepool.durability.plan import Op, index_journal, reflected
 from codepool.durability.records import Record
 from codepool.durability.restore import RestoreStats, epoch_began, restore
@@ -81,13 +82,14 @@ async def _unconfirmed(client: Redis, project: str, confirms: list[Op]) -> list[
     return missing
 
 
-async def catch_up(client: Redis, settings: Settings) -> RestoreStats | None:
+async def catch_up(client: Redis, settings: Settings, dirs: Sequence[Path]) -> RestoreStats | None:
+    """Apply the journaled changes (of ``dirs``) Redis lacks; None if it lacks none."""
     directory = snapshots_dir(settings.data_dir)
     # Every record of this Redis's history the journal still keeps, not only those since
     # the newest snapshot: the writes Redis lost may be older than that snapshot's start
     # (it read them from Redis before Redis lost them). Counters tell which are missing.
     epoch = await client.get(keys.EPOCH)
-    records = read_journal(journal_dir(settings.data_dir), epoch_began(epoch or b""))
+    records = read_journals(dirs, epoch_began(epoch or b""))
     missing = await unapplied(client, records)
     if not missing:
         return None

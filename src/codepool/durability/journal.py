@@ -33,6 +33,8 @@ from codepool.durability.records import Record, encode_frames
 log = logging.getLogger(__name__)
 
 SUFFIX = ".cpj"
+# An empty file ``host-<id>`` marks a journal directory as that host's (journal_files).
+HOST_MARK = "host-"
 # A writer starts a new file at the first write this long after it opened the current
 # one, so files stop growing and the snapshotter can delete them.
 DEFAULT_ROTATE_SECONDS = 60.0
@@ -40,6 +42,20 @@ DEFAULT_ROTATE_SECONDS = 60.0
 
 def journal_dir(data_dir: Path) -> Path:
     return data_dir / "snapshots" / "journal"
+
+
+def file_name(created: float, host: str, pid: int, token: str) -> str:
+    """``<created µs>-<host id>-<pid>-<token>.cpj``: unique over every host's journal, so
+    the journals of many hosts can be gathered in one directory (without a host id, as
+    older files: ``<created µs>-<pid>-<token>.cpj``)."""
+    host_part = f"{host}-" if host else ""
+    return f"{int(created * 1e6)}-{host_part}{pid}-{token}{SUFFIX}"
+
+
+def file_host(path: Path) -> str:
+    """The host id in a journal file's name ("" for none)."""
+    parts = path.name.removesuffix(SUFFIX).split("-")
+    return "-".join(parts[1:-2])
 
 
 def rotation(snapshot_interval: float) -> float:
@@ -82,9 +98,12 @@ class Journal:
     0.67 (docs/durability.md). The price: a worker answers nothing while its disk syncs.
     """
 
-    def __init__(self, directory: Path, rotate_after: float = DEFAULT_ROTATE_SECONDS) -> None:
+    def __init__(
+        self, directory: Path, rotate_after: float = DEFAULT_ROTATE_SECONDS, host: str = ""
+    ) -> None:
         self.directory = directory
         self.rotate_after = rotate_after
+        self.host = host
         self._fd: int | None = None
         self._opened = 0.0
         self._pending = bytearray()
@@ -162,11 +181,13 @@ class Journal:
         # Private like the data it holds (user ids, idempotency records).
         self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.directory.mkdir(exist_ok=True, mode=0o700)
-        name = f"{int(now * 1e6)}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
+        name = file_name(now, self.host, os.getpid(), secrets.token_hex(4))
         self._fd = os.open(
             self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
         )
         self._opened = now
+        if self.host:
+            (self.directory / f"{HOST_MARK}{self.host}").touch(mode=0o600)
         # The file's directory entry must be durable too, or a crash loses the whole file.
         fsync_dir(self.directory)
 

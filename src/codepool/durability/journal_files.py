@@ -6,13 +6,19 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import msgspec
 
-from codepool.durability.journal import DEFAULT_ROTATE_SECONDS, SUFFIX, fsync_dir
-from codepool.durability.records import FRAME, Record, decoder
+from codepool.durability.journal import (
+    DEFAULT_ROTATE_SECONDS,
+    HOST_MARK,
+    SUFFIX,
+    file_host,
+    fsync_dir,
+)
+from codepool.durability.records import FRAME, Record, decoder, redis_time
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +67,55 @@ def read_file(path: Path) -> Iterator[Record]:
 # time.time()), so a record written just after `since` can sit in a file whose mtime is
 # just before it: the mtime shortcuts below allow this much slack.
 MTIME_SLACK = 1.0
+# Record times are Redis's clock (records.redis_time), a file's mtime its writing
+# host's: reading skips a file by its mtime only this much further back (host clocks
+# kept by NTP are far closer to Redis's).
+CLOCK_SKEW = 60.0
 
 
 def read_journal(directory: Path, since: float = 0.0) -> list[Record]:
-    """Every record written at or after ``since`` (Unix time), from all files."""
-    records: list[Record] = []
-    for path in journal_files(directory):
-        with contextlib.suppress(FileNotFoundError):  # pruned meanwhile
-            if path.stat().st_mtime < since - MTIME_SLACK:
+    """:func:`read_journals` of one directory."""
+    return read_journals([directory], since)
+
+
+def read_journals(directories: Sequence[Path], since: float = 0.0) -> list[Record]:
+    """Every record of a change Redis made at or after ``since`` (Redis time, see
+    records.redis_time), from every journal file of ``directories``, in the order Redis
+    made the changes, whichever host and process journaled them (each file's own order
+    where Redis's clock ties). A file found in several directories (journals gathered
+    twice) is read once, its longest copy: a record read twice would be applied twice.
+    """
+    chosen: dict[str, tuple[int, Path]] = {}
+    for directory in directories:
+        for path in journal_files(directory):
+            with contextlib.suppress(FileNotFoundError):  # pruned meanwhile
+                size = path.stat().st_size
+                if path.name not in chosen or size > chosen[path.name][0]:
+                    chosen[path.name] = (size, path)
+    files = sorted((path for _, path in chosen.values()), key=lambda p: (_created(p), p.name))
+    keyed: list[tuple[float, int, int, Record]] = []
+    for n, path in enumerate(files):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < since - MTIME_SLACK - CLOCK_SKEW:
                 continue  # its last write was before `since`: nothing in it is needed
-            records.extend(r for r in read_file(path) if r.written >= since)
-    return records
+            for k, record in enumerate(read_file(path)):
+                at = redis_time(record)
+                if at >= since:
+                    keyed.append((at, n, k, record))
+    keyed.sort(key=lambda e: e[:3])
+    return [record for _, _, _, record in keyed]
+
+
+def journal_hosts(directories: Sequence[Path]) -> set[str]:
+    """The host ids that name journal files in ``directories`` or mark them as theirs
+    (durability.journal writes a ``host-<id>`` file beside its first file)."""
+    found: set[str] = set()
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        found |= {p.name.removeprefix(HOST_MARK) for p in directory.glob(f"{HOST_MARK}*")}
+        found |= {file_host(p) for p in journal_files(directory)} - {""}
+    return found
 
 
 def prune(directory: Path, before: float, rotate_after: float = DEFAULT_ROTATE_SECONDS) -> int:

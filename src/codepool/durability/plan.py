@@ -36,7 +36,7 @@ class Op(NamedTuple):
     reward: bytes
     purchase: bytes
     when: bytes  # issue/replay/alert: at; redeem: redeemed_at; release: released_at
-    order: int  # place in the journal, to keep causal order among equal times
+    order: int  # place in the journal: Redis's order of the changes, over every host
     available: int = -1  # alert: the pool's available count it fired at
     hold: bytes = b""  # issue/replay: hold_expires_at of a held hand-out
     reason: bytes = b""  # release: "hold_expired" for the hold reaper's

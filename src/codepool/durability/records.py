@@ -51,6 +51,9 @@ class IssueRecord(msgspec.Struct, tag="i", array_like=True, frozen=True):
     # they fired at; their time is the hand-outs' `at`. Older files lack both.
     alerts: list[str] = []
     available: int = -1
+    # Redis's clock (TIME, µs) in the script call: it orders the records of every host
+    # and process the way Redis made the changes (0 in files older than it).
+    redis_us: int = 0
 
 
 class RedeemRecord(msgspec.Struct, tag="d", array_like=True, frozen=True):
@@ -65,6 +68,7 @@ class RedeemRecord(msgspec.Struct, tag="d", array_like=True, frozen=True):
     purchase: str
     redeemed_at: str
     seq: int  # the pool's redeemed count after this redeem
+    redis_us: int = 0
 
 
 class ReleaseRecord(msgspec.Struct, tag="r", array_like=True, frozen=True):
@@ -79,6 +83,7 @@ class ReleaseRecord(msgspec.Struct, tag="r", array_like=True, frozen=True):
     released_at: str
     position: int  # where release.lua put the code in the available list
     reason: str = ""  # "hold_expired": the hold reaper's (lua/reap_holds.lua)
+    redis_us: int = 0
 
 
 class ConfirmRecord(msgspec.Struct, tag="c", array_like=True, frozen=True):
@@ -93,12 +98,19 @@ class ConfirmRecord(msgspec.Struct, tag="c", array_like=True, frozen=True):
     user: str
     reward: str
     purchase: str
+    redis_us: int = 0
 
 
 Record = IssueRecord | RedeemRecord | ReleaseRecord | ConfirmRecord
 
 _encoder = msgspec.msgpack.Encoder()
 decoder = msgspec.msgpack.Decoder(Record)
+
+
+def redis_time(record: Record) -> float:
+    """When Redis made the change (Unix s): its clock where the record has it, else the
+    clock of the host that wrote the record (files from before records carried it)."""
+    return record.redis_us / 1e6 if record.redis_us else record.written
 
 
 def idempotency_value(

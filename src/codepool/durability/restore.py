@@ -60,6 +60,7 @@ from redis.asyncio import Redis
 
 from codepool import keys
 from codepool.durability.apply import ProjectRestore
+from codepool.durability.hosts import redis_now, restore_marker
 from codepool.durability.keyspace import all_keys, classify, scan_keys
 from codepool.durability.plan import NO_CLOCK, ProjectJournal, index_journal
 from codepool.durability.records import Record
@@ -88,27 +89,31 @@ class RestoreStats(msgspec.Struct, kw_only=True):
 
 
 async def flush_codepool(client: Redis) -> int:
-    """Delete every codepool key but the restore marker (UNLINK: freed off-thread)."""
-    names = [n for n in await all_keys(client) if n != keys.RESTORING]
+    """Delete every codepool key but the markers and leases (UNLINK: freed off-thread):
+    the restore's own marker, and the snapshot lease and host registry, which tell the
+    other hosts this restore is running."""
+    names = [n for n in await all_keys(client) if n not in keys.DURABILITY_KEYS]
     for i in range(0, len(names), WRITE_BATCH):
         await client.unlink(*names[i : i + WRITE_BATCH])
     return len(names)
 
 
 async def has_state(client: Redis) -> bool:
-    """Whether Redis holds any codepool key (the markers aside)."""
+    """Whether Redis holds any codepool key (the markers and leases aside)."""
     if await client.exists(keys.PROJECTS):
         return True
     async for name in scan_keys(client):
-        if name not in (keys.EPOCH, keys.RESTORING):
+        if name not in keys.DURABILITY_KEYS:
             return True
     return False
 
 
 async def mark_complete(client: Redis, since: float | None = None) -> str:
     """Mark Redis as holding a whole codepool state (see keys.EPOCH), one that exists
-    since ``since`` (default now): journal records written before belong to another."""
-    epoch = f"{time.time() if since is None else since:.6f}-{secrets.token_hex(6)}"
+    since ``since`` (Redis time; default now): journal records of changes Redis made
+    before belong to another."""
+    began = await redis_now(client) if since is None else since
+    epoch = f"{began:.6f}-{secrets.token_hex(6)}"
     await client.set(keys.EPOCH, epoch)
     return epoch
 
@@ -132,12 +137,28 @@ async def restore(
 ) -> RestoreStats:
     """Write ``snapshot`` (verified; None: start from nothing) plus ``journal`` into Redis.
 
-    ``journal`` must hold the records written since the snapshot started (see
-    journal.read_journal). With ``flush`` every codepool key is deleted first.
+    ``journal`` must hold the records of every host since the snapshot started, in
+    Redis's order (see journal_files.read_journals). With ``flush`` every codepool key
+    is deleted first.
     ``user_events_maxlen``: settings.user_events_maxlen, for the rebuilt user lists.
     """
     started = time.time()
-    await client.set(keys.RESTORING, f"{started}")
+    # Redis's clock: the records of changes made from the restored state are all later.
+    began = await redis_now(client)
+    async with restore_marker(client, f"{began}"):
+        stats = await _restore(client, snapshot, journal, flush, user_events_maxlen)
+        await mark_complete(client, since=began)
+    stats.seconds = time.time() - started
+    return stats
+
+
+async def _restore(
+    client: Redis,
+    snapshot: Path | None,
+    journal: list[Record],
+    flush: bool,
+    user_events_maxlen: int,
+) -> RestoreStats:
     if flush:
         await flush_codepool(client)
     stats = RestoreStats(
@@ -194,8 +215,4 @@ async def restore(
         await client.sadd(keys.PROJECTS, *present)
     stats.projects = len(present)
     stats.keys = len(w.keys)
-    # Records of hand-outs made from the restored state are all written after `started`.
-    await mark_complete(client, since=started)
-    await client.delete(keys.RESTORING)
-    stats.seconds = time.time() - started
     return stats

@@ -36,6 +36,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from codepool import keys
+from codepool.durability.hosts import redis_now, registered_hosts
 from codepool.durability.journal import DEFAULT_ROTATE_SECONDS, fsync_dir
 from codepool.durability.keyspace import SCAN_COUNT, KeyKind, all_keys, classify
 from codepool.durability.snapshot_dir import prepare_dir, retain
@@ -340,6 +341,8 @@ async def take_snapshot(
     started = time.time()
     name = f"snapshot-{int(started * 1e6):020d}{SUFFIX}"
     final, temp = directory / name, directory / f".{name}.tmp"
+    redis_started = await redis_now(client)
+    hosts = await registered_hosts(client)
     names = await all_keys(client)
     by_project: dict[str, list[str]] = {}
     global_names: list[str] = []
@@ -360,6 +363,8 @@ async def take_snapshot(
                 started_at=started,
                 host=socket.gethostname(),
                 pid=os.getpid(),
+                redis_started_at=redis_started,
+                hosts=hosts,
             )
         )
         reader = _Reader(client, scripts, out)

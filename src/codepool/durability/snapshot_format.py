@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import IO, Final
 
@@ -36,6 +36,17 @@ class Header(msgspec.Struct, tag="H", array_like=True):
     started_at: float  # Unix time before the first read
     host: str
     pid: int
+    # Redis's clock before the first read: journal records of changes Redis made since
+    # are the ones a restore needs (0 in files older than it: started_at then).
+    redis_started_at: float = 0.0
+    # The hosts registered as journaling (keys.HOSTS: host id -> Redis time of its last
+    # heartbeat): a restore needs the journals of those alive since the snapshot began.
+    hosts: dict[str, float] = {}
+
+    @property
+    def since(self) -> float:
+        """From when journal records are needed to restore this snapshot."""
+        return self.redis_started_at or self.started_at
 
 
 class Avail(msgspec.Struct, tag="A", array_like=True):
@@ -191,7 +202,21 @@ def verify(path: Path) -> None:
         raise SnapshotError(f"{path}: incomplete or corrupt (checksum mismatch)")
 
 
-def read_frames(path: Path) -> Iterator[Frame]:
+def read_header(path: Path) -> Header:
+    """A snapshot's header (its first frame), without verifying the file."""
+    frames = read_frames(path)
+    try:
+        frame = next(frames)
+    except (StopIteration, OSError, msgspec.DecodeError) as exc:
+        raise SnapshotError(f"{path}: unreadable header") from exc
+    finally:
+        frames.close()
+    if not isinstance(frame, Header):
+        raise SnapshotError(f"{path}: no header")
+    return frame
+
+
+def read_frames(path: Path) -> Generator[Frame]:
     """The frames of a verified snapshot, in order (Header first, Footer last)."""
     with path.open("rb", buffering=1 << 20) as f:
         f.read(len(MAGIC))

@@ -22,14 +22,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from redis.asyncio import Redis
 
 from codepool import keys
 from codepool.durability import catchup
+from codepool.durability.hosts import (
+    Lease,
+    heartbeat,
+    host_id,
+    known_hosts,
+    needed_hosts,
+    redis_now,
+    registered_hosts,
+    restore_running,
+)
 from codepool.durability.journal import journal_dir, rotation
-from codepool.durability.journal_files import journal_files, read_journal
+from codepool.durability.journal_files import journal_files, journal_hosts, read_journals
 from codepool.durability.records import Record
 from codepool.durability.restore import RestoreStats, has_state, mark_complete, restore
 from codepool.durability.snapshot import take_snapshot
@@ -40,10 +52,26 @@ from codepool.durability.snapshot_dir import (
     snapshots_dir,
     started_at,
 )
-from codepool.durability.snapshot_format import SnapshotInfo
+from codepool.durability.snapshot_format import SnapshotInfo, read_header
 from codepool.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# While another host holds the snapshot lease, how often a host waiting for it to
+# restore looks again.
+WAIT_SECONDS = 0.5
+
+
+class MissingJournalsError(RuntimeError):
+    """A restore would miss the journals of hosts that may have handed codes out since
+    the snapshot began: codes they told would be handed out again."""
+
+    def __init__(self, hosts: set[str]) -> None:
+        self.hosts = hosts
+        super().__init__(
+            f"the journals of host(s) {', '.join(sorted(hosts))} are not here: gather them "
+            "and run `codepool restore SNAPSHOT --journal DIR ...` (docs/scale.md)"
+        )
 
 
 def make_redis(url: str) -> Redis:
@@ -63,29 +91,86 @@ async def snapshot_now(client: Redis, settings: Settings) -> SnapshotInfo:
         )
 
 
+def peer_dirs(settings: Settings) -> list[Path]:
+    return [Path(d) for d in settings.peer_data_dirs.split(os.pathsep) if d]
+
+
+def _as_journal_dir(directory: Path) -> Path:
+    """A data directory's journal directory; any other directory as it is."""
+    inner = journal_dir(directory)
+    return inner if inner.is_dir() else directory
+
+
+def journal_dirs(settings: Settings, extra: Sequence[Path] = ()) -> list[Path]:
+    """Where this host reads journals: its own, its peers' (settings.peer_data_dirs),
+    and ``extra`` (data or journal directories, e.g. gathered from every host)."""
+    own = journal_dir(settings.data_dir)
+    return [own, *(_as_journal_dir(d) for d in [*peer_dirs(settings), *extra])]
+
+
+def newest_snapshot(settings: Settings) -> Path | None:
+    """The newest valid snapshot of this host's and its peers' snapshot directories."""
+    found = [newest_valid(snapshots_dir(d)) for d in [settings.data_dir, *peer_dirs(settings)]]
+    return max((p for p in found if p is not None), key=started_at, default=None)
+
+
 def _on_disk(settings: Settings) -> bool:
     return bool(
         list_snapshots(snapshots_dir(settings.data_dir))
         or journal_files(journal_dir(settings.data_dir))
+        or any(newest_valid(snapshots_dir(d)) for d in peer_dirs(settings))
     )
 
 
-def journal_since(settings: Settings, snapshot: Path | None) -> list[Record]:
-    """The journal records a restore of ``snapshot`` needs: those written since it began
-    (all of them without a snapshot)."""
-    since = 0.0 if snapshot is None else started_at(snapshot)
-    return read_journal(journal_dir(settings.data_dir), since)
+def _since(snapshot: Path | None) -> float:
+    return 0.0 if snapshot is None else read_header(snapshot).since
+
+
+def journal_since(
+    settings: Settings, snapshot: Path | None, extra: Sequence[Path] = ()
+) -> list[Record]:
+    """The journal records a restore of ``snapshot`` needs: those of changes Redis made
+    since it began (all of them without a snapshot), from every journal this host reads,
+    in Redis's order."""
+    return read_journals(journal_dirs(settings, extra), _since(snapshot))
+
+
+def missing_hosts(settings: Settings, snapshot: Path | None, dirs: Sequence[Path]) -> set[str]:
+    """Hosts that journaled after ``snapshot`` began (by the snapshot's header and this
+    host's copy of the registry) whose journals are not in ``dirs``."""
+    hosts = known_hosts(settings.data_dir)
+    if snapshot is not None:
+        for host, seen in read_header(snapshot).hosts.items():
+            hosts[host] = max(seen, hosts.get(host, 0.0))
+    needed = needed_hosts(hosts, _since(snapshot)) - {host_id(settings)}
+    return needed - journal_hosts(dirs)
 
 
 async def restore_from_disk(
-    client: Redis, settings: Settings, snapshot: Path | None = None, *, use_journal: bool = True
+    client: Redis,
+    settings: Settings,
+    snapshot: Path | None = None,
+    *,
+    use_journal: bool = True,
+    journals: Sequence[Path] = (),
+    allow_missing: bool = False,
 ) -> RestoreStats:
-    """Restore the newest valid snapshot (or ``snapshot``) plus the journal, then take a
-    fresh snapshot. Call with the snapshots directory lock held."""
+    """Restore the newest valid snapshot (or ``snapshot``) plus the journals of every
+    host (this one's, its peers', ``journals``), then take a fresh snapshot. Raises
+    MissingJournalsError (before touching Redis) if a host's journal is missing, unless
+    ``allow_missing``. Call with the snapshots directory lock held."""
     directory = snapshots_dir(settings.data_dir)
     if snapshot is None:
-        snapshot = newest_valid(directory)
-    records = journal_since(settings, snapshot) if use_journal else []
+        snapshot = newest_snapshot(settings)
+    records: list[Record] = []
+    if use_journal:
+        dirs = journal_dirs(settings, journals)
+        missing = missing_hosts(settings, snapshot, dirs)
+        if missing and not allow_missing:
+            raise MissingJournalsError(missing)
+        if missing:
+            log.error("restoring without the journals of %s", ", ".join(sorted(missing)))
+        records = read_journals(dirs, _since(snapshot))
     log.warning(
         "restoring from %s with %d journal record(s)",
         snapshot or "no snapshot (journal only)",
@@ -111,10 +196,44 @@ async def restore_from_disk(
     return stats
 
 
-async def ensure_state(client: Redis, settings: Settings, *, catch_up: bool = True) -> str:
+async def _others_live(client: Redis, settings: Settings) -> bool:
+    """Whether another host has journaled lately (its heartbeat in keys.HOSTS)."""
+    hosts = await registered_hosts(client)
+    return bool(needed_hosts(hosts, await redis_now(client)) - {host_id(settings)})
+
+
+async def _lead(client: Redis, lease: Lease | None) -> bool:
+    """Hold ``lease`` (no lease: alone), or wait until its holder has made Redis hold
+    the state; True if the caller holds it (and must make the state), False if the
+    state is there."""
+    if lease is None:
+        return True
+    told = False
+    while not await lease.hold():
+        if await client.exists(keys.EPOCH) and not await restore_running(client):
+            return False
+        if not told:
+            log.warning("Redis holds no codepool state: waiting for the snapshot taker")
+            told = True
+        await asyncio.sleep(WAIT_SECONDS)
+    return True
+
+
+async def ensure_state(
+    client: Redis, settings: Settings, *, catch_up: bool = True, lease: Lease | None = None
+) -> str:
     """Make Redis hold the codepool state before anything is served; returns what was
     done: "kept", "caught-up", "initialized" or "restored". ``catch_up`` only while
-    nothing else writes to Redis (its snapshot must be exact)."""
+    nothing else writes to Redis (its snapshot must be exact; skipped while another
+    host journals). With ``lease`` (the snapshot lease, many hosts): only its holder
+    restores; another host waits until Redis holds the state. Raises MissingJournalsError if
+    a restore would miss a host's journal."""
+    if not await _lead(client, lease):
+        return "kept"
+    # A live restore (`codepool restore`, here or elsewhere): wait for its result. Polled:
+    # it runs in another process.
+    while await restore_running(client):  # noqa: ASYNC110
+        await asyncio.sleep(WAIT_SECONDS)
     directory = snapshots_dir(settings.data_dir)
     with directory_lock(directory):
         if await client.exists(keys.RESTORING):
@@ -122,11 +241,12 @@ async def ensure_state(client: Redis, settings: Settings, *, catch_up: bool = Tr
             await restore_from_disk(client, settings)
             return "restored"
         if await client.exists(keys.EPOCH):
-            if (
-                catch_up
-                and settings.journal
-                and await catchup.catch_up(client, settings) is not None
-            ):
+            if not (catch_up and settings.journal):
+                return "kept"
+            if await _others_live(client, settings):
+                log.info("other hosts journal: no catch-up (Redis is not quiet)")
+                return "kept"
+            if await catchup.catch_up(client, settings, journal_dirs(settings)) is not None:
                 return "caught-up"
             return "kept"
         if _on_disk(settings):
@@ -145,12 +265,19 @@ async def ensure_state(client: Redis, settings: Settings, *, catch_up: bool = Tr
 
 
 def prepare(settings: Settings, url: str) -> str:
-    """Run :func:`ensure_state` to completion (``codepool serve``, before the workers)."""
+    """Run :func:`ensure_state` to completion (``codepool serve``, before the workers),
+    holding the snapshot lease while it makes the state (the snapshot loop goes on
+    holding it: the same host's token)."""
 
     async def run() -> str:
         client = make_redis(url)
         try:
-            return await ensure_state(client, settings)
+            host = host_id(settings)
+            # Registered before anything is served: a restore from now on needs this
+            # host's journal.
+            await heartbeat(client, host, settings.data_dir)
+            lease = Lease(client, keys.SNAPSHOT_TAKER, host, settings.snapshot_lease)
+            return await ensure_state(client, settings, lease=lease)
         finally:
             await client.aclose()
 
