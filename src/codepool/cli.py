@@ -36,6 +36,7 @@ from uvicorn.supervisors import Multiprocess
 from codepool import __version__
 from codepool.client.verbs import add_verbs as add_client_verbs
 from codepool.durability import startup
+from codepool.durability.hosts import RestoreRunningError
 from codepool.durability.loop import SnapshotProcess
 from codepool.durability.restore import has_state
 from codepool.durability.snapshot_dir import directory_lock, snapshots_dir
@@ -509,6 +510,9 @@ def restore_command(args: argparse.Namespace, settings: Settings) -> int:
                     journals=args.journal_dir,
                     allow_missing=args.allow_missing_journals,
                 )
+        except RestoreRunningError:
+            print("codepool: a restore is running (its marker is live)", file=sys.stderr)
+            return 1
         except startup.MissingJournalsError as exc:
             print(f"codepool: {exc}; --allow-missing-journals restores anyway", file=sys.stderr)
             return 1

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from codepool import keys
 from codepool.scripts import Scripts
@@ -124,11 +125,25 @@ class Lease:
         await self._scripts.run("lease", [self.key], [self.token, 0])
 
 
+class RestoreRunningError(RuntimeError):
+    """Another restore (this host's or another's) is running: its marker is live."""
+
+
 @contextlib.asynccontextmanager
 async def restore_marker(client: Redis, value: str) -> AsyncIterator[None]:
     """keys.RESTORING, with a TTL renewed while the block runs: a restore that dies
-    leaves no marker behind for long, so others tell a live restore from a dead one."""
-    await client.set(keys.RESTORING, value, px=MARKER_TTL_MS)
+    leaves no marker behind for long, so others tell a live restore from a dead one.
+    Taken atomically (WATCH): raises RestoreRunningError while another one is live."""
+    async with client.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(keys.RESTORING)
+            if int(await pipe.pttl(keys.RESTORING)) > 0:
+                raise RestoreRunningError("a restore is running")
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.set(keys.RESTORING, value, px=MARKER_TTL_MS)
+            await pipe.execute()
+        except WatchError:
+            raise RestoreRunningError("a restore has just started") from None
 
     async def renew() -> None:
         while True:

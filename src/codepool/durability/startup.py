@@ -32,6 +32,7 @@ from codepool import keys
 from codepool.durability import catchup
 from codepool.durability.hosts import (
     Lease,
+    RestoreRunningError,
     heartbeat,
     host_id,
     known_hosts,
@@ -230,10 +231,18 @@ async def ensure_state(
     a restore would miss a host's journal."""
     if not await _lead(client, lease):
         return "kept"
-    # A live restore (`codepool restore`, here or elsewhere): wait for its result. Polled:
-    # it runs in another process.
-    while await restore_running(client):  # noqa: ASYNC110
-        await asyncio.sleep(WAIT_SECONDS)
+    while True:
+        # A live restore (`codepool restore`, here or elsewhere): wait for its result.
+        # Polled: it runs in another process.
+        while await restore_running(client):  # noqa: ASYNC110
+            await asyncio.sleep(WAIT_SECONDS)
+        try:
+            return await _ensure_state(client, settings, catch_up)
+        except RestoreRunningError:
+            log.info("another restore began meanwhile: waiting for it")
+
+
+async def _ensure_state(client: Redis, settings: Settings, catch_up: bool) -> str:
     directory = snapshots_dir(settings.data_dir)
     with directory_lock(directory):
         if await client.exists(keys.RESTORING):
