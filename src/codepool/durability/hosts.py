@@ -71,11 +71,20 @@ async def redis_now(client: Redis) -> float:
 async def heartbeat(client: Redis, host: str, data_dir: Path) -> dict[str, float]:
     """Register ``host`` as journaling now; return the registry, also kept on disk."""
     await client.hset(keys.HOSTS, host, repr(await redis_now(client)))
-    hosts = await registered_hosts(client)
+    return remember_hosts(data_dir, await registered_hosts(client))
+
+
+def remember_hosts(data_dir: Path, hosts: dict[str, float]) -> dict[str, float]:
+    """Merge ``hosts`` into the registry kept in ``data_dir``; return the merge."""
     known = known_hosts(data_dir)
     merged = {h: max(seen, known.get(h, 0.0)) for h, seen in hosts.items()}
     merged.update({h: seen for h, seen in known.items() if h not in merged})
-    if merged != known:
+    # Written when a host appears or has beaten a while since: a beat is needed to within
+    # HOST_STALE, not every second.
+    if merged.keys() != known.keys() or any(
+        seen - known[h] > HOST_STALE / 3 for h, seen in merged.items()
+    ):
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         temp = data_dir / f".{HOSTS_FILE}.tmp"
         temp.write_text(json.dumps(merged, sort_keys=True))
         temp.replace(data_dir / HOSTS_FILE)
