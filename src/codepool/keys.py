@@ -28,8 +28,10 @@ RESTORING = f"{PREFIX}:restoring"
 SNAPSHOT_TAKER = f"{PREFIX}:snapshots:taker"
 HOSTS = f"{PREFIX}:hosts"
 SNAPSHOTS_KEPT_FROM = f"{PREFIX}:snapshots:kept_from"
-# Not state: a restore keeps them (RESTORING is its own marker), a state check ignores them.
-DURABILITY_KEYS = (EPOCH, RESTORING, SNAPSHOT_TAKER, HOSTS, SNAPSHOTS_KEPT_FROM)
+# Not state: a restore keeps them (RESTORING is its own marker; EPOCH it deletes first,
+# so a restore that dies leaves no complete-looking state), a state check ignores them.
+KEPT_BY_RESTORE = (RESTORING, SNAPSHOT_TAKER, HOSTS, SNAPSHOTS_KEPT_FROM)
+NOT_STATE = (EPOCH, *KEPT_BY_RESTORE)
 
 # Global: the hold reaper's lease (codepool.holds): the token of the one process that
 # reaps expired holds, with a TTL it renews; every process is ready to take it over.

@@ -92,7 +92,7 @@ async def flush_codepool(client: Redis) -> int:
     """Delete every codepool key but the markers and leases (UNLINK: freed off-thread):
     the restore's own marker, and the snapshot lease and host registry, which tell the
     other hosts this restore is running."""
-    names = [n for n in await all_keys(client) if n not in keys.DURABILITY_KEYS]
+    names = [n for n in await all_keys(client) if n not in keys.KEPT_BY_RESTORE]
     for i in range(0, len(names), WRITE_BATCH):
         await client.unlink(*names[i : i + WRITE_BATCH])
     return len(names)
@@ -103,7 +103,7 @@ async def has_state(client: Redis) -> bool:
     if await client.exists(keys.PROJECTS):
         return True
     async for name in scan_keys(client):
-        if name not in keys.DURABILITY_KEYS:
+        if name not in keys.NOT_STATE:
             return True
     return False
 
@@ -146,6 +146,8 @@ async def restore(
     # Redis's clock: the records of changes made from the restored state are all later.
     began = await redis_now(client)
     async with restore_marker(client, f"{began}"):
+        # Until the end nothing here is a complete state (a restore that dies is redone).
+        await client.delete(keys.EPOCH)
         stats = await _restore(client, snapshot, journal, flush, user_events_maxlen)
         await mark_complete(client, since=began)
     stats.seconds = time.time() - started
