@@ -12,9 +12,15 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from codepool import keys
 from codepool.app import create_app
 from codepool.durability import snapshot, snapshot_dir, startup
-from codepool.durability.hosts import heartbeat, host_id
+from codepool.durability.hosts import (
+    RestoreRunningError,
+    heartbeat,
+    host_id,
+    restore_running,
+)
 from codepool.durability.journal import Journal, file_host, file_name, journal_dir
 from codepool.durability.journal_files import journal_hosts, read_journal, read_journals
 from codepool.durability.plan import held, index_journal
@@ -27,6 +33,7 @@ from codepool.durability.records import (
     ReleaseRecord,
     encode_frames,
 )
+from codepool.durability.restore import restore
 from codepool.durability.snapshot_format import read_header
 from codepool.settings import SettingsError, load_settings
 from tests.apphelpers import (
@@ -166,3 +173,18 @@ async def test_a_restore_needs_the_journal_of_every_host_since_its_snapshot(
     await journal.close()
     dirs = startup.journal_dirs(settings, [other])
     assert startup.missing_hosts(settings, info.path, dirs) == set()
+
+
+async def test_a_live_restore_keeps_others_out_and_a_dead_ones_marker_does_not(
+    redis: Redis,
+) -> None:
+    await redis.set(keys.PROJECTS, "kept")  # (a wrong type, but a key to see a flush by)
+    await redis.set(keys.RESTORING, "elsewhere", px=5_000)  # another host's live restore
+    with pytest.raises(RestoreRunningError):
+        await restore(redis, None, [])
+    assert await redis.get(keys.PROJECTS) == b"kept"
+    await redis.persist(keys.RESTORING)  # its process died: no one renews it
+    await restore(redis, None, [])
+    assert not await redis.exists(keys.RESTORING, keys.PROJECTS)
+    assert await redis.exists(keys.EPOCH)
+    assert not await restore_running(redis)
