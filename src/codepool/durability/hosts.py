@@ -36,6 +36,9 @@ HOSTS_FILE = "hosts.json"
 # A host whose last heartbeat is this much older than a snapshot's start journaled
 # nothing since (it stopped): a restore from that snapshot does not need it.
 HOST_STALE = 30.0
+# A host not seen for this long is forgotten (hosts with throwaway data directories get a
+# new id at every start): no snapshot still kept began before it stopped.
+HOST_FORGET = 7 * 24 * 3600.0
 # How often a restore renews its marker, and the marker's TTL.
 MARKER_RENEW = 1.0
 MARKER_TTL_MS = 10_000
@@ -70,15 +73,24 @@ async def redis_now(client: Redis) -> float:
 
 async def heartbeat(client: Redis, host: str, data_dir: Path) -> dict[str, float]:
     """Register ``host`` as journaling now; return the registry, also kept on disk."""
-    await client.hset(keys.HOSTS, host, repr(await redis_now(client)))
-    return remember_hosts(data_dir, await registered_hosts(client))
+    now = await redis_now(client)
+    await client.hset(keys.HOSTS, host, repr(now))
+    hosts = await registered_hosts(client)
+    gone = [h for h, seen in hosts.items() if seen < now - HOST_FORGET]
+    if gone:
+        await client.hdel(keys.HOSTS, *gone)
+    return remember_hosts(data_dir, hosts, forget_before=now - HOST_FORGET)
 
 
-def remember_hosts(data_dir: Path, hosts: dict[str, float]) -> dict[str, float]:
-    """Merge ``hosts`` into the registry kept in ``data_dir``; return the merge."""
+def remember_hosts(
+    data_dir: Path, hosts: dict[str, float], forget_before: float = 0.0
+) -> dict[str, float]:
+    """Merge ``hosts`` into the registry kept in ``data_dir`` (hosts last seen before
+    ``forget_before`` left out); return the merge."""
     known = known_hosts(data_dir)
     merged = {h: max(seen, known.get(h, 0.0)) for h, seen in hosts.items()}
     merged.update({h: seen for h, seen in known.items() if h not in merged})
+    merged = {h: seen for h, seen in merged.items() if seen >= forget_before}
     # Written when a host appears or has beaten a while since: a beat is needed to within
     # HOST_STALE, not every second.
     if merged.keys() != known.keys() or any(
