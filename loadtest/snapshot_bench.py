@@ -31,11 +31,12 @@ from typing import Any
 import redis
 from redis.asyncio import Redis
 
-from codepool import keys, snapshot
-from codepool.durability import SNAPSHOT_NICENESS
+from codepool import keys
+from codepool.durability import snapshot, snapshot_format
+from codepool.durability.journal import Journal
+from codepool.durability.loop import SNAPSHOT_NICENESS
 from codepool.embedded import EmbeddedRedis
 from codepool.issuer import Issuer
-from codepool.journal import Journal
 from codepool.models import PoolIn, ProjectIn
 from codepool.settings import load_settings
 from codepool.store.base import Backend
@@ -249,7 +250,7 @@ async def snapshot_figures(url: str, directory: Path, codes: int, issue: int) ->
     )
     redis_side(slow, evalsha, events)
     t0 = time.perf_counter()
-    snapshot.verify(info_s.path)
+    snapshot_format.verify(info_s.path)
     print(f"  verify (checksum) {time.perf_counter() - t0:.1f} s")
 
 

@@ -8,7 +8,8 @@
 
   KEYS[1] issued hash   KEYS[2] pools set
   ARGV[1] code   ARGV[2] pool hash template   ARGV[3] available list template
-  Returns: like validate.lua (without element 9); status 1 confirmed (the instance),
+  Returns: like validate.lua (element 9 on status 1: Redis's clock (TIME) in
+  microseconds, for the journal); status 1 confirmed (the instance),
   -14 assigned but not held (never held, or confirmed already), -12 already redeemed,
   -11 not issued, -10 unknown code
 ]]
@@ -35,7 +36,9 @@ end
 if pick then
   pick.hold = ''
   rcall('HSET', KEYS[1], code, join_record(instances))
-  return describe(1, pick)
+  local out = describe(1, pick)
+  out[9] = redis_us()
+  return out
 end
 if assigned_one then return describe(-14, assigned_one) end
 if redeemed_one then return describe(-12, redeemed_one) end

@@ -52,6 +52,7 @@
             status, available, assigned_time, purchase_id, hide_code (0|1), n,
             code_1 .. code_n,
             then the hand-out position of the batch's first code,
+            then Redis's clock (TIME) in microseconds, for the journal,
             then the alerts the batch fired: low-stock thresholds, 'exhausted',
             empty-soon 'soon:<seconds>:<rate_per_minute>:<empty_at>'}
   (The alerts are journaled with the hand-outs: a restore fires again those of
@@ -316,6 +317,7 @@ if issued_total > 0 then first_position = rcall('HINCRBY', pool, 'popped', issue
 local available = avail_now
 out[1] = available
 out[#out + 1] = first_position
+out[#out + 1] = redis_us()
 
 if issued_total > 0 then
   local alerting = {key = pool, name = meta[1], id = pool_id}

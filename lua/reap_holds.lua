@@ -18,7 +18,7 @@
   ARGV[9] user events template  (keys.py, "\0" = the id)   ARGV[10] user events maxlen
   ARGV[11] per-minute counters template of now's UTC day, ARGV[12] of the day before
   (keys.pool_stats, "\0" = pool id): each give-back is counted as released
-  Returns: {codes looked at, then per instance given back: code, pool_id,
+  Returns: {codes looked at, Redis's clock (TIME) in microseconds, then per instance given back: code, pool_id,
             assigned_time, user_id, reward_id, purchase_id, position it now holds in
             the pool's available list}  (what the journal's release record needs)
 ]]
@@ -32,7 +32,7 @@ local emit = emitter(KEYS[3], maxlen, KEYS[4], KEYS[5])
 local at_now = tonumber(now)
 
 local due = rcall('ZRANGEBYSCORE', holds, '-inf', now, 'LIMIT', 0, batch)
-local out = {#due}
+local out = {#due, redis_us()}
 local touched = {}  -- pool id -> available count after its last give-back
 for _, code in ipairs(due) do
   local record = rcall('HGET', issued, code)

@@ -11,7 +11,8 @@
   -2 pool expired (nothing changed), -12 already redeemed (the latest redeemed
   instance, with its redeemed_time), -11 not issued, -10 unknown code; status 1 adds
   element 9: the pool's `redeemed` count after this redeem (it only ever grows), which
-  tells a restore whether a snapshot already holds this redeem (codepool.journal).
+  tells a restore whether a snapshot already holds this redeem (codepool.durability),
+  and element 10: Redis's clock (TIME) in microseconds, for the journal.
   A held instance is confirmed by its redeem (its hold_expires_at is dropped).
 ]]
 local rcall = redis.call
@@ -43,6 +44,7 @@ for _, inst in ipairs(instances) do
         if inst.user ~= '' then add_user_event(fill(user_events_t, inst.user), user_maxlen, id, fields) end
         local out = describe(1, inst)
         out[9] = seq
+        out[10] = redis_us()
         return out
       end
       expired_one = expired_one or inst

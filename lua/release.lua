@@ -13,7 +13,8 @@
   (keys.pool_stats, "\0" = pool id): the release is counted, empty-soon alerts re-armed
   Returns: like validate.lua plus the pool's available count as element 9 and, for
   status 1, the position the code now holds in the pool's available list as element 10
-  (see issue.lua: positions tell a restore whether a snapshot holds this release);
+  (see issue.lua: positions tell a restore whether a snapshot holds this release), and
+  element 11 Redis's clock (TIME) in microseconds, for the journal;
   status 1 released (the instance as it was), -12 already redeemed, -11 not issued,
   -10 unknown code
 ]]
@@ -51,4 +52,5 @@ rearm_soon(pool_key, fill(ARGV[11], inst.pool), fill(ARGV[12], inst.pool), now, 
 local out = describe(1, inst)
 out[9] = available
 out[10] = position
+out[11] = redis_us()
 return out

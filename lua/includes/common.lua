@@ -161,6 +161,14 @@ local function join_record(instances)
   return table.concat(parts, RS)
 end
 
+-- Redis's clock in microseconds, as text. The journal keeps it with each change: one
+-- clock for every host, so a restore orders the changes of many hosts the way Redis
+-- made them (each host's own clock may be off).
+local function redis_us()
+  local t = rcall('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2]))
+end
+
 -- The answer validate/redeem/release give about one instance.
 local function describe(code_status, inst)
   return {code_status, inst.pool, inst.status == 'r' and 'redeemed' or 'assigned', inst.at, inst.rt,

@@ -33,8 +33,14 @@ from redis.exceptions import RedisError
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from codepool import __version__, durability
+from codepool import __version__
 from codepool.client.verbs import add_verbs as add_client_verbs
+from codepool.durability import startup
+from codepool.durability.hosts import RestoreRunningError
+from codepool.durability.loop import SnapshotProcess
+from codepool.durability.restore import has_state
+from codepool.durability.snapshot_dir import directory_lock, snapshots_dir
+from codepool.durability.snapshot_format import SnapshotError, SnapshotInfo, verify
 from codepool.embedded import (
     SOCKET_NAME,
     EmbeddedRedis,
@@ -43,9 +49,7 @@ from codepool.embedded import (
     redis_servers_in,
 )
 from codepool.httplimits import HttpLimits, LimitedHttpToolsProtocol
-from codepool.restore import has_state
 from codepool.settings import Settings, SettingsError, load_settings
-from codepool.snapshot import SnapshotError, SnapshotInfo, directory_lock, snapshots_dir, verify
 
 log = logging.getLogger("codepool")
 
@@ -191,7 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="replay the journal written since FILE began (default: only for a FILE "
-        "of this data directory)",
+        "of this data directory, or with --journal-dir)",
+    )
+    restore.add_argument(
+        "--journal-dir",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="also replay the journals in DIR (a host's data or journal directory, or the "
+        "journals of many hosts gathered in one); repeat for every host (docs/scale.md)",
+    )
+    restore.add_argument(
+        "--allow-missing-journals",
+        action="store_true",
+        help="restore even though hosts that journaled since FILE began have no journal "
+        "here (codes they handed out may be handed out again)",
     )
     restore.set_defaults(handler=restore_command)
 
@@ -313,9 +332,9 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
             url = os.environ.get("CODEPOOL_REDIS_URL") or settings.redis_url or ""
             # Before any worker: a Redis that lost its data is restored first, so nothing
             # is ever served from it.
-            outcome = durability.prepare(settings, url)
+            outcome = startup.prepare(settings, url)
             log.info("Redis state: %s; snapshots every %g s", outcome, settings.snapshot_interval)
-            snapshots = durability.SnapshotProcess(settings, url)
+            snapshots = SnapshotProcess(settings, url)
             snapshots.start()
             # Registered after Redis: stopped (with a last snapshot) before Redis stops.
             cleanup.callback(snapshots.stop)
@@ -446,11 +465,11 @@ def _redis_url(settings: Settings, *, existing: bool = False) -> Iterator[str]:
 
 def snapshot_command(args: argparse.Namespace, settings: Settings) -> int:
     async def run(url: str) -> SnapshotInfo:
-        client = durability.make_redis(url)
+        client = startup.make_redis(url)
         try:
             if not await has_state(client):
                 raise SettingsError(f"the Redis at {redact_url(url)} holds no codepool state")
-            return await durability.snapshot_now(client, settings)
+            return await startup.snapshot_now(client, settings)
         finally:
             await client.aclose()
 
@@ -471,10 +490,10 @@ def restore_command(args: argparse.Namespace, settings: Settings) -> int:
     use_journal = args.journal
     if use_journal is None:
         # The journal continues this data directory's snapshots, not a file from elsewhere.
-        use_journal = path.resolve().parent == directory.resolve()
+        use_journal = bool(args.journal_dir) or path.resolve().parent == directory.resolve()
 
     async def run(url: str) -> int:
-        client = durability.make_redis(url)
+        client = startup.make_redis(url)
         try:
             with directory_lock(directory):
                 if await has_state(client) and not args.force:
@@ -483,9 +502,20 @@ def restore_command(args: argparse.Namespace, settings: Settings) -> int:
                         file=sys.stderr,
                     )
                     return 1
-                stats = await durability.restore_from_disk(
-                    client, settings, path, use_journal=use_journal
+                stats = await startup.restore_from_disk(
+                    client,
+                    settings,
+                    path,
+                    use_journal=use_journal,
+                    journals=args.journal_dir,
+                    allow_missing=args.allow_missing_journals,
                 )
+        except RestoreRunningError:
+            print("codepool: a restore is running (its marker is live)", file=sys.stderr)
+            return 1
+        except startup.MissingJournalsError as exc:
+            print(f"codepool: {exc}; --allow-missing-journals restores anyway", file=sys.stderr)
+            return 1
         finally:
             await client.aclose()
         print(

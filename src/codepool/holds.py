@@ -32,7 +32,7 @@ import time
 from redis.exceptions import RedisError
 
 from codepool import keys
-from codepool.journal import ReleaseRecord
+from codepool.durability.records import ReleaseRecord
 from codepool.store.base import Backend, now, text
 from codepool.store.pos import give_back_args
 
@@ -140,7 +140,7 @@ class HoldReaper:
                     *give_back_args(project, b.settings, at),
                 ],
             )
-            looked, flat = int(raw[0]), raw[1:]
+            looked, redis_us, flat = int(raw[0]), int(raw[1]), raw[2:]
             records = [
                 ReleaseRecord(
                     written=time.time(),
@@ -154,6 +154,7 @@ class HoldReaper:
                     released_at=repr(at),
                     position=int(flat[i + 6]),
                     reason=HOLD_EXPIRED,
+                    redis_us=redis_us,
                 )
                 for i in range(0, len(flat), 7)
             ]

@@ -5,7 +5,7 @@ returns, everything queued goes out in the next call. Nothing waits on a timer: 
 lone request goes out at once, and under load one Redis round trip serves many HTTP
 requests (group commit). Each waiter gets its own result.
 
-With a journal (codepool.journal), a batch's hand-outs are written to it and fsynced
+With a journal (codepool.durability.journal), a batch's hand-outs are written to it and fsynced
 before any of its waiters hears of its codes, and the pool's next batch goes out after
 that: one call and one fsync per batch, so the batch grows with the load. A failed
 journal write fails the whole batch with 503: a code the journal does not hold is never
@@ -21,7 +21,8 @@ from collections import deque
 from collections.abc import Sequence
 
 from codepool import errors, keys
-from codepool.journal import Handout, IssueRecord, Journal, idempotency_value
+from codepool.durability.journal import Journal
+from codepool.durability.records import Handout, IssueRecord, idempotency_value
 from codepool.scripts import Status
 from codepool.store.base import Backend
 from codepool.store.issuing import IssueCall, IssueRequest, IssueResult, issue_call
@@ -152,6 +153,7 @@ class Issuer:
             handouts=handouts,
             alerts=call.alerts,
             available=call.available,
+            redis_us=call.redis_us,
         )
 
     def _take(self, queue: _PoolQueue) -> list[tuple[IssueRequest, asyncio.Future[IssueResult]]]:

@@ -20,6 +20,19 @@ PROJECTS = f"{PREFIX}:projects"
 EPOCH = f"{PREFIX}:epoch"
 RESTORING = f"{PREFIX}:restoring"
 
+# Global (many hosts, codepool.durability.loop): the snapshot lease (the token of the one
+# process taking snapshots, lua/lease.lua), the hosts that journal (host id -> Redis
+# time of its last heartbeat: a restore needs the journals of every one of them), and
+# the Redis time from which the snapshot taker still keeps snapshots (older journal
+# files are no restore's concern: every host prunes its own).
+SNAPSHOT_TAKER = f"{PREFIX}:snapshots:taker"
+HOSTS = f"{PREFIX}:hosts"
+SNAPSHOTS_KEPT_FROM = f"{PREFIX}:snapshots:kept_from"
+# Not state: a restore keeps them (RESTORING is its own marker; EPOCH it deletes first,
+# so a restore that dies leaves no complete-looking state), a state check ignores them.
+KEPT_BY_RESTORE = (RESTORING, SNAPSHOT_TAKER, HOSTS, SNAPSHOTS_KEPT_FROM)
+NOT_STATE = (EPOCH, *KEPT_BY_RESTORE)
+
 # Global: the hold reaper's lease (codepool.holds): the token of the one process that
 # reaps expired holds, with a TTL it renews; every process is ready to take it over.
 HOLD_REAPER = f"{PREFIX}:holds:reaper"

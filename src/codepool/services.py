@@ -5,9 +5,10 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from codepool.auth import AuthCache
+from codepool.durability.hosts import host_id
+from codepool.durability.journal import Journal, journal_dir, rotation
 from codepool.holds import HoldReaper
 from codepool.issuer import Issuer
-from codepool.journal import Journal, journal_dir, rotation
 from codepool.notify.store import DeliveryStore
 from codepool.notify.worker import NotifyWorker
 from codepool.settings import Settings
@@ -27,7 +28,11 @@ class Services:
         self.client = client
         # The journal only matters while snapshots are taken: they are what it completes.
         self.journal = (
-            Journal(journal_dir(settings.data_dir), rotation(settings.snapshot_interval))
+            Journal(
+                journal_dir(settings.data_dir),
+                rotation(settings.snapshot_interval),
+                host=host_id(settings),
+            )
             if settings.journal and settings.snapshot_interval > 0
             else None
         )

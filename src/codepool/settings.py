@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
+
+# A host id names journal files (durability.journal): nothing a file name cannot hold.
+_HOST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class SettingsError(ValueError):
@@ -26,6 +30,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # fsynced before the client is answered, so a restore never hands a code out twice.
     # Only kept while snapshots run (snapshot_interval > 0).
     journal: bool = True
+    # Names this host's journal files and its claim on the snapshot lease. "" (default):
+    # the id kept in data_dir/host-id, made once from the hostname and a random suffix,
+    # so it stays the same across restarts of this data directory (docs/scale.md).
+    host_id: str = ""
+    # Many hosts against one Redis: one takes the snapshots at a time; another takes
+    # over this many seconds after it stops renewing (dies).
+    snapshot_lease: float = 10.0
+    # Other hosts' data directories (or journal directories) this host can read, e.g.
+    # shared mounts, separated by ':': their snapshots and journals join an automatic
+    # restore. Without them, a host refuses to restore alone while other hosts were
+    # journaling (docs/scale.md).
+    peer_data_dirs: str = ""
     smtp_url: str | None = None
     # Upload bodies above this are refused with 413 (default 4 GiB: ~300M short codes).
     max_upload_bytes: int = 4 * 1024**3
@@ -112,6 +128,9 @@ _ENV: dict[str, str] = {
     "SNAPSHOT_INTERVAL": "snapshot_interval",
     "SNAPSHOT_KEEP": "snapshot_keep",
     "JOURNAL": "journal",
+    "HOST_ID": "host_id",
+    "SNAPSHOT_LEASE": "snapshot_lease",
+    "PEER_DATA_DIRS": "peer_data_dirs",
     "SMTP_URL": "smtp_url",
     "MAX_UPLOAD_BYTES": "max_upload_bytes",
     "IDEMPOTENCY_TTL": "idempotency_ttl",
@@ -175,6 +194,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         )
     if settings.snapshot_interval < 0 or settings.snapshot_keep < 1:
         raise SettingsError("CODEPOOL_SNAPSHOT_INTERVAL must be >= 0, CODEPOOL_SNAPSHOT_KEEP >= 1")
+    if settings.host_id and not _HOST_ID.fullmatch(settings.host_id):
+        raise SettingsError("CODEPOOL_HOST_ID: 1-64 of A-Z a-z 0-9 . _ - (it names files)")
+    if settings.snapshot_lease < 2.0:
+        # The lease is renewed every second: a shorter one would lapse between renewals.
+        raise SettingsError("CODEPOOL_SNAPSHOT_LEASE must be >= 2 (seconds)")
     if min(settings.http_max_header_bytes, settings.http_header_timeout) <= 0:
         raise SettingsError("CODEPOOL_HTTP_MAX_HEADER_BYTES and _HEADER_TIMEOUT must be > 0")
     _check_notify(settings)

@@ -52,7 +52,7 @@ def test_sigkill_of_serve_takes_redis_and_workers_down(tmp_path: Path) -> None:
     with start_serve(data_dir, workers=2) as server:
         children = descendants(server.pid)
         assert len(redis_servers_in(data_dir / "redis")) == 1
-        # serve, 2 workers, the snapshot process (codepool.durability), redis-server, and
+        # serve, 2 workers, the snapshot process (codepool.durability.loop), redis-server, and
         # multiprocessing's resource tracker (uvicorn spawns its workers)
         assert len(serve_processes(data_dir)) == 6
         # No cleanup code runs: only PR_SET_PDEATHSIG stands between us and orphans.

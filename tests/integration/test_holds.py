@@ -13,10 +13,13 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
-from codepool import durability, keys, snapshot
+from codepool import keys
 from codepool.app import create_app
-from codepool.journal import ConfirmRecord, IssueRecord, ReleaseRecord, journal_dir, read_journal
-from codepool.restore import restore
+from codepool.durability import catchup, snapshot, snapshot_dir
+from codepool.durability.journal import journal_dir
+from codepool.durability.journal_files import read_journal
+from codepool.durability.records import ConfirmRecord, IssueRecord, ReleaseRecord
+from codepool.durability.restore import restore
 from codepool.store.base import text
 from codepool.store.records import parse_record
 from codepool.store.trace import StreamEntries
@@ -249,7 +252,7 @@ async def test_the_journal_restores_holds_confirms_and_expiries_exactly(
         t = await make_tenant(c)
         pool = await make_pool(c, t, [f"J{i}" for i in range(10)], low_stock_thresholds=[8])
         reward = await make_reward(c, t, pool["id"], per_user_limit=2)
-        base = await snapshot.take_snapshot(real_redis, snapshot.snapshots_dir(tmp_path))
+        base = await snapshot.take_snapshot(real_redis, snapshot_dir.snapshots_dir(tmp_path))
         buy = f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"
         short = [
             (await c.post(buy, json={"hold_seconds": 1}, headers=user_token(t, f"u{i}"))).json()
@@ -298,8 +301,8 @@ async def test_the_journal_restores_holds_confirms_and_expiries_exactly(
     assert holds_left == {long["code"]: [long["hold_expires_at"]]}
     # A Redis that kept its data (start-up catch-up) lacks nothing; one that lost the
     # confirm's write is told by the record, which is still held (no counter says it).
-    assert await durability.unapplied(real_redis, records) == []
+    assert await catchup.unapplied(real_redis, records) == []
     await real_redis.flushall()
     await restore(real_redis, base.path, [r for r in records if not isinstance(r, ConfirmRecord)])
-    lost = await durability.unapplied(real_redis, records)
+    lost = await catchup.unapplied(real_redis, records)
     assert [(op.kind, op.code) for op in lost] == [("confirm", confirmed.encode())]

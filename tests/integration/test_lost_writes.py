@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from codepool import durability, keys, snapshot
+from codepool import keys
 from codepool.app import create_app
+from codepool.durability import snapshot, snapshot_dir, startup
 from codepool.embedded import EmbeddedRedis
 from tests.apphelpers import (
     Tenant,
@@ -128,7 +129,7 @@ async def _after_cut(source: Path, target: Path, size: int) -> tuple[str, Dump]:
     with EmbeddedRedis(target / "redis") as server:
         client = Redis.from_url(server.url)
         try:
-            outcome = await durability.ensure_state(client, journaled_settings(server.url, target))
+            outcome = await startup.ensure_state(client, journaled_settings(server.url, target))
             state = await dump(client)
             state.pop(keys.EPOCH.encode())
         finally:
@@ -145,7 +146,7 @@ async def test_any_cut_of_the_aof_comes_back_to_the_same_state(tmp_path: Path) -
             # and any prefix of it is a state Redis really passed through.
             await client.config_set("appendfsync", "always")
             settings = journaled_settings(server.url, data)
-            assert await durability.ensure_state(client, settings) == "initialized"
+            assert await startup.ensure_state(client, settings) == "initialized"
             async with app_client(client, journal=True, data_dir=str(data), notify=False) as c:
                 t = await make_tenant(c)
                 codes = [f"C-{i:04d}" for i in range(500)] + ["TWICE"] * 4
@@ -171,7 +172,7 @@ async def test_any_cut_of_the_aof_comes_back_to_the_same_state(tmp_path: Path) -
                 )
             # A snapshot on disk, older than every cut: a catch-up must work from what
             # Redis kept plus the journal, not go back to it.
-            await snapshot.take_snapshot(client, snapshot.snapshots_dir(data))
+            await snapshot.take_snapshot(client, snapshot_dir.snapshots_dir(data))
             aof = data / "redis" / AOF
             if not aof.is_file():
                 pytest.skip(f"{server!r} keeps no single {AOF} to cut")

@@ -20,21 +20,19 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
-from codepool import cli, durability, keys, snapshot
+from codepool import cli, keys
 from codepool.app import create_app
-from codepool.journal import (
+from codepool.durability import keyspace, snapshot, snapshot_dir, snapshot_format, startup
+from codepool.durability.journal import Journal, journal_dir
+from codepool.durability.journal_files import journal_files, prune, read_journal
+from codepool.durability.records import (
     IssueRecord,
-    Journal,
     RedeemRecord,
     ReleaseRecord,
     encode_frames,
     idempotency_value,
-    journal_dir,
-    journal_files,
-    prune,
-    read_journal,
 )
-from codepool.restore import has_state, restore
+from codepool.durability.restore import has_state, restore
 from codepool.scripts import Arg, Scripts
 from codepool.store.base import Backend, text
 from codepool.store.issuing import IssueRequest, issue_batch
@@ -126,7 +124,7 @@ class _CountingScripts(Scripts):
         self.user_list_calls: list[int] = []  # per call: how many user lists it read
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        users = sum(1 for key in keys if (k := snapshot.classify(key)) and k.kind == "user")
+        users = sum(1 for key in keys if (k := keyspace.classify(key)) and k.kind == "user")
         if users:
             self.user_list_calls.append(users)
         return await super().run(name, keys, args)
@@ -163,8 +161,8 @@ async def test_many_user_lists_round_trip_exactly(
     assert live[expiring.encode()][2]
     assert max(scripts.user_list_calls) == snapshot.USER_LISTS_PER_CALL
     # Deleted before its batch was read: what read_list wrote for a missing key.
-    (end,) = [f for f in snapshot.read_frames(info.path) if getattr(f, "key", "") == gone]
-    assert isinstance(end, snapshot.KeyEnd) and end.expires_ms == 0
+    (end,) = [f for f in snapshot_format.read_frames(info.path) if getattr(f, "key", "") == gone]
+    assert isinstance(end, snapshot_format.KeyEnd) and end.expires_ms == 0
 
     await real_redis.flushall()
     await restore(real_redis, info.path, [])
@@ -191,7 +189,7 @@ async def test_user_lists_cost_one_script_call_per_batch(
     await snapshot.take_snapshot(real_redis, tmp_path, scripts=scripts)
     calls = scripts.user_list_calls
     assert len(calls) == 10, f"{len(calls)} script calls read 1,000 user lists"
-    assert not [k for k in pttl_keys if (kind := snapshot.classify(k)) and kind.kind == "user"]
+    assert not [k for k in pttl_keys if (kind := keyspace.classify(k)) and kind.kind == "user"]
     assert calls == [snapshot.USER_LISTS_PER_CALL] * 10
 
 
@@ -199,14 +197,14 @@ async def test_restore_is_idempotent(real_redis: Redis, tmp_path: Path) -> None:
     settings = journaled_settings("unused", tmp_path)
     async with app_client(real_redis, notify=False) as c:
         t, pool, _ = await _rich_project(c)
-        info = await snapshot.take_snapshot(real_redis, snapshot.snapshots_dir(tmp_path))
+        info = await snapshot.take_snapshot(real_redis, snapshot_dir.snapshots_dir(tmp_path))
     # Hand-outs after the snapshot, journaled.
     async with app_client(real_redis, journal=True, data_dir=str(tmp_path), notify=False) as c:
         r = await c.post(
             f"/v1/projects/{t.id}/pools/{pool['id']}/issue", json={"count": 7}, headers=t.admin
         )
         assert r.status_code == 200
-    records = durability.journal_since(settings, info.path)
+    records = startup.journal_since(settings, info.path)
     assert len(records) == 1
     await restore(real_redis, info.path, records)
     once = await dump(real_redis)
@@ -234,7 +232,7 @@ async def test_user_event_streams_come_back_from_snapshot_and_journal(
     settings = journaled_settings("unused", tmp_path)
     async with app_client(real_redis, notify=False) as c:
         t, _, _ = await _rich_project(c)
-        info = await snapshot.take_snapshot(real_redis, snapshot.snapshots_dir(tmp_path))
+        info = await snapshot.take_snapshot(real_redis, snapshot_dir.snapshots_dir(tmp_path))
     async with app_client(real_redis, journal=True, data_dir=str(tmp_path), notify=False) as c:
         reward = (await c.get(f"/v1/projects/{t.id}/rewards", headers=t.admin)).json()["data"][0]
         url = f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase"
@@ -248,7 +246,7 @@ async def test_user_event_streams_come_back_from_snapshot_and_journal(
             assert r.status_code == 200
     live = await _user_streams(real_redis, t.id)
     assert len(live) == 6  # user-0..2, partner (a release), user-7, user-8
-    records = durability.journal_since(settings, info.path)
+    records = startup.journal_since(settings, info.path)
     assert records
     await real_redis.flushall()
     await restore(real_redis, info.path, records)
@@ -324,9 +322,9 @@ async def test_snapshot_while_issuing_plus_journal_is_exact(
             assert r.status_code == 200, r.text
             told.extend(x["code"] for x in r.json()["codes"])
 
-        async def snap() -> snapshot.SnapshotInfo:
+        async def snap() -> snapshot_format.SnapshotInfo:
             await asyncio.sleep(0.05)
-            return await snapshot.take_snapshot(real_redis, snapshot.snapshots_dir(tmp_path))
+            return await snapshot.take_snapshot(real_redis, snapshot_dir.snapshots_dir(tmp_path))
 
         traffic = [buyer(i) for i in range(600)] + [partner(i) for i in range(100)]
         rng.shuffle(traffic)
@@ -385,7 +383,7 @@ async def test_a_release_while_a_log_is_read_is_made_good(
             return result
 
         monkeypatch.setattr(snapshot._Reader, "_read", read_then_release)
-        info = await snapshot.take_snapshot(real_redis, snapshot.snapshots_dir(tmp_path))
+        info = await snapshot.take_snapshot(real_redis, snapshot_dir.snapshots_dir(tmp_path))
     live = await real_redis.lrange(log_key, 0, -1)
     assert len(live) == 59
     records = read_journal(journal_dir(tmp_path), since=info.started_at)
@@ -397,7 +395,7 @@ async def test_a_release_while_a_log_is_read_is_made_good(
 async def test_corrupt_newest_snapshot_falls_back_to_the_previous(
     real_redis: Redis, tmp_path: Path
 ) -> None:
-    directory = snapshot.snapshots_dir(tmp_path)
+    directory = snapshot_dir.snapshots_dir(tmp_path)
     settings = journaled_settings("unused", tmp_path)
     async with app_client(real_redis, journal=True, data_dir=str(tmp_path), notify=False) as c:
         t = await make_tenant(c)
@@ -410,13 +408,13 @@ async def test_corrupt_newest_snapshot_falls_back_to_the_previous(
     data = bytearray(newer.path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     newer.path.write_bytes(bytes(data))
-    with pytest.raises(snapshot.SnapshotError):
-        snapshot.verify(newer.path)
-    assert snapshot.newest_valid(directory) == older.path
+    with pytest.raises(snapshot_format.SnapshotError):
+        snapshot_format.verify(newer.path)
+    assert snapshot_dir.newest_valid(directory) == older.path
 
     await real_redis.flushall()
-    with snapshot.directory_lock(directory):
-        await durability.restore_from_disk(real_redis, settings)
+    with snapshot_dir.directory_lock(directory):
+        await startup.restore_from_disk(real_redis, settings)
     told = {x["code"] for x in first + second}
     available = {
         text(c) for c in await real_redis.lrange(keys.pool_available(t.id, pool["id"]), 0, -1)
@@ -481,8 +479,8 @@ async def test_catch_up_applies_what_redis_lost(real_redis: Redis, tmp_path: Pat
     while a slow fsync postponed the AOF write) - writes that a snapshot taken since may
     even hold."""
     settings = journaled_settings("unused", tmp_path)
-    directory = snapshot.snapshots_dir(tmp_path)
-    assert await durability.ensure_state(real_redis, settings) == "initialized"
+    directory = snapshot_dir.snapshots_dir(tmp_path)
+    assert await startup.ensure_state(real_redis, settings) == "initialized"
     epoch = await real_redis.get(keys.EPOCH)
     async with app_client(real_redis, journal=True, data_dir=str(tmp_path), notify=False) as c:
         t = await make_tenant(c)
@@ -498,31 +496,31 @@ async def test_catch_up_applies_what_redis_lost(real_redis: Redis, tmp_path: Pat
     await restore(real_redis, base.path, [])
     assert epoch is not None
     await real_redis.set(keys.EPOCH, epoch)
-    assert await durability.ensure_state(real_redis, settings) == "caught-up"
+    assert await startup.ensure_state(real_redis, settings) == "caught-up"
     available = {
         text(c) for c in await real_redis.lrange(keys.pool_available(t.id, pool["id"]), 0, -1)
     }
     assert len(available) == 34 and not available & told
-    assert await durability.ensure_state(real_redis, settings) == "kept"
+    assert await startup.ensure_state(real_redis, settings) == "kept"
 
 
 async def test_ensure_state_outcomes(real_redis: Redis, tmp_path: Path) -> None:
     settings = journaled_settings("unused", tmp_path)
-    assert await durability.ensure_state(real_redis, settings) == "initialized"
-    assert await durability.ensure_state(real_redis, settings) == "kept"
+    assert await startup.ensure_state(real_redis, settings) == "initialized"
+    assert await startup.ensure_state(real_redis, settings) == "kept"
     async with app_client(real_redis, notify=False) as c:
         await make_tenant(c)
-    await durability.snapshot_now(real_redis, settings)
+    await startup.snapshot_now(real_redis, settings)
     # A restore that died half-way: done again from scratch.
     await real_redis.set(keys.RESTORING, "1")
     await real_redis.delete(keys.project("acme"))
-    assert await durability.ensure_state(real_redis, settings) == "restored"
+    assert await startup.ensure_state(real_redis, settings) == "restored"
     assert await real_redis.exists(keys.project("acme"), keys.EPOCH) == 2
     assert not await real_redis.exists(keys.RESTORING)
     # Redis lost everything.
     await real_redis.flushall()
     assert not await has_state(real_redis)
-    assert await durability.ensure_state(real_redis, settings) == "restored"
+    assert await startup.ensure_state(real_redis, settings) == "restored"
     assert await real_redis.sismember(keys.PROJECTS, "acme")
 
 
@@ -695,7 +693,7 @@ def test_cli_snapshot_and_restore(
     assert cli.main(["restore", "--force", str(path)]) == 0
     assert asyncio.run(now()) == before
     # A restore is followed by a snapshot of what it restored.
-    assert len(snapshot.list_snapshots(tmp_path / "snapshots")) == 3
+    assert len(snapshot_dir.list_snapshots(tmp_path / "snapshots")) == 3
 
     corrupt = tmp_path / "bad.cps"
     corrupt.write_bytes(path.read_bytes()[:-5])
@@ -705,7 +703,7 @@ def test_cli_snapshot_and_restore(
 
 def test_key_names_are_classified_from_keys_py() -> None:
     def kind(key: str) -> tuple[str, str, str] | None:
-        found = snapshot.classify(key)
+        found = keyspace.classify(key)
         return None if found is None else (found.kind, found.project, found.id)
 
     assert kind(keys.PROJECTS) is None and kind(keys.EPOCH) is None

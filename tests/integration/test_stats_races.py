@@ -16,10 +16,12 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
-from codepool import keys, snapshot
+from codepool import keys
 from codepool.app import create_app
-from codepool.journal import journal_dir, read_journal
-from codepool.restore import restore
+from codepool.durability import snapshot, snapshot_dir, snapshot_format
+from codepool.durability.journal import journal_dir
+from codepool.durability.journal_files import read_journal
+from codepool.durability.restore import restore
 from codepool.store import issuing, pos
 from codepool.store import stats as stats_module
 from codepool.store.base import text
@@ -158,9 +160,9 @@ async def test_snapshot_during_a_sale_restores_counters_and_empty_soon_state(
                 )
                 assert resp.status_code == 200, resp.text
 
-        async def snap() -> snapshot.SnapshotInfo:
+        async def snap() -> snapshot_format.SnapshotInfo:
             await asyncio.sleep(0.05)
-            return await snapshot.take_snapshot(real_redis, snapshot.snapshots_dir(tmp_path))
+            return await snapshot.take_snapshot(real_redis, snapshot_dir.snapshots_dir(tmp_path))
 
         snapping = asyncio.create_task(snap())
         await asyncio.gather(*(buyer(i) for i in range(700)))
@@ -205,7 +207,7 @@ async def test_changes_after_the_snapshot_are_counted_from_the_journal(
             return [x["code"] for x in r.json()["codes"]]
 
         await issue(a, 3)
-        info = await snapshot.take_snapshot(real_redis, snapshot.snapshots_dir(tmp_path))
+        info = await snapshot.take_snapshot(real_redis, snapshot_dir.snapshots_dir(tmp_path))
         assert not await real_redis.exists(*stats_module.stats_keys(t.id, b["id"], time.time()))
         # After the snapshot: a burst that fires empty-soon alerts, a redeem, a release,
         # and pool b's first hand-outs.

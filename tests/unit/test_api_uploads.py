@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from codepool import keys, snapshot
-from codepool.restore import restore
+from codepool import keys
+from codepool.durability import snapshot
+from codepool.durability.restore import restore
 from tests.apphelpers import ROOT, Client, Tenant, app_client, make_pool, make_tenant
 
 TEXT = "text/plain"

@@ -12,14 +12,9 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from codepool.journal import (
-    Handout,
-    IssueRecord,
-    Journal,
-    JournalError,
-    journal_dir,
-    read_journal,
-)
+from codepool.durability.journal import Journal, JournalError, journal_dir
+from codepool.durability.journal_files import read_journal
+from codepool.durability.records import Handout, IssueRecord
 from tests.apphelpers import app_client, make_pool, make_tenant
 
 

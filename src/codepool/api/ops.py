@@ -28,7 +28,7 @@ class OpsController(Controller):
         except Exception as exc:
             raise errors.NotReady("redis is not reachable", reason=type(exc).__name__) from None
         if restoring:
-            # codepool.restore: until it ends, pools are missing or half written.
+            # codepool.durability.restore: until it ends, pools are missing or half written.
             raise errors.NotReady("a restore from snapshot is running", reason="restoring")
         return Health(status="ready")
 

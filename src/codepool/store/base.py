@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from redis.asyncio import Redis
 
-from codepool.journal import Journal
+from codepool.durability.journal import Journal
 from codepool.scripts import Scripts
 from codepool.settings import Settings
 

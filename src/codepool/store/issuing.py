@@ -58,6 +58,8 @@ class IssueCall(msgspec.Struct, frozen=True, kw_only=True):
     # "soon:<seconds>:<rate_per_minute>:<empty_at>" for POOL_EMPTY_SOON. The journal
     # keeps them, so a restore can fire again those Redis lost.
     alerts: list[str] = []
+    # Redis's clock (TIME, µs) in the call, for the journal (0: the pool is gone).
+    redis_us: int = 0
 
 
 async def issue_batch(
@@ -146,8 +148,9 @@ async def issue_call(
         if result.status == Status.OK:
             results[k] = msgspec.structs.replace(result, position=position)
             position += len(result.codes)
-    alerts = [a.decode() for a in raw[i + 1 :]]
-    return IssueCall(results=results, available=int(raw[0]), alerts=alerts)
+    redis_us = int(raw[i + 1]) if len(raw) > i + 1 else 0
+    alerts = [a.decode() for a in raw[i + 2 :]]
+    return IssueCall(results=results, available=int(raw[0]), alerts=alerts, redis_us=redis_us)
 
 
 def _credential_key(project_id: str, credential: Credential | None) -> str | None:

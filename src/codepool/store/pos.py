@@ -6,7 +6,7 @@ import time
 from typing import Any, Literal
 
 from codepool import errors, keys
-from codepool.journal import ConfirmRecord, RedeemRecord, ReleaseRecord
+from codepool.durability.records import ConfirmRecord, RedeemRecord, ReleaseRecord
 from codepool.models import CodeInstance, Validation
 from codepool.scripts import Arg
 from codepool.settings import Settings
@@ -178,6 +178,7 @@ class PosStore:
                     **_identity(raw),
                     redeemed_at=text(raw[4]),
                     seq=int(raw[8]),
+                    redis_us=int(raw[9]),
                 )
             )
         return _instance(code, raw)
@@ -218,7 +219,7 @@ class PosStore:
             await self._journal(
                 ConfirmRecord(
                     written=time.time(), project=project_id, pool=text(raw[1]), code=code,
-                    **_identity(raw),
+                    **_identity(raw), redis_us=int(raw[8]),
                 )
             )  # fmt: skip
         inst = _instance(code, raw)
@@ -257,6 +258,7 @@ class PosStore:
                     **_identity(raw),
                     released_at=repr(released_at),
                     position=int(raw[9]),
+                    redis_us=int(raw[10]),
                 )
             )
         inst = _instance(code, raw)
