@@ -38,7 +38,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from codepool import keys
+from codepool import keys, redisclient
 from codepool.embedded import die_with_parent
 from codepool.journal import Record, journal_dir, journal_files, read_journal, rotation
 from codepool.restore import (
@@ -78,8 +78,9 @@ FINAL_SNAPSHOT_MAX_SECONDS = 5.0
 
 
 def make_redis(url: str) -> Redis:
-    # Generous timeouts: a restore writes big pipelines.
-    return Redis.from_url(url, socket_timeout=120, socket_connect_timeout=10)
+    # Generous timeouts: a restore writes big pipelines. A cluster node's URL gives a
+    # cluster client (redisclient.connect).
+    return redisclient.connect(url, socket_timeout=120, socket_connect_timeout=10)
 
 
 async def snapshot_now(client: Redis, settings: Settings) -> SnapshotInfo:

@@ -9,18 +9,40 @@ request at 8 requests per call).
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
 
 import hiredis
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis import Redis as SyncRedis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,
+    ConnectionPool,
+    SSLConnection,
     UnixDomainSocketConnection,
     parse_url,
 )
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from codepool.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class _HiredisPacking(AbstractConnection):
@@ -51,9 +73,12 @@ _PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
 
 def make_client(settings: Settings) -> Redis:
     """A client over a blocking pool: under a burst, requests wait for a connection
-    instead of failing with 'too many connections'."""
+    instead of failing with 'too many connections'. A cluster node's URL gives a cluster
+    client (below), typed as Redis."""
     if settings.redis_url is None:
         raise RuntimeError("CODEPOOL_REDIS_URL is not set (codepool serve sets it)")
+    if is_cluster_url(settings.redis_url):
+        return cast(Redis, make_cluster(settings.redis_url, settings.redis_max_connections))
     options: dict[str, Any] = dict(parse_url(settings.redis_url))
     kind = options.get("connection_class", Connection)
     options["connection_class"] = _PACKING.get(kind, kind)  # TLS keeps redis-py's packer
@@ -62,3 +87,307 @@ def make_client(settings: Settings) -> Redis:
     )
     # from_pool: closing the client also closes the pool and its connections.
     return Redis.from_pool(pool)
+
+
+# -- Redis Cluster ----------------------------------------------------------------------
+#
+# CODEPOOL_REDIS_URL may name any node of a cluster: at start, `INFO cluster` tells (one
+# command, on a client of its own); a cluster gets redis-py's asyncio RedisCluster. It
+# routes every EVALSHA by its first key's slot (every script's KEYS share the
+# `{project}` hash tag), loads a script on every master after a NOSCRIPT (SCRIPT LOAD
+# goes to all primaries), follows MOVED/ASK, and reads its slot map again after a
+# connection error or CLUSTERDOWN (a failover). Reads go to masters only
+# (read_from_replicas off): a replica may lag, and codepool reads its own writes.
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether the Redis at ``url`` is a cluster node (``cluster_enabled:1``)."""
+    options: dict[str, Any] = dict(parse_url(url))
+    if options.get("connection_class") is UnixDomainSocketConnection:
+        return False  # a cluster node listens on TCP; the embedded server on a socket
+    probe = SyncRedis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
+    try:
+        info = probe.info("cluster")
+    except ResponseError:  # a server or proxy that does not know INFO cluster
+        return False
+    finally:
+        probe.close()
+    return bool(info.get("cluster_enabled"))
+
+
+class _GatedCluster(RedisCluster):
+    """RedisCluster whose commands wait for a free slot instead of failing.
+
+    A cluster node's connection list raises MaxConnectionsError when full; the single
+    node client's blocking pool waits. The gate makes the cluster wait the same way:
+    at most ``limit`` commands of this process in flight (per node at most as many
+    connections), so a burst queues here rather than erroring.
+    """
+
+    def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Semaphore(limit)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.gate:
+            return await super().execute_command(*args, **kwargs)
+
+
+def make_cluster(url: str, max_connections: int, **extra: Any) -> RedisCluster:
+    """The asyncio cluster client for the cluster that ``url``'s node belongs to, its
+    connections packing commands with hiredis like the single-node client's."""
+    options: dict[str, Any] = dict(parse_url(url))
+    kind = options.pop("connection_class", Connection)
+    options.pop("db", None)  # a cluster has only db 0
+    options.update(extra)
+    cluster = _GatedCluster(
+        limit=max_connections,
+        max_connections=max_connections,
+        read_from_replicas=False,
+        # A failover takes ~cluster-node-timeout plus an election: retry that long.
+        cluster_error_retry_attempts=5,
+        ssl=kind is not Connection and issubclass(kind, SSLConnection),
+        **options,
+    )
+    packing = _PACKING.get(kind)
+    if packing is not None:
+        # RedisCluster takes no connection_class; every node, the startup node and those
+        # it discovers, is built from this shared dict.
+        cluster.connection_kwargs["connection_class"] = packing
+        for node in cluster.startup_nodes:
+            node.connection_class = cast(Any, packing)
+    return cluster
+
+
+def is_cluster(client: Redis) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def connect(url: str, max_connections: int = 64, **extra: Any) -> Redis:
+    """A client for ``url``: a cluster client when the node is part of a cluster (typed
+    as Redis: RedisCluster speaks the same commands; where they differ, the caller asks
+    :func:`is_cluster`). Blocks for one round trip (at start)."""
+    if is_cluster_url(url):
+        return cast(Redis, make_cluster(url, max_connections, **extra))
+    return Redis.from_url(url, max_connections=max_connections, **extra)
+
+
+async def scan_every_master(
+    client: Redis, match: str | None = None, count: int = 1000
+) -> AsyncIterator[list[bytes]]:
+    """Every key (matching ``match``) of every master, in batches: on one Redis a plain
+    SCAN; on a cluster a SCAN on each master in turn.
+
+    What snapshots and restores use to find keys across shards. As SCAN itself, a key
+    may come more than once; a key that exists for the whole scan comes at least once,
+    also across a failover or resharding: a master lost mid-scan is scanned again from
+    the start on the node that now serves its slots, and if the slot map changed by the
+    end, every master is scanned again.
+    """
+    if not is_cluster(client):
+        cursor = 0
+        while True:
+            cursor, found = await client.scan(cursor, match=match, count=count)
+            if found:
+                yield cast(list[bytes], found)
+            if cursor == 0:
+                return
+    cluster = cast(RedisCluster, client)
+    for _attempt in range(5):
+        await cluster.initialize()
+        before = _slot_map(cluster)
+        for name in sorted({node.name for node in cluster.get_primaries()}):
+            async for batch in _scan_node(cluster, name, match, count):
+                yield batch
+        await cluster.nodes_manager.initialize()
+        if _slot_map(cluster) == before:
+            return
+        log.info("the cluster's slot map changed during a scan: scanning again")
+    raise RedisClusterException("the cluster's slot map kept changing during a scan")
+
+
+def _slot_map(cluster: RedisCluster) -> list[str]:
+    """Which node is master of each slot."""
+    return [nodes[0].name for nodes in cluster.nodes_manager.slots_cache.values()]
+
+
+async def _scan_node(
+    cluster: RedisCluster, name: str, match: str | None, count: int
+) -> AsyncIterator[list[bytes]]:
+    node = cluster.get_node(node_name=name)
+    cursor = 0
+    while node is not None:
+        try:
+            cursors, keys_found = cast(
+                tuple[dict[str, int], list[bytes]],
+                await cluster.scan(cursor, match=match, count=count, target_nodes=node),
+            )
+        except (RedisConnectionError, RedisTimeoutError):
+            # The master died: its slots move to a replica. Scan that node from the
+            # start (the caller sees repeats, never a gap).
+            log.warning("cluster node %s lost during a scan: scanning its successor", name)
+            await asyncio.sleep(0.2)
+            node = await _successor(cluster, node)
+            cursor = 0
+            continue
+        cursor = int(next(iter(cursors.values())))
+        if keys_found:
+            yield keys_found
+        if cursor == 0:
+            return
+
+
+async def _successor(cluster: RedisCluster, lost: ClusterNode) -> ClusterNode | None:
+    """The master that serves (one of) the slots ``lost`` served, once one does."""
+    slots = [s for s, nodes in cluster.nodes_manager.slots_cache.items() if nodes[0] == lost]
+    for _ in range(100):
+        try:
+            await cluster.nodes_manager.initialize()
+        except RedisError:
+            await asyncio.sleep(0.1)
+            continue
+        if not slots:
+            return None
+        node = cluster.nodes_manager.slots_cache[slots[0]][0]
+        if node.name != lost.name:
+            return node
+        await asyncio.sleep(0.1)
+    raise RedisClusterException(f"no node took over from {lost.name}")
+
+
+# -- replica acknowledgements (CODEPOOL_REPLICA_ACKS) -----------------------------------
+
+
+async def eval_then_wait(
+    client: Redis,
+    sha: str,
+    source: str,
+    keys: Sequence[Any],
+    args: Sequence[Any],
+    replicas: int,
+    timeout_ms: int,
+) -> tuple[Any, int]:
+    """``EVALSHA sha keys args`` then ``WAIT replicas timeout_ms``, pipelined on one
+    connection to the master that owns the keys' slot: (the script's reply, the replicas
+    that acknowledged every write of that connection so far).
+
+    One round trip: WAIT must run on the connection that made the writes (it counts
+    acknowledgements of that connection's writes), so neither redis-py's script object
+    nor a cluster pipeline (which sends WAIT to every master) will do. NOSCRIPT loads
+    the script on that connection and runs the pair again; MOVED/ASK (resharding) go to
+    the node named, after a fresh slot map.
+    """
+    command = ("EVALSHA", sha, len(keys), *keys, *args)
+    wait = ("WAIT", replicas, timeout_ms)
+    if not is_cluster(client):
+        return await _pair(client.connection_pool, None, command, wait, source)
+    cluster = cast(RedisCluster, client)
+    slot = cluster.keyslot(keys[0])
+    asking: ClusterNode | None = None
+    for _ in range(cluster.RedisClusterRequestTTL):
+        node = asking or cluster.nodes_manager.get_node_from_slot(slot)
+        try:
+            return await _pair(None, node, command, wait, source, asking=asking is not None)
+        except MovedError as exc:
+            await cluster.nodes_manager.move_slot(exc)
+            asking = None
+        except AskError as exc:
+            asking = cluster.get_node(exc.host, exc.port)
+            if asking is None:
+                await cluster.nodes_manager.initialize()
+        except TryAgainError:
+            await asyncio.sleep(0.05)
+        except (RedisConnectionError, RedisTimeoutError, ClusterDownError):
+            # Whether the script ran is unknown: no retry (the caller answers 503 and a
+            # client retries with its Idempotency-Key). The next call finds the new map.
+            with contextlib.suppress(RedisError, OSError):
+                await cluster.nodes_manager.initialize()
+            raise
+    raise RedisClusterException("too many redirections for one script call")
+
+
+async def _pair(
+    pool: ConnectionPool | None,
+    node: ClusterNode | None,
+    command: tuple[Any, ...],
+    wait: tuple[Any, ...],
+    source: str,
+    *,
+    asking: bool = False,
+) -> tuple[Any, int]:
+    sent = [("ASKING",), command, wait] if asking else [command, wait]
+    replies = await _send(pool, node, sent)
+    if isinstance(replies[-2], NoScriptError):
+        replies = await _send(pool, node, [("SCRIPT", "LOAD", source), *sent])
+    reply, acks = replies[-2], replies[-1]
+    if isinstance(reply, Exception):
+        raise reply
+    if isinstance(acks, Exception):
+        raise acks
+    return reply, int(acks)
+
+
+async def _send(
+    pool: ConnectionPool | None, node: ClusterNode | None, commands: Sequence[tuple[Any, ...]]
+) -> list[Any]:
+    """``commands`` pipelined on one connection (of ``pool`` or cluster ``node``): their
+    raw replies, an error reply as its exception in place."""
+    if node is not None:
+        connection: AbstractConnection = node.acquire_connection()
+    else:
+        assert pool is not None
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    healthy = False
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands), False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        healthy = True
+        return replies
+    finally:
+        if not healthy:  # a reply half read (or none): the connection cannot be reused
+            await connection.disconnect()
+        if node is not None:
+            node.release(cast(Any, connection))
+        else:
+            assert pool is not None
+            await pool.release(connection)
+
+
+async def on_masters(
+    client: Redis, commands: Sequence[tuple[Any, ...]], key_of: Sequence[str]
+) -> list[Any]:
+    """Commands whose keys all lie in one slot each (``key_of[i]`` names one key of
+    ``commands[i]``), sent as one pipeline per master, the masters concurrently: their
+    raw replies in order, an error reply (MOVED during a resharding, say) as its
+    exception in place. For what redis-py's cluster pipeline does not route cheaply (it
+    asks the server where XREADGROUP's keys are, one COMMAND GETKEYS each)."""
+    if not is_cluster(client):
+        return await _send(client.connection_pool, None, commands)
+    cluster = cast(RedisCluster, client)
+    by_node: dict[str, list[int]] = {}
+    nodes: dict[str, ClusterNode] = {}
+    for i, key in enumerate(key_of):
+        node = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))
+        nodes[node.name] = node
+        by_node.setdefault(node.name, []).append(i)
+
+    async def one(name: str) -> list[Any]:
+        try:
+            return await _send(None, nodes[name], [commands[i] for i in by_node[name]])
+        except (RedisConnectionError, RedisTimeoutError):
+            with contextlib.suppress(RedisError, OSError):
+                await cluster.nodes_manager.initialize()
+            raise
+
+    out: list[Any] = [None] * len(commands)
+    for name, replies in zip(by_node, await asyncio.gather(*map(one, by_node)), strict=True):
+        for i, reply in zip(by_node[name], replies, strict=True):
+            out[i] = reply
+    if any(isinstance(r, (MovedError, AskError)) for r in out):
+        await cluster.nodes_manager.initialize()  # resharded: the next call goes right
+    return out

