@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -27,6 +28,8 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
     parse_url,
 )
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -115,13 +118,24 @@ def is_cluster_url(url: str) -> bool:
     return bool(info.get("cluster_enabled"))
 
 
-class _GatedCluster(RedisCluster):
-    """RedisCluster whose commands wait for a free slot instead of failing.
+# Set while a command of a _GatedCluster runs (see its aclose).
+_IN_COMMAND: contextvars.ContextVar[bool] = contextvars.ContextVar("in_command", default=False)
 
-    A cluster node's connection list raises MaxConnectionsError when full; the single
-    node client's blocking pool waits. The gate makes the cluster wait the same way:
-    at most ``limit`` commands of this process in flight (per node at most as many
-    connections), so a burst queues here rather than erroring.
+
+class _GatedCluster(RedisCluster):
+    """RedisCluster, with three things redis-py 8.1's asyncio cluster gets wrong under
+    concurrency made right.
+
+    - A node's connection list raises MaxConnectionsError when full, where the single
+      node client's blocking pool waits: the gate lets at most ``limit`` commands of
+      this process run at once (as many connections per node), so a burst queues.
+    - A command on a client not yet initialized picks its node before the slot map is
+      read (a random one: MOVED); the map is read first here.
+    - After CLUSTERDOWN (a failover) or every few MOVED, redis-py calls aclose() to get
+      a fresh slot map, which disconnects every node's connections, also those other
+      commands are using at that moment (they fail with AttributeError on a None
+      writer). From inside a command, aclose() only asks for a fresh map; a real close
+      (the app's shutdown) still closes everything.
     """
 
     def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
@@ -130,7 +144,19 @@ class _GatedCluster(RedisCluster):
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.gate:
-            return await super().execute_command(*args, **kwargs)
+            if self._initialize:
+                await self.initialize()
+            token = _IN_COMMAND.set(True)
+            try:
+                return await super().execute_command(*args, **kwargs)
+            finally:
+                _IN_COMMAND.reset(token)
+
+    async def aclose(self) -> None:
+        if _IN_COMMAND.get():
+            self._initialize = True  # the next command reads the slot map again
+            return
+        await super().aclose()
 
 
 def make_cluster(url: str, max_connections: int, **extra: Any) -> RedisCluster:
@@ -143,12 +169,22 @@ def make_cluster(url: str, max_connections: int, **extra: Any) -> RedisCluster:
     cluster = _GatedCluster(
         limit=max_connections,
         max_connections=max_connections,
-        read_from_replicas=False,
-        # A failover takes ~cluster-node-timeout plus an election: retry that long.
-        cluster_error_retry_attempts=5,
+        # Reads from masters only (no load_balancing_strategy): a replica may lag, and
+        # codepool reads its own writes. A failover (cluster-node-timeout plus an
+        # election) outlasts these retries: requests meanwhile get 503, then resume.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=3),
+        # MOVED patches the slot map slot by slot (never the close-everything reset).
+        reinitialize_steps=0,
         ssl=kind is not Connection and issubclass(kind, SSLConnection),
         **options,
     )
+    # redis-py 8.1's cluster MULTI/EXEC hands each reply's callback the command's
+    # ``keys`` option, which the callbacks do not take (TypeError on HGETALL in a
+    # transaction); a single command drops it first (ClusterNode.parse_response). The
+    # transaction path alone reads this dict: drop it there too.
+    cluster.response_callbacks = {
+        name: _without_keys(callback) for name, callback in cluster.response_callbacks.items()
+    }
     packing = _PACKING.get(kind)
     if packing is not None:
         # RedisCluster takes no connection_class; every node, the startup node and those
@@ -157,6 +193,14 @@ def make_cluster(url: str, max_connections: int, **extra: Any) -> RedisCluster:
         for node in cluster.startup_nodes:
             node.connection_class = cast(Any, packing)
     return cluster
+
+
+def _without_keys(callback: Callable[..., Any]) -> Callable[..., Any]:
+    def call(response: Any, **options: Any) -> Any:
+        options.pop("keys", None)
+        return callback(response, **options)
+
+    return call
 
 
 def is_cluster(client: Redis) -> bool:
