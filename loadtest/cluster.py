@@ -149,6 +149,12 @@ class LocalCluster:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    def restart(self, port: int) -> None:
+        """Start a killed node again (empty: no persistence); it rejoins from its
+        nodes.conf, as a replica of whoever took over its slots."""
+        self._spawn(port)
+        self._ping(port)
+
     def wait_promoted(self, dead: int, slot: int, seconds: float = 15.0) -> int:
         """Until a live master serves ``slot`` (the dead one's replica); its port."""
         deadline = time.monotonic() + seconds
