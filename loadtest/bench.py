@@ -13,6 +13,15 @@ Redis and the load generator, for the route and for /healthz (loadtest/cpusplit.
 which is what the ratio comes from when the cores are all busy. Every code any
 response carried is checked for duplicates. Redis's own share of bulk issue, without
 HTTP: python -m loadtest.bulk_floor.
+
+    python -m loadtest.bench --cluster --phases issue,purchase --seconds 5
+
+runs the same phases against a Redis Cluster it starts on this machine (3 masters, a
+replica each; loadtest/cluster.py), then once more on a second server with
+CODEPOOL_REPLICA_ACKS=1 and reports what WAIT costs per request as the ratio of the two
+runs' route/healthz ratios. A project lives in one slot, so each run's Redis figures
+(script calls, CPU) are those of the master that holds it; on 2 shared cores no scaling
+can be read from this (docs/cluster.md has the arithmetic for a real deployment).
 """
 
 from __future__ import annotations
@@ -34,9 +43,11 @@ import httpx
 import jwt
 import msgspec
 import redis
+from redis.crc import key_slot
 
 from codepool.embedded import EmbeddedRedis
 from loadtest import cpusplit, httpload, wrkload
+from loadtest.cluster import LocalCluster
 
 ROOT_KEY = "bench-root-key-of-at-least-32-characters"
 HOST = "127.0.0.1"
@@ -523,6 +534,12 @@ def main() -> int:
         help="a CODEPOOL_* setting for the server, e.g. --env CODEPOOL_JOURNAL=0",
     )
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="on a local Redis Cluster (3 masters + 3 replicas), then again with "
+        "CODEPOOL_REPLICA_ACKS=1 (issue and purchase only)",
+    )
+    parser.add_argument(
         "--phases",
         default=",".join(PHASES),
         help=f"comma-separated subset of {','.join(PHASES)} (healthz always runs first)",
@@ -535,6 +552,8 @@ def main() -> int:
     if args.bulk_codes < 1000:
         parser.error("--bulk-codes must be at least 1000 (one call's worth)")
     extra_env = dict(item.split("=", 1) for item in args.env)
+    if args.cluster:
+        return cluster_main(args, phases, extra_env)
 
     with tempfile.TemporaryDirectory(prefix="codepool-bench-") as tmp:
         data_dir = Path(tmp)
@@ -557,6 +576,50 @@ def main() -> int:
             finally:
                 stop(proc)
     return 0 if run.duplicates == 0 else 1
+
+
+def cluster_main(args: argparse.Namespace, phases: list[str], extra_env: dict[str, str]) -> int:
+    """The phases on a local cluster, then issue and purchase again with replica acks."""
+    rounds = [("acks 0", "bench", {}), ("acks 1", "acked", {"CODEPOOL_REPLICA_ACKS": "1"})]
+    rates: dict[str, dict[str, float]] = {}
+    duplicates = 0
+    with tempfile.TemporaryDirectory(prefix="codepool-bench-") as tmp:
+        data_dir = Path(tmp)
+        with LocalCluster(data_dir / "cluster", masters=3, replicas=1) as cluster:
+            for label, project, env in rounds:
+                # The master that holds the project's slot: its CPU and script calls.
+                slot = key_slot(f"cp:{{{project}}}:x".encode())
+                master = cluster.master_of_slot(slot)
+                r = redis.Redis(port=master)
+                server_dir = data_dir / project
+                server_dir.mkdir()
+                proc, port = start_server(
+                    server_dir, cluster.url, args.workers, {**extra_env, **env}
+                )
+                try:
+                    b = Bench(port, args, r, project=project)
+                    print(
+                        f"\n== cluster, {label}: project {project!r} on master :{master} "
+                        f"(slot {slot}); {os.cpu_count()} cores, {args.workers} workers, "
+                        f"{args.connections} connections; load from {client_name(b)}"
+                    )
+                    run = Run(b, r, args, proc.pid)
+                    run.health()
+                    wanted = phases if label == "acks 0" else ["issue", "purchase"]
+                    for phase, method in PHASES.items():
+                        if phase in wanted and phase in phases:
+                            getattr(run, method)()
+                    run.report()
+                    duplicates += run.duplicates
+                    rates[label] = {k: rate / health for k, (rate, health) in run.rates.items()}
+                finally:
+                    stop(proc)
+    print("\nreplica acks: route/healthz with CODEPOOL_REPLICA_ACKS=1 over the same with 0")
+    for route, plain in rates["acks 0"].items():
+        acked = rates["acks 1"].get(route)
+        if acked is not None:
+            print(f"  {route}: {acked:.2f} / {plain:.2f} = {acked / plain:.2f}")
+    return 0 if duplicates == 0 else 1
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
