@@ -125,16 +125,11 @@ class LocalCluster:
             time.sleep(0.05)
 
     def master_ports(self) -> list[int]:
-        """Ports of the live masters, as a live node sees them."""
+        """Ports of the masters that serve slots, as a live node sees them (CLUSTER SLOTS:
+        right after creation CLUSTER NODES may still call a replica-to-be a master)."""
         with self.node(self.alive()[0]) as client:
-            nodes = client.execute_command("CLUSTER", "NODES")
-        text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
-        found: list[int] = []
-        for line in text.splitlines():
-            parts = line.split()
-            if "master" in parts[2] and "fail" not in parts[2]:
-                found.append(int(parts[1].split("@")[0].rsplit(":", 1)[1]))
-        return sorted(found)
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+        return sorted({int(master[1]) for _, _, master, *_ in ranges})
 
     def master_of_slot(self, slot: int) -> int:
         with self.node(self.alive()[0]) as client:

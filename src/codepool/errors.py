@@ -140,7 +140,7 @@ TOO_DEEP = "the JSON is nested too deeply"
 
 def redis_unavailable(exc: Exception) -> CodepoolError:
     """A lost or timed-out Redis, as the client hears of it (and the log, once)."""
-    log.warning("redis unavailable: %s", exc)
+    log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
     return RedisUnavailable()
 
 

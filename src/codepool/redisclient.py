@@ -19,7 +19,7 @@ from typing import Any, cast
 import hiredis
 from redis import Redis as SyncRedis
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,
@@ -152,11 +152,32 @@ class _GatedCluster(RedisCluster):
             finally:
                 _IN_COMMAND.reset(token)
 
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        return _GatedPipeline(self, transaction)  # type: ignore[abstract]
+
     async def aclose(self) -> None:
         if _IN_COMMAND.get():
             self._initialize = True  # the next command reads the slot map again
             return
         await super().aclose()
+
+
+class _GatedPipeline(ClusterPipeline):
+    """A pipeline takes one slot of the gate (one connection per node it reaches)."""
+
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        async with _gate(self.cluster_client):
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+def _gate(cluster: RedisCluster) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+    """The gate of a _GatedCluster (what bypasses its execute_command, holding node
+    connections directly, takes a slot too)."""
+    return cluster.gate if isinstance(cluster, _GatedCluster) else contextlib.nullcontext()
 
 
 def make_cluster(url: str, max_connections: int, **extra: Any) -> RedisCluster:
@@ -331,7 +352,8 @@ async def eval_then_wait(
     for _ in range(cluster.RedisClusterRequestTTL):
         node = asking or cluster.nodes_manager.get_node_from_slot(slot)
         try:
-            return await _pair(None, node, command, wait, source, asking=asking is not None)
+            async with _gate(cluster):
+                return await _pair(None, node, command, wait, source, asking=asking is not None)
         except MovedError as exc:
             await cluster.nodes_manager.move_slot(exc)
             asking = None
@@ -429,7 +451,9 @@ async def on_masters(
             raise
 
     out: list[Any] = [None] * len(commands)
-    for name, replies in zip(by_node, await asyncio.gather(*map(one, by_node)), strict=True):
+    async with _gate(cluster):
+        answers = await asyncio.gather(*map(one, by_node))
+    for name, replies in zip(by_node, answers, strict=True):
         for i, reply in zip(by_node[name], replies, strict=True):
             out[i] = reply
     if any(isinstance(r, (MovedError, AskError)) for r in out):

@@ -5,6 +5,7 @@ exact counters (the checks of test_issue_races, test_purchase_races, test_pos_ra
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from contextlib import AsyncExitStack
 
@@ -172,3 +173,45 @@ async def test_tills_race_redeem_and_release(cluster_redis: Redis, cluster_url: 
     released = sum(r.status_code == 200 for i, r in enumerate(responses) if i % 6 == 5)
     assert redeemed + released == 30
     assert (p["redeemed"], p["available"], p["assigned"]) == (redeemed, released, 0)
+
+
+async def test_holds_expire_once_in_projects_on_every_master(
+    cluster_redis: Redis, cluster_url: str
+) -> None:
+    """The hold reaper (one lease, three instances) goes project by project, master by
+    master: every hold comes back exactly once (tests/integration/test_holds.py)."""
+    assert isinstance(cluster_redis, RedisCluster)
+    shops = []
+    async with app_client(cluster_redis, notify=False) as setup:
+        for n in range(6):
+            t = await make_tenant(setup, f"held{n}")
+            pool = await make_pool(setup, t, [f"H{n}-{i}" for i in range(40)])
+            shops.append((t, pool, await make_reward(setup, t, pool["id"])))
+    assert len({cluster_redis.get_node_from_key(keys.holds(t.id)).name for t, _, _ in shops}) == 3
+    async with AsyncExitStack() as stack:
+        workers = await app_workers(
+            stack, cluster_url, notify=False, hold_reap_interval=0.1, hold_reaper_lease=1.0
+        )
+        held = await asyncio.gather(
+            *(
+                workers[i % WORKERS].post(
+                    f"/v1/projects/{t.id}/rewards/{reward['id']}/purchase",
+                    json={"hold_seconds": 1},
+                    headers=user_token(t, f"h{i}"),
+                )
+                for t, _, reward in shops
+                for i in range(30)
+            )
+        )
+        assert {r.status_code for r in held} == {201}
+        deadline = time.monotonic() + 8
+        for t, pool, _ in shops:
+            while await cluster_redis.zcard(keys.holds(t.id)):
+                assert time.monotonic() < deadline, "holds left behind"
+                await asyncio.sleep(0.1)
+            p = (
+                await workers[0].get(f"/v1/projects/{t.id}/pools/{pool['id']}", headers=t.admin)
+            ).json()
+            assert (p["available"], p["assigned"]) == (40, 0)
+        assert [w.app.state.services.reaper.leading for w in workers].count(True) == 1
+        assert sum(w.app.state.services.reaper.released for w in workers) == 6 * 30
