@@ -228,13 +228,16 @@ def is_cluster(client: Redis) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def connect(url: str, max_connections: int = 64, **extra: Any) -> Redis:
+def connect(url: str, max_connections: int | None = None, **extra: Any) -> Redis:
     """A client for ``url``: a cluster client when the node is part of a cluster (typed
     as Redis: RedisCluster speaks the same commands; where they differ, the caller asks
-    :func:`is_cluster`). Blocks for one round trip (at start)."""
+    :func:`is_cluster`), else redis-py's own (``extra`` goes to either). Blocks for one
+    round trip (at start)."""
     if is_cluster_url(url):
-        return cast(Redis, make_cluster(url, max_connections, **extra))
-    return Redis.from_url(url, max_connections=max_connections, **extra)
+        return cast(Redis, make_cluster(url, max_connections or 64, **extra))
+    if max_connections is not None:
+        extra["max_connections"] = max_connections
+    return Redis.from_url(url, **extra)
 
 
 async def scan_every_master(
