@@ -113,6 +113,12 @@ def is_cluster_url(url: str) -> bool:
         info = probe.info("cluster")
     except ResponseError:  # a server or proxy that does not know INFO cluster
         return False
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        # Down at start: serve as before (503 until it is back) rather than not start.
+        # Were it a cluster node, the single-node client would get MOVED (503 too).
+        # (The URL may hold a password: not logged.)
+        log.warning("could not ask Redis whether it is a cluster node (%s): one Redis", exc)
+        return False
     finally:
         probe.close()
     return bool(info.get("cluster_enabled"))
@@ -165,13 +171,18 @@ class _GatedCluster(RedisCluster):
 
 
 class _GatedPipeline(ClusterPipeline):
-    """A pipeline takes one slot of the gate (one connection per node it reaches)."""
+    """A pipeline takes one slot of the gate (one connection per node it reaches), and
+    its failover handling, like a command's, only asks for a fresh slot map."""
 
     async def execute(
         self, raise_on_error: bool = True, allow_redirections: bool = True
     ) -> list[Any]:
         async with _gate(self.cluster_client):
-            return await super().execute(raise_on_error, allow_redirections)
+            token = _IN_COMMAND.set(True)
+            try:
+                return await super().execute(raise_on_error, allow_redirections)
+            finally:
+                _IN_COMMAND.reset(token)
 
 
 def _gate(cluster: RedisCluster) -> asyncio.Semaphore | contextlib.nullcontext[None]:
