@@ -579,47 +579,140 @@ def main() -> int:
 
 
 def cluster_main(args: argparse.Namespace, phases: list[str], extra_env: dict[str, str]) -> int:
-    """The phases on a local cluster, then issue and purchase again with replica acks."""
-    rounds = [("acks 0", "bench", {}), ("acks 1", "acked", {"CODEPOOL_REPLICA_ACKS": "1"})]
-    rates: dict[str, dict[str, float]] = {}
+    """The phases on a local cluster (ratios to /healthz), then what replica acks cost:
+    two servers on the cluster at once, CODEPOOL_REPLICA_ACKS=0 and =1, driven in
+    alternating turns of the same route, so both see the same machine."""
     duplicates = 0
     with tempfile.TemporaryDirectory(prefix="codepool-bench-") as tmp:
         data_dir = Path(tmp)
         with LocalCluster(data_dir / "cluster", masters=3, replicas=1) as cluster:
-            for label, project, env in rounds:
-                # The master that holds the project's slot: its CPU and script calls.
-                slot = key_slot(f"cp:{{{project}}}:x".encode())
-                master = cluster.master_of_slot(slot)
-                r = redis.Redis(port=master)
-                server_dir = data_dir / project
-                server_dir.mkdir()
-                proc, port = start_server(
-                    server_dir, cluster.url, args.workers, {**extra_env, **env}
+            b, r, proc = _cluster_server(cluster, data_dir, "bench", args, extra_env)
+            try:
+                print(
+                    f"\n== cluster: {os.cpu_count()} cores, {args.workers} workers, "
+                    f"{args.connections} connections; load from {client_name(b)}"
                 )
-                try:
-                    b = Bench(port, args, r, project=project)
-                    print(
-                        f"\n== cluster, {label}: project {project!r} on master :{master} "
-                        f"(slot {slot}); {os.cpu_count()} cores, {args.workers} workers, "
-                        f"{args.connections} connections; load from {client_name(b)}"
-                    )
-                    run = Run(b, r, args, proc.pid)
-                    run.health()
-                    wanted = phases if label == "acks 0" else ["issue", "purchase"]
-                    for phase, method in PHASES.items():
-                        if phase in wanted and phase in phases:
-                            getattr(run, method)()
-                    run.report()
-                    duplicates += run.duplicates
-                    rates[label] = {k: rate / health for k, (rate, health) in run.rates.items()}
-                finally:
-                    stop(proc)
-    print("\nreplica acks: route/healthz with CODEPOOL_REPLICA_ACKS=1 over the same with 0")
-    for route, plain in rates["acks 0"].items():
-        acked = rates["acks 1"].get(route)
-        if acked is not None:
-            print(f"  {route}: {acked:.2f} / {plain:.2f} = {acked / plain:.2f}")
+                run = Run(b, r, args, proc.pid)
+                run.health()
+                for phase, method in PHASES.items():
+                    if phase in phases:
+                        getattr(run, method)()
+                run.report()
+                duplicates += run.duplicates
+                health_rate = run.health_rate
+            finally:
+                stop(proc)
+            duplicates += _acks_cost(cluster, data_dir, args, extra_env, phases, health_rate)
     return 0 if duplicates == 0 else 1
+
+
+def _cluster_server(
+    cluster: LocalCluster,
+    data_dir: Path,
+    project: str,
+    args: argparse.Namespace,
+    env: dict[str, str],
+) -> tuple[Bench, redis.Redis, subprocess.Popen[bytes]]:
+    """A server on the cluster and its project; ``r``: the master that holds the
+    project's slot (its CPU and script calls are the project's)."""
+    slot = key_slot(f"cp:{{{project}}}:x".encode())
+    master = cluster.master_of_slot(slot)
+    server_dir = data_dir / project
+    server_dir.mkdir()
+    proc, port = start_server(server_dir, cluster.url, args.workers, env)
+    print(f"project {project!r}: slot {slot}, master :{master}")
+    r = redis.Redis(port=master)
+    return Bench(port, args, r, project=project), r, proc
+
+
+def _acks_cost(
+    cluster: LocalCluster,
+    data_dir: Path,
+    args: argparse.Namespace,
+    extra_env: dict[str, str],
+    phases: list[str],
+    health_rate: float,
+) -> int:
+    """Rate with CODEPOOL_REPLICA_ACKS=1 over rate with 0, same route, alternating turns."""
+    print("\n== replica acks: CODEPOOL_REPLICA_ACKS=1 over =0, alternating turns")
+    plain, _, proc_a = _cluster_server(cluster, data_dir, "plain", args, extra_env)
+    acked, _, proc_b = _cluster_server(
+        cluster, data_dir, "acked", args, {**extra_env, "CODEPOOL_REPLICA_ACKS": "1"}
+    )
+    duplicates = 0
+    try:
+        # As Run.stock: enough that no run goes dry (wrk runs whole seconds).
+        stock = int(max(health_rate, 1000) * SLICES * plain.lasts(args.seconds / SLICES) * 1.5)
+        for phase in ("issue", "purchase"):
+            if phase not in phases:
+                continue
+            makers = [_maker(b, phase, stock, health_rate) for b in (plain, acked)]
+            turn = args.seconds / SLICES
+            results: list[list[httpload.Result]] = [[], []]
+            sent = [0, 0]
+            for _ in range(SLICES):
+                for side, (b, (make, distinct)) in enumerate(
+                    zip((plain, acked), makers, strict=True)
+                ):
+                    res = b.load(
+                        _shifted(make, sent[side]),
+                        duration=turn,
+                        keep_bodies=True,
+                        distinct=distinct,
+                    )
+                    results[side].append(res)
+                    sent[side] += res.requests
+            turns = " ".join(
+                f"{b_.rate / a_.rate:.2f}" for a_, b_ in zip(results[0], results[1], strict=True)
+            )
+            merged = [httpload.merge(rs) for rs in results]
+            for label, res in zip(("acks 0", "acks 1"), merged, strict=True):
+                summary(f"{phase}, {label}", res)
+                told = [
+                    c
+                    for body in res.bodies
+                    for c in (
+                        [x["code"] for x in msgspec.json.decode(body)["codes"]]
+                        if phase == "issue"
+                        else [msgspec.json.decode(body)["code"]]
+                    )
+                ]
+                duplicates += check_unique(told, f"{phase}, {label}")
+            print(f"  acks 1 / acks 0 per turn: {turns}")
+            ratio = merged[1].rate / merged[0].rate
+            print(f"{phase}: rate with acks 1 / rate with acks 0 = {ratio:.2f}")
+    finally:
+        stop(proc_a)
+        stop(proc_b)
+    return duplicates
+
+
+def _maker(
+    b: Bench, phase: str, stock: int, health_rate: float
+) -> tuple[httpload.RequestMaker, int]:
+    """(request maker, distinct requests) of the issue or purchase route on ``b``."""
+    if phase == "issue":
+        pool = b.pool("issue", stock, "I")
+        req = b.post(f"/v1/projects/{b.project}/pools/{pool}/issue", b.admin, b'{"count":1}')
+        return (lambda i: req), 1
+    pool = b.pool("sale", stock, "S")
+    reward = b.http.post(
+        f"/v1/projects/{b.project}/rewards", json={"name": "r", "pool_id": pool}, headers=b.admin
+    ).json()["id"]
+    path = f"/v1/projects/{b.project}/rewards/{reward}/purchase"
+    expires = int(time.time()) + 3600
+    fans = max(5000, math.ceil(health_rate / 5))  # as Run.purchase: under the user limit
+    reqs = [
+        b.post(
+            path,
+            {
+                "Authorization": "Bearer "
+                + jwt.encode({"sub": f"fan-{i}", "exp": expires}, b.user_secret, algorithm="HS256")
+            },
+        )
+        for i in range(fans)
+    ]
+    return (lambda i: reqs[i % len(reqs)]), len(reqs)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
