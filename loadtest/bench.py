@@ -650,11 +650,11 @@ def _acks_cost(
             turn = args.seconds / SLICES
             results: list[list[httpload.Result]] = [[], []]
             sent = [0, 0]
-            for _ in range(SLICES):
-                for side, (b, (make, distinct)) in enumerate(
-                    zip((plain, acked), makers, strict=True)
-                ):
-                    res = b.load(
+            for n in range(SLICES):
+                # Each side goes first in every other turn: no order effect.
+                for side in (0, 1) if n % 2 == 0 else (1, 0):
+                    make, distinct = makers[side]
+                    res = (plain, acked)[side].load(
                         _shifted(make, sent[side]),
                         duration=turn,
                         keep_bodies=True,
