@@ -40,6 +40,34 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _wait_ping(port: int, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    client = redis.Redis(port=port, socket_timeout=1)
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+    finally:
+        client.close()
+
+
+def _stop_all(processes: dict[int, subprocess.Popen[bytes]]) -> None:
+    for proc in processes.values():
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in processes.values():
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class LocalCluster:
     def __init__(
         self, root: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
@@ -84,20 +112,8 @@ class LocalCluster:
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
-    def _ping(self, port: int, seconds: float = 10.0) -> None:
-        deadline = time.monotonic() + seconds
-        client = redis.Redis(port=port, socket_timeout=1)
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-        finally:
-            client.close()
+    def _ping(self, port: int) -> None:
+        _wait_ping(port)
 
     def node(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, socket_timeout=2)
@@ -171,17 +187,116 @@ class LocalCluster:
                 client.flushall()
 
     def stop(self) -> None:
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.processes.values():
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop_all(self.processes)
 
     def __enter__(self) -> LocalCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalSentinel:
+    """A master, its replicas and three sentinels watching it (service ``codepool``),
+    from the bundled redis-server; failover ~2 s after the master dies."""
+
+    SERVICE = "codepool"
+
+    def __init__(self, root: Path, replicas: int = 1) -> None:
+        self.root = root
+        self.replicas = replicas
+        self.server = find_redis_server()
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.data_ports: list[int] = []
+        self.sentinel_ports: list[int] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.SERVICE}"
+
+    def start(self) -> LocalSentinel:
+        ports = _free_ports(1 + self.replicas + 3)
+        self.data_ports, self.sentinel_ports = (
+            ports[: 1 + self.replicas],
+            ports[1 + self.replicas :],
+        )
+        master = self.data_ports[0]
+        for port in self.data_ports:
+            args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            if port != master:
+                args += ["--replicaof", "127.0.0.1", str(master)]
+            self._spawn(port, args)
+        for port in self.sentinel_ports:
+            conf = self.root / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.root}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {master} 2\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 5000\n"
+            )
+            self._spawn(port, [str(conf), "--sentinel"], config_first=True)
+        for port in [*self.data_ports, *self.sentinel_ports]:
+            _wait_ping(port)
+        return self
+
+    def _spawn(self, port: int, args: list[str], *, config_first: bool = False) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        argv = (
+            [self.server, *args] if config_first else [self.server, *args, "--dir", str(self.root)]
+        )
+        self.processes[port] = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def master(self) -> int:
+        """The master's port, as the first sentinel that answers says."""
+        for port in self.sentinel_ports:
+            if self.processes[port].poll() is not None:
+                continue
+            with redis.Redis(port=port, socket_timeout=2) as client:
+                try:
+                    _, master = client.execute_command(
+                        "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE
+                    )
+                except redis.RedisError:
+                    continue
+                return int(master)
+        raise LookupError("no sentinel answers")
+
+    def kill(self, port: int) -> None:
+        proc = self.processes[port]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def wait_failover(self, dead: int, seconds: float = 20.0) -> int:
+        """Until the sentinels name a new master and it has taken the role; its port."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                port = self.master()
+                if port != dead:
+                    with redis.Redis(port=port, socket_timeout=2) as client:
+                        if client.info("replication")["role"] == "master":
+                            return port
+            except (LookupError, redis.RedisError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("the sentinels did not fail over")
+
+    def stop(self) -> None:
+        _stop_all(self.processes)
+
+    def __enter__(self) -> LocalSentinel:
         try:
             return self.start()
         except BaseException:
