@@ -236,6 +236,16 @@ class LocalSentinel:
             if port != master:
                 args += ["--replicaof", "127.0.0.1", str(master)]
             self._spawn(port, args)
+        # The replicas attached first: a sentinel learns of them from the master's INFO
+        # when it starts, else only at its next INFO, 10 s later.
+        deadline = time.monotonic() + 10
+        for port in self.data_ports:
+            _wait_ping(port)
+        with redis.Redis(port=master, socket_timeout=2) as client:
+            while client.info("replication")["connected_slaves"] < self.replicas:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the replicas did not attach")
+                time.sleep(0.02)
         for port in self.sentinel_ports:
             conf = self.root / f"sentinel-{port}.conf"
             conf.write_text(
@@ -247,7 +257,24 @@ class LocalSentinel:
             self._spawn(port, [str(conf), "--sentinel"], config_first=True)
         for port in [*self.data_ports, *self.sentinel_ports]:
             _wait_ping(port)
+        self._wait_acquainted()
         return self
+
+    def _wait_acquainted(self, seconds: float = 20.0) -> None:
+        """Until every sentinel knows the other two and every replica: a master that
+        dies before then is never failed over (no quorum; they meet through the
+        master's hello channel, every 2 s)."""
+        deadline = time.monotonic() + seconds
+        for port in self.sentinel_ports:
+            with redis.Redis(port=port, socket_timeout=2, decode_responses=True) as client:
+                while True:
+                    state = client.sentinel_master(self.SERVICE)  # parsed: ints
+                    others = int(state["num-other-sentinels"])
+                    if others == 2 and int(state["num-slaves"]) == self.replicas:
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the sentinels did not find each other")
+                    time.sleep(0.05)
 
     def _spawn(self, port: int, args: list[str], *, config_first: bool = False) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
