@@ -337,3 +337,31 @@ class LocalSentinel:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def node_id(port: int) -> str:
+    with redis.Redis(port=port, socket_timeout=2) as client:
+        return str(client.execute_command("CLUSTER", "MYID").decode())
+
+
+def move_slot(cluster: LocalCluster, slot: int, target: int, batch: int = 10) -> int:
+    """Move ``slot`` to master ``target`` the way redis-cli --cluster reshard does
+    (IMPORTING/MIGRATING, MIGRATE of its keys in batches, SETSLOT NODE everywhere);
+    the keys it moved."""
+    source = cluster.master_of_slot(slot)
+    source_id, target_id = node_id(source), node_id(target)
+    moved = 0
+    with redis.Redis(port=source) as src, redis.Redis(port=target) as dst:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while True:
+            names = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
+            if not names:
+                break
+            src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *names)
+            moved += len(names)
+            time.sleep(0.01)  # let requests meet the half-moved slot
+        for port in cluster.master_ports():
+            with redis.Redis(port=port) as client:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    return moved
