@@ -147,6 +147,14 @@ class LocalCluster:
             ranges = client.execute_command("CLUSTER", "SLOTS")
         return sorted({int(master[1]) for _, _, master, *_ in ranges})
 
+    def slot_owners(self) -> list[int]:
+        """The master's port of every slot (index = slot), from one CLUSTER SLOTS."""
+        owners = [0] * 16384
+        with self.node(self.alive()[0]) as client:
+            for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                owners[start : end + 1] = [int(master[1])] * (end + 1 - start)
+        return owners
+
     def master_of_slot(self, slot: int) -> int:
         with self.node(self.alive()[0]) as client:
             for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):

@@ -13,11 +13,12 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+import redis
 from loadtest.cluster import LocalCluster
 from redis.crc import key_slot
 
 from codepool import keys
-from codepool.redisclient import connect
+from codepool.redisclient import connect, scan_every_master
 from codepool.store.base import text
 from tests.apphelpers import app_client, app_workers, make_pool, make_tenant
 
@@ -103,3 +104,32 @@ async def test_a_master_killed_mid_sale_loses_no_told_code(own_cluster: LocalClu
     assert len(left) == p["available"]
     assert refused  # the failover was felt: 503s (redis_unavailable / not_replicated)
     assert set(refused) <= {"redis_unavailable", "not_replicated"}
+
+
+async def test_scan_every_master_survives_a_master_lost_mid_scan(
+    own_cluster: LocalCluster,
+) -> None:
+    """The master being scanned dies: its successor (the promoted replica) is scanned
+    from the start; every key comes (some twice), none is missed."""
+    names = [f"{keys.PREFIX}:{{p{i}}}:k" for i in range(3000)]
+    owner = own_cluster.slot_owners()
+    for port in own_cluster.master_ports():
+        mine = [n for n in names if owner[key_slot(n.encode())] == port]
+        with redis.Redis(port=port) as direct:  # one connection: WAIT counts its writes
+            pipe = direct.pipeline(transaction=False)
+            for name in mine:
+                pipe.set(name, 1)
+            pipe.execute()
+            assert direct.wait(1, 2000) == 1  # its replica has them: they survive
+    client = connect(own_cluster.url)
+    found: list[bytes] = []
+    try:
+        batches = scan_every_master(client, f"{keys.PREFIX}:*", 50)
+        found += await anext(batches)
+        first = min(own_cluster.master_ports(), key=lambda p: f"127.0.0.1:{p}")
+        own_cluster.kill(first)  # the one being scanned (masters go in name order)
+        async for batch in batches:
+            found += batch
+    finally:
+        await client.aclose()
+    assert {text(k) for k in found} == set(names)
