@@ -99,7 +99,7 @@ class Scripts:
         round trip). Fewer: 503 not_replicated, and the change stays done on the master
         (a retry with the same Idempotency-Key gets the same codes, and waits again)."""
         if not self._acks:
-            return await self._scripts[name](keys=list(keys), args=list(args))
+            return await self.run(name, keys, args)
         script = self._scripts[name]
         reply, acks = await eval_then_wait(
             self._client,
