@@ -13,6 +13,15 @@ Redis and the load generator, for the route and for /healthz (loadtest/cpusplit.
 which is what the ratio comes from when the cores are all busy. Every code any
 response carried is checked for duplicates. Redis's own share of bulk issue, without
 HTTP: python -m loadtest.bulk_floor.
+
+    python -m loadtest.bench --cluster --phases issue,purchase --seconds 5
+
+runs the same phases against a Redis Cluster it starts on this machine (3 masters, a
+replica each; loadtest/cluster.py), then once more on a second server with
+CODEPOOL_REPLICA_ACKS=1 and reports what WAIT costs per request as the ratio of the two
+runs' route/healthz ratios. A project lives in one slot, so each run's Redis figures
+(script calls, CPU) are those of the master that holds it; on 2 shared cores no scaling
+can be read from this (docs/cluster.md has the arithmetic for a real deployment).
 """
 
 from __future__ import annotations
@@ -34,9 +43,11 @@ import httpx
 import jwt
 import msgspec
 import redis
+from redis.crc import key_slot
 
 from codepool.embedded import EmbeddedRedis
 from loadtest import cpusplit, httpload, wrkload
+from loadtest.cluster import LocalCluster
 
 ROOT_KEY = "bench-root-key-of-at-least-32-characters"
 HOST = "127.0.0.1"
@@ -523,6 +534,12 @@ def main() -> int:
         help="a CODEPOOL_* setting for the server, e.g. --env CODEPOOL_JOURNAL=0",
     )
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="on a local Redis Cluster (3 masters + 3 replicas), then again with "
+        "CODEPOOL_REPLICA_ACKS=1 (issue and purchase only)",
+    )
+    parser.add_argument(
         "--phases",
         default=",".join(PHASES),
         help=f"comma-separated subset of {','.join(PHASES)} (healthz always runs first)",
@@ -535,6 +552,8 @@ def main() -> int:
     if args.bulk_codes < 1000:
         parser.error("--bulk-codes must be at least 1000 (one call's worth)")
     extra_env = dict(item.split("=", 1) for item in args.env)
+    if args.cluster:
+        return cluster_main(args, phases, extra_env)
 
     with tempfile.TemporaryDirectory(prefix="codepool-bench-") as tmp:
         data_dir = Path(tmp)
@@ -557,6 +576,143 @@ def main() -> int:
             finally:
                 stop(proc)
     return 0 if run.duplicates == 0 else 1
+
+
+def cluster_main(args: argparse.Namespace, phases: list[str], extra_env: dict[str, str]) -> int:
+    """The phases on a local cluster (ratios to /healthz), then what replica acks cost:
+    two servers on the cluster at once, CODEPOOL_REPLICA_ACKS=0 and =1, driven in
+    alternating turns of the same route, so both see the same machine."""
+    duplicates = 0
+    with tempfile.TemporaryDirectory(prefix="codepool-bench-") as tmp:
+        data_dir = Path(tmp)
+        with LocalCluster(data_dir / "cluster", masters=3, replicas=1) as cluster:
+            b, r, proc = _cluster_server(cluster, data_dir, "bench", args, extra_env)
+            try:
+                print(
+                    f"\n== cluster: {os.cpu_count()} cores, {args.workers} workers, "
+                    f"{args.connections} connections; load from {client_name(b)}"
+                )
+                run = Run(b, r, args, proc.pid)
+                run.health()
+                for phase, method in PHASES.items():
+                    if phase in phases:
+                        getattr(run, method)()
+                run.report()
+                duplicates += run.duplicates
+                health_rate = run.health_rate
+            finally:
+                stop(proc)
+            duplicates += _acks_cost(cluster, data_dir, args, extra_env, phases, health_rate)
+    return 0 if duplicates == 0 else 1
+
+
+def _cluster_server(
+    cluster: LocalCluster,
+    data_dir: Path,
+    project: str,
+    args: argparse.Namespace,
+    env: dict[str, str],
+) -> tuple[Bench, redis.Redis, subprocess.Popen[bytes]]:
+    """A server on the cluster and its project; ``r``: the master that holds the
+    project's slot (its CPU and script calls are the project's)."""
+    slot = key_slot(f"cp:{{{project}}}:x".encode())
+    master = cluster.master_of_slot(slot)
+    server_dir = data_dir / project
+    server_dir.mkdir()
+    proc, port = start_server(server_dir, cluster.url, args.workers, env)
+    print(f"project {project!r}: slot {slot}, master :{master}")
+    r = redis.Redis(port=master)
+    return Bench(port, args, r, project=project), r, proc
+
+
+def _acks_cost(
+    cluster: LocalCluster,
+    data_dir: Path,
+    args: argparse.Namespace,
+    extra_env: dict[str, str],
+    phases: list[str],
+    health_rate: float,
+) -> int:
+    """Rate with CODEPOOL_REPLICA_ACKS=1 over rate with 0, same route, alternating turns."""
+    print("\n== replica acks: CODEPOOL_REPLICA_ACKS=1 over =0, alternating turns")
+    plain, _, proc_a = _cluster_server(cluster, data_dir, "plain", args, extra_env)
+    acked, _, proc_b = _cluster_server(
+        cluster, data_dir, "acked", args, {**extra_env, "CODEPOOL_REPLICA_ACKS": "1"}
+    )
+    duplicates = 0
+    try:
+        # As Run.stock, with room: two servers at once run faster than /healthz alone.
+        stock = int(max(health_rate, 1000) * SLICES * plain.lasts(args.seconds / SLICES) * 4)
+        for phase in ("issue", "purchase"):
+            if phase not in phases:
+                continue
+            makers = [_maker(b, phase, stock, health_rate) for b in (plain, acked)]
+            turn = args.seconds / SLICES
+            results: list[list[httpload.Result]] = [[], []]
+            sent = [0, 0]
+            for n in range(SLICES):
+                # Each side goes first in every other turn: no order effect.
+                for side in (0, 1) if n % 2 == 0 else (1, 0):
+                    make, distinct = makers[side]
+                    res = (plain, acked)[side].load(
+                        _shifted(make, sent[side]),
+                        duration=turn,
+                        keep_bodies=True,
+                        distinct=distinct,
+                    )
+                    results[side].append(res)
+                    sent[side] += res.requests
+            turns = " ".join(
+                f"{b_.rate / a_.rate:.2f}" for a_, b_ in zip(results[0], results[1], strict=True)
+            )
+            merged = [httpload.merge(rs) for rs in results]
+            for label, res in zip(("acks 0", "acks 1"), merged, strict=True):
+                summary(f"{phase}, {label}", res)
+                told = [
+                    c
+                    for body in res.bodies
+                    for c in (
+                        [x["code"] for x in msgspec.json.decode(body)["codes"]]
+                        if phase == "issue"
+                        else [msgspec.json.decode(body)["code"]]
+                    )
+                ]
+                duplicates += check_unique(told, f"{phase}, {label}")
+            print(f"  acks 1 / acks 0 per turn: {turns}")
+            ratio = merged[1].rate / merged[0].rate
+            print(f"{phase}: rate with acks 1 / rate with acks 0 = {ratio:.2f}")
+    finally:
+        stop(proc_a)
+        stop(proc_b)
+    return duplicates
+
+
+def _maker(
+    b: Bench, phase: str, stock: int, health_rate: float
+) -> tuple[httpload.RequestMaker, int]:
+    """(request maker, distinct requests) of the issue or purchase route on ``b``."""
+    if phase == "issue":
+        pool = b.pool("issue", stock, "I")
+        req = b.post(f"/v1/projects/{b.project}/pools/{pool}/issue", b.admin, b'{"count":1}')
+        return (lambda i: req), 1
+    pool = b.pool("sale", stock, "S")
+    reward = b.http.post(
+        f"/v1/projects/{b.project}/rewards", json={"name": "r", "pool_id": pool}, headers=b.admin
+    ).json()["id"]
+    path = f"/v1/projects/{b.project}/rewards/{reward}/purchase"
+    expires = int(time.time()) + 3600
+    fans = max(5000, math.ceil(health_rate / 5))  # as Run.purchase: under the user limit
+    reqs = [
+        b.post(
+            path,
+            {
+                "Authorization": "Bearer "
+                + jwt.encode({"sub": f"fan-{i}", "exp": expires}, b.user_secret, algorithm="HS256")
+            },
+        )
+        for i in range(fans)
+    ]
+    return (lambda i: reqs[i % len(reqs)]), len(reqs)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import fakeredis
 import pytest
+from loadtest.cluster import LocalCluster
 from redis.asyncio import Redis
 
 from codepool.embedded import EmbeddedRedis
+from codepool.redisclient import connect
 
 # ---------------------------------------------------------------------------------------
 # Redis fixtures
@@ -54,6 +56,37 @@ async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
 async def real_redis(redis_server_url: str) -> AsyncIterator[Redis]:
     """Only the real server (concurrency, durability); parametrized just for the marker."""
     client = await _real_client(redis_server_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+# ---------------------------------------------------------------------------------------
+# Redis Cluster: 3 masters + 3 replicas of the bundled redis-server, made by
+# `redis-cli --cluster create` once per session (~2 s), for the tests marked `cluster`
+# (tests/cluster/). Every test starts from empty masters.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: LocalCluster) -> str:
+    """URL of one node of the session's cluster, every master emptied."""
+    redis_cluster.wait_ok()
+    redis_cluster.flushall()
+    return redis_cluster.url
+
+
+@pytest.fixture
+async def cluster_redis(cluster_url: str) -> AsyncIterator[Redis]:
+    """The app's own kind of client (a RedisCluster typed as Redis) on the empty cluster."""
+    client = connect(cluster_url)
     try:
         yield client
     finally:

@@ -10,7 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 
 from codepool.models import ErrorBody, ErrorOut
 
@@ -95,6 +102,12 @@ StorageFull = _error("storage_full", 507, "the store is full; nothing was stored
 InternalError = _error("internal_error", 500, "internal error")
 RedisUnavailable = _error("redis_unavailable", 503, "the store is not reachable")
 NotReady = _error("not_ready", 503, "the service is not ready")
+NotReplicated = _error(
+    "not_replicated",
+    503,
+    "the change did not reach enough replicas in time (CODEPOOL_REPLICA_ACKS); retry "
+    "with the same Idempotency-Key",
+)
 ServerBusy = _error("server_busy", 503, "the server is at its concurrency limit; retry in a moment")
 
 
@@ -127,8 +140,19 @@ TOO_DEEP = "the JSON is nested too deeply"
 
 def redis_unavailable(exc: Exception) -> CodepoolError:
     """A lost or timed-out Redis, as the client hears of it (and the log, once)."""
-    log.warning("redis unavailable: %s", exc)
+    log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
     return RedisUnavailable()
+
+
+# A Redis Cluster failing over or resharding, still so after redis-py's retries: the
+# store is not reachable for now (503), not a bug.
+_CLUSTER_IN_FLUX = (
+    ClusterDownError,
+    TryAgainError,
+    MovedError,
+    AskError,
+    RedisClusterException,
+)
 
 
 def unexpected(exc: Exception, where: str) -> CodepoolError:
@@ -137,6 +161,8 @@ def unexpected(exc: Exception, where: str) -> CodepoolError:
     Redis at its maxmemory (policy noeviction) refuses writes with "OOM command not
     allowed": a full store, 507, not a bug. Scripts stop before their first write then.
     """
+    if isinstance(exc, _CLUSTER_IN_FLUX):
+        return redis_unavailable(exc)
     # redis-py drops the "OOM" prefix from plain commands; script errors keep it.
     if isinstance(exc, ResponseError) and "not allowed when used memory" in str(exc):
         log.warning("redis is full (maxmemory) on %s: %s", where, exc)

@@ -20,6 +20,9 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from codepool import errors
+from codepool.redisclient import eval_then_wait
+
 _INCLUDE = re.compile(r'^--@include "([\w.-]+)"\s*$', re.MULTILINE)
 
 # redis-py accepts str/bytes/int/float as script arguments.
@@ -73,8 +76,10 @@ def script_sources() -> dict[str, str]:
 class Scripts:
     """Every script registered on one client; call them with ``await scripts.run(...)``."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, replica_acks: int = 0, acks_timeout: float = 1.0) -> None:
         self._client = client
+        self._acks = replica_acks
+        self._acks_timeout_ms = max(1, round(acks_timeout * 1000))
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(source) for name, source in script_sources().items()
         }
@@ -86,3 +91,25 @@ class Scripts:
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run script ``name`` (file stem in lua/) with KEYS and ARGV."""
         return await self._scripts[name](keys=list(keys), args=list(args))
+
+    async def run_acked(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """:meth:`run` for a change someone is told of (a hand-out, redeem, release,
+        confirm): with CODEPOOL_REPLICA_ACKS=N, only once N replicas of the keys' shard
+        hold it (WAIT, pipelined after the EVALSHA on the same connection: no extra
+        round trip). Fewer: 503 not_replicated, and the change stays done on the master
+        (a retry with the same Idempotency-Key gets the same codes, and waits again)."""
+        if not self._acks:
+            return await self.run(name, keys, args)
+        script = self._scripts[name]
+        reply, acks = await eval_then_wait(
+            self._client,
+            script.sha,
+            cast(str, script.script),
+            keys,
+            args,
+            self._acks,
+            self._acks_timeout_ms,
+        )
+        if acks < self._acks:
+            raise errors.NotReplicated(acks=acks, wanted=self._acks, retry_after=1)
+        return reply

@@ -113,6 +113,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # holder dies). An expired hold goes back within about one interval.
     hold_reap_interval: float = 0.25
     hold_reaper_lease: float = 2.0
+    # Scale (docs/cluster.md): after each hand-out call (and redeem, release, confirm),
+    # WAIT until this many replicas of its shard hold the write, at most
+    # replica_acks_timeout seconds, before anyone is told; fewer answers 503
+    # not_replicated. 0: no WAIT (asynchronous replication, no extra cost).
+    replica_acks: int = 0
+    replica_acks_timeout: float = 1.0
     # The command line's client verbs (codepool/client, docs/cli.md): the service they
     # talk to, the bearer key they send (never taken from argv), the project they act in.
     url: str = "http://127.0.0.1:8000"
@@ -162,6 +168,8 @@ _ENV: dict[str, str] = {
     "HTTP_MAX_CONCURRENCY": "http_max_concurrency",
     "HOLD_REAP_INTERVAL": "hold_reap_interval",
     "HOLD_REAPER_LEASE": "hold_reaper_lease",
+    "REPLICA_ACKS": "replica_acks",
+    "REPLICA_ACKS_TIMEOUT": "replica_acks_timeout",
     "URL": "url",
     "API_KEY": "api_key",
     "PROJECT": "project",
@@ -202,6 +210,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if min(settings.http_max_header_bytes, settings.http_header_timeout) <= 0:
         raise SettingsError("CODEPOOL_HTTP_MAX_HEADER_BYTES and _HEADER_TIMEOUT must be > 0")
     _check_notify(settings)
+    if settings.replica_acks < 0 or settings.replica_acks_timeout <= 0:
+        raise SettingsError(
+            "CODEPOOL_REPLICA_ACKS must be >= 0 and CODEPOOL_REPLICA_ACKS_TIMEOUT > 0"
+        )
     if not 0 < settings.hold_reap_interval < settings.hold_reaper_lease:
         # A lease shorter than a tick would lapse between two renewals.
         raise SettingsError(

@@ -240,6 +240,7 @@ class PoolController(Controller):
             errors.PoolExpired,
             errors.IdempotencyKeyReused,
             errors.NotReady,
+            errors.NotReplicated,
             *BODY,
             *WRITE,
         ),

@@ -19,6 +19,7 @@ _CHANGE = (
     errors.AlreadyRedeemed,
     errors.PoolExpired,
     errors.NotReady,
+    errors.NotReplicated,
 )
 
 

@@ -94,6 +94,7 @@ class RewardController(Controller):
             errors.PoolExpired,
             errors.IdempotencyKeyReused,
             errors.NotReady,
+            errors.NotReplicated,
             *BODY,
             *WRITE,
         ),

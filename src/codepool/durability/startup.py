@@ -28,7 +28,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from codepool import keys
+from codepool import keys, redisclient
 from codepool.durability import catchup
 from codepool.durability.hosts import (
     Lease,
@@ -77,7 +77,8 @@ class MissingJournalsError(RuntimeError):
 
 def make_redis(url: str) -> Redis:
     # Generous timeouts: a restore writes big pipelines.
-    return Redis.from_url(url, socket_timeout=120, socket_connect_timeout=10)
+    # A cluster node's URL gives a cluster client (redisclient.connect).
+    return redisclient.connect(url, socket_timeout=120, socket_connect_timeout=10)
 
 
 async def snapshot_now(client: Redis, settings: Settings) -> SnapshotInfo:

@@ -8,15 +8,19 @@ worker can tell its own lease from another's.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from codepool import errors, keys
 from codepool.models import DeadDelivery, Page, WebhookConfig, WebhookIn
 from codepool.notify.records import DeadInfo, Delivery
+from codepool.redisclient import is_cluster, on_masters
 from codepool.store.base import Backend, text
 
 # The consumer group every worker reads the outboxes through.
@@ -28,6 +32,17 @@ Entries = list[tuple[bytes, dict[bytes, bytes] | None]]
 _delivery_decoder = msgspec.json.Decoder(Delivery)
 _dead_decoder = msgspec.json.Decoder(DeadInfo)
 _encoder = msgspec.json.Encoder()
+
+
+# How often an idle delivery worker reads the outboxes again on Redis Cluster.
+CLUSTER_POLL = 0.1
+
+
+def _pairs(flat: list[bytes] | None) -> dict[bytes, bytes] | None:
+    """A raw stream entry's fields (None: the entry was deleted while pending)."""
+    if flat is None:
+        return None
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class Claimed(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,15 +124,51 @@ class DeliveryStore:
         """New outbox entries of these projects for ``consumer``, waiting up to ``block_ms``.
 
         One blocking read over every project's outbox keeps an idle worker to one command
-        per poll. (On Redis Cluster the outboxes live in different slots; that would need
-        one read per slot.)
+        per poll. On Redis Cluster the outboxes live in different slots: see _read_slots.
         """
+        if is_cluster(self._b.client):
+            return await self._read_slots(project_ids, consumer, count, block_ms)
         by_key = {keys.outbox(p): p for p in project_ids}
         raw = await self._b.client.xreadgroup(
             GROUP, consumer, dict.fromkeys(by_key, ">"), count=count, block=max(1, block_ms)
         )
         streams = cast(list[tuple[bytes, Entries]], raw or [])
         return [(by_key[text(stream)], entries) for stream, entries in streams]
+
+    async def _read_slots(
+        self, project_ids: Sequence[str], consumer: str, count: int, block_ms: int
+    ) -> list[tuple[str, Entries]]:
+        """:meth:`read` on a cluster: one XREADGROUP per slot (a command's keys must share
+        one), each master's sent as one pipeline, the masters at once; not blocking (a
+        blocked read would hold a connection per slot), so an idle worker looks again
+        every CLUSTER_POLL seconds until ``block_ms`` is up."""
+        by_key = {keys.outbox(p): p for p in project_ids}
+        by_slot: dict[int, list[str]] = {}
+        for p in project_ids:
+            by_slot.setdefault(key_slot(keys.outbox(p).encode()), []).append(p)
+        commands: list[tuple[Any, ...]] = []
+        first_keys: list[str] = []
+        for projects in by_slot.values():
+            streams = [keys.outbox(p) for p in projects]
+            commands.append(
+                ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "STREAMS", *streams)
+                + (">",) * len(streams)
+            )
+            first_keys.append(streams[0])
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            replies = await on_masters(self._b.client, commands, first_keys)
+            found: list[tuple[str, Entries]] = []
+            for reply in replies:
+                if isinstance(reply, ResponseError) and "NOGROUP" in str(reply):
+                    raise reply
+                if isinstance(reply, Exception) or not reply:
+                    continue  # MOVED (resharding): read again next poll
+                for stream, entries in reply:
+                    found.append((by_key[text(stream)], [(i, _pairs(f)) for i, f in entries]))
+            if found or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(min(CLUSTER_POLL, max(0.0, deadline - time.monotonic())))
 
     async def take_over(
         self, project_id: str, consumer: str, min_idle_ms: int, count: int

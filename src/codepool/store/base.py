@@ -20,7 +20,7 @@ class Backend:
 
     def __init__(self, client: Redis, settings: Settings, journal: Journal | None = None) -> None:
         self.client = client
-        self.scripts = Scripts(client)
+        self.scripts = Scripts(client, settings.replica_acks, settings.replica_acks_timeout)
         self.settings = settings
         self.journal = journal
 

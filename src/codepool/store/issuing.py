@@ -116,7 +116,7 @@ async def issue_call(
         # batch without them sends what it always sent.
         key_list.append(keys.holds(project_id))
         args += [at + r.hold_seconds if r.hold_seconds else "" for r in requests]
-    raw = await backend.scripts.run("issue", key_list, args)
+    raw = await backend.scripts.run_acked("issue", key_list, args)
     results: list[IssueResult] = []
     i = 1
     for r in requests:

@@ -151,7 +151,7 @@ class PosStore:
         t = _templates(project_id)
         at = now()
         stats_t, _ = stats_templates(project_id, at)
-        raw = await self._b.scripts.run(
+        raw = await self._b.scripts.run_acked(
             "redeem",
             _event_keys(project_id),
             [
@@ -207,7 +207,7 @@ class PosStore:
     async def confirm(self, project_id: str, code: str) -> CodeInstance:
         """Make a held hand-out final (lua/confirm.lua): the hold reaper leaves it."""
         t = _templates(project_id)
-        raw = await self._b.scripts.run(
+        raw = await self._b.scripts.run_acked(
             "confirm",
             [keys.issued(project_id), keys.pools(project_id)],
             [code, t["pool"], t["avail"]],
@@ -236,7 +236,7 @@ class PosStore:
 
     async def release(self, project_id: str, code: str) -> CodeInstance:
         released_at = now()
-        raw = await self._b.scripts.run(
+        raw = await self._b.scripts.run_acked(
             "release",
             _event_keys(project_id),
             [
