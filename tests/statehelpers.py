@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from codepool import keys
+from codepool.redisclient import scan_every_master
 from codepool.store.base import text
 
 Dump = dict[bytes, tuple[str, Any, bool]]
@@ -23,10 +24,11 @@ _RATE_LIMIT = re.compile(
 
 
 async def dump(r: Redis) -> Dump:
-    """Every codepool key: (type, value, has a TTL); but rate-limit counters, which live a
-    second and are no state a snapshot keeps (keys.rate_limit)."""
+    """Every codepool key (on every master of a cluster): (type, value, has a TTL); but
+    rate-limit counters, which live a second and are no state a snapshot keeps
+    (keys.rate_limit)."""
     out: Dump = {}
-    async for key in r.scan_iter(match="cp:*", count=1000):
+    for key in sorted({k async for batch in scan_every_master(r, "cp:*") for k in batch}):
         if _RATE_LIMIT.fullmatch(key):
             continue
         kind = text(await r.type(key))
