@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from codepool import keys
+from codepool.store import codeindex
 from codepool.store.base import text
 
 Dump = dict[bytes, tuple[str, Any, bool]]
@@ -20,6 +21,14 @@ _USER_EVENTS = re.compile(
 _RATE_LIMIT = re.compile(
     re.escape(keys.rate_limit("\0", "\1")).replace("\0", "[^}]+").replace("\1", ".+").encode()
 )
+# The code index (codepool.store.codeindex): its bytes name upload numbers and offsets,
+# which a restore chooses anew; what must hold is that it finds every available code.
+_INDEX = re.compile(
+    "|".join(
+        re.escape(k).replace("\0", "[^}]+").replace("\1", "[0-9-]+")
+        for k in (keys.code_index("\0", "\1"), keys.code_index_uploads("\0"))
+    ).encode()
+)
 
 
 async def dump(r: Redis) -> Dump:
@@ -27,7 +36,7 @@ async def dump(r: Redis) -> Dump:
     second and are no state a snapshot keeps (keys.rate_limit)."""
     out: Dump = {}
     async for key in r.scan_iter(match="cp:*", count=1000):
-        if _RATE_LIMIT.fullmatch(key):
+        if _RATE_LIMIT.fullmatch(key) or _INDEX.fullmatch(key):
             continue
         kind = text(await r.type(key))
         value: Any
@@ -35,6 +44,7 @@ async def dump(r: Redis) -> Dump:
             value = await r.get(key)
         elif kind == "hash":
             value = await r.hgetall(key)
+            value.pop(b"ix", None)  # a pool's identity upload in the code index
         elif kind == "list":
             value = await r.lrange(key, 0, -1)
         elif kind == "set":
@@ -44,7 +54,44 @@ async def dump(r: Redis) -> Dump:
         else:
             value = await r.xrange(key)
         out[key] = (kind, value, await r.pttl(key) > 0)
+    for key, (kind, value, _) in list(out.items()):
+        if key.endswith(b":avail"):
+            out[key + b"#unindexed"] = ("index", await unindexed(r, key, value), False)
     return out
+
+
+async def unindexed(r: Redis, avail: bytes, codes: list[bytes]) -> list[bytes]:
+    """The codes of an available list that the code index does not point at (at their
+    position, in their pool): what lua/includes/common.lua's lookup would miss."""
+    project, _, rest = text(avail).partition("}:pool:")
+    project = project.removeprefix("cp:{")
+    pool_id = rest.removesuffix(":avail")
+    popped = int(text(await r.hget(keys.pool(project, pool_id), "popped")) or "0")
+    uploads = await r.hgetall(keys.code_index_uploads(project))
+    missing = []
+    for index, code in enumerate(codes):
+        bucket, h = codeindex.bucket_key(project, code)
+        found = False
+        for fp, u, o in codeindex.entries(await r.get(bucket)):
+            m = uploads.get(str(u).encode())
+            if fp != h >> 8 or m is None:
+                continue
+            n, moved = int.from_bytes(m[:4]), int.from_bytes(m[4:8])
+            if m[8 + 8 * n :].decode() != pool_id or o >= moved:
+                continue
+            segs = [
+                (
+                    int.from_bytes(m[8 + 8 * i : 12 + 8 * i]),
+                    int.from_bytes(m[12 + 8 * i : 16 + 8 * i]),
+                )
+                for i in range(n)
+            ]
+            start, at = max((s for s in segs if s[0] <= o), default=(0, -1))
+            if at >= 0 and at + o - start == popped + index:
+                found = True
+        if not found:
+            missing.append(code)
+    return missing
 
 
 def _entry(fields: dict[bytes, bytes], ids_renewed: bool) -> tuple[Any, ...]:

@@ -62,6 +62,7 @@ from codepool.snapshot import (
     started_at,
     take_snapshot,
 )
+from codepool.store import codeindex
 from codepool.store.base import text
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,22 @@ async def _catch_up(client: Redis, settings: Settings) -> RestoreStats | None:
 async def ensure_state(client: Redis, settings: Settings, *, catch_up: bool = True) -> str:
     """Make Redis hold the codepool state before anything is served; returns what was
     done: "kept", "caught-up", "initialized" or "restored". ``catch_up`` only while
-    nothing else writes to Redis (its snapshot must be exact)."""
+    nothing else writes to Redis (its snapshot must be exact). Every pool is in the
+    code index afterwards (_index_pools)."""
+    outcome = await _ensure_state(client, settings, catch_up=catch_up)
+    await _index_pools(client)
+    return outcome
+
+
+async def _index_pools(client: Redis) -> None:
+    """Pools from before the code index (or a restore that died before indexing) are
+    indexed before anything is served (codepool.store.codeindex.ensure_all)."""
+    done = await codeindex.ensure_all(client)
+    if done:
+        log.warning("code index: indexed %d code(s) of pools not yet in it", done)
+
+
+async def _ensure_state(client: Redis, settings: Settings, *, catch_up: bool) -> str:
     directory = snapshots_dir(settings.data_dir)
     with directory_lock(directory):
         if await client.exists(keys.RESTORING):

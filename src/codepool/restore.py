@@ -33,6 +33,8 @@ Everything not reflected is applied, exactly once, to the data of that slice:
   journaled hand-outs, redeems and releases a day's read does not reflect are counted
   into the minute of their time; a day the snapshot has no key for is counted from
   the journal alone. So the series stays exact across a restore.
+- the code index (keys.code_index; snapshots leave it out): rebuilt from the restored
+  available lists before the restore is marked complete (_rebuild_code_index).
 - counters are recounted from what was written (total = available + assigned +
   redeemed), so they are exact whatever the snapshot's timing.
 
@@ -86,7 +88,7 @@ from codepool.snapshot import (
     read_frames,
     scan_keys,
 )
-from codepool.store import stats
+from codepool.store import codeindex, stats
 
 log = logging.getLogger(__name__)
 
@@ -901,7 +903,9 @@ class _Project:
             )  # fmt: skip
         else:
             fields = {
-                k: v for k, v in self.pool_hashes[pool].items() if not k.startswith(b"committing:")
+                k: v
+                for k, v in self.pool_hashes[pool].items()
+                if not k.startswith(b"committing:") and k != b"ix"  # see _rebuild_code_index
             }
             # A threshold is armed exactly while more than it is available (issue.lua
             # fires and disarms it on the way down, a release or refill re-arms it on the
@@ -925,6 +929,14 @@ class _Project:
         for k, v in fields.items():
             flat += [k, v]
         await self.w.call("HSET", key, *flat)
+
+
+async def _rebuild_code_index(client: Redis, projects: set[str]) -> None:
+    """Snapshots leave the code index out (its upload numbers and offsets name a past
+    state): every restored pool is indexed again from its restored available list, in
+    positions (codepool.store.codeindex.build_pool). The pool hashes came back without
+    their ``ix`` field, so each is built once."""
+    await codeindex.ensure_all(client, sorted(projects))
 
 
 def _bump(value: bytearray, cell: int) -> None:
@@ -1057,6 +1069,7 @@ async def restore(
         await client.sadd(keys.PROJECTS, *present)
     stats.projects = len(present)
     stats.keys = len(w.keys)
+    await _rebuild_code_index(client, projects_seen | set(by_project))
     # Records of hand-outs made from the restored state are all written after `started`.
     await mark_complete(client, since=started)
     await client.delete(keys.RESTORING)
