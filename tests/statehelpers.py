@@ -54,7 +54,7 @@ async def dump(r: Redis) -> Dump:
         else:
             value = await r.xrange(key)
         out[key] = (kind, value, await r.pttl(key) > 0)
-    for key, (kind, value, _) in list(out.items()):
+    for key, (_, value, _) in list(out.items()):
         if key.endswith(b":avail"):
             out[key + b"#unindexed"] = ("index", await unindexed(r, key, value), False)
     return out
@@ -76,18 +76,9 @@ async def unindexed(r: Redis, avail: bytes, codes: list[bytes]) -> list[bytes]:
             m = uploads.get(str(u).encode())
             if fp != h >> 8 or m is None:
                 continue
-            n, moved = int.from_bytes(m[:4]), int.from_bytes(m[4:8])
-            if m[8 + 8 * n :].decode() != pool_id or o >= moved:
+            if codeindex.pool_of(m) != pool_id:
                 continue
-            segs = [
-                (
-                    int.from_bytes(m[8 + 8 * i : 12 + 8 * i]),
-                    int.from_bytes(m[12 + 8 * i : 16 + 8 * i]),
-                )
-                for i in range(n)
-            ]
-            start, at = max((s for s in segs if s[0] <= o), default=(0, -1))
-            if at >= 0 and at + o - start == popped + index:
+            if codeindex.position(m, o) == popped + index:
                 found = True
         if not found:
             missing.append(code)

@@ -17,6 +17,7 @@ from codepool.store.base import Backend, text
 from codepool.store.codeindex import UploadIndex
 from codepool.store.codes import CodeStore
 from codepool.store.issuing import IssueRequest, issue_batch
+from codepool.store.pools import PoolStore
 from codepool.store.pos import PosStore
 from codepool.store.records import parse_record
 from codepool.store.stats import stats_keys
@@ -475,3 +476,36 @@ async def test_issue_rechecks_cached_credentials(backend: Backend) -> None:
         Status.STALE_CREDENTIAL,
     ]
     assert await _counters(backend) == (3, 1, 2)
+
+
+async def _index_keys(backend: Backend) -> list[bytes]:
+    return sorted([k async for k in backend.client.scan_iter(match=keys.code_index(P, "*"))])
+
+
+async def test_deleting_a_pool_takes_its_entries_out(backend: Backend) -> None:
+    """A deleted pool's codes are unknown at once, and its entries (uploads and
+    releases) leave the index; another pool's entries of the same codes stay."""
+    await create_pool(backend)
+    await fill(backend, ["S1", "S2", "S3"])
+    await issue_batch(backend, P, POOL, [IssueRequest(count=1)])
+    await PosStore(backend).release(P, "S1")  # an entry of the identity upload
+    await backend.scripts.run(
+        "create_pool",
+        [keys.pool_names(P), keys.pools(P), keys.pool(P, "pool2")],
+        ["pool2", "Two", 1.0, "", "", "{}", ""],
+    )
+    other = await UploadIndex.new(backend.scripts, P, "pool2")
+    staging = keys.pool_staging(P, "pool2", "s2")
+    assert await CodeStore(backend)._stage(P, "pool2", staging, other, [b"S2"], "skip", 0) == (
+        1,
+        0,
+    )
+    assert len(await _index_keys(backend)) == 3
+    await PoolStore(backend).delete(P, POOL)
+    assert await _lookup(backend, "S1") == [-10]
+    assert await _lookup(backend, "S3") == [-10]
+    bucket, _, _ = codeindex.lookup_args(P, "S2")
+    assert await _index_keys(backend) == [bucket.encode()]
+    assert len(codeindex.entries(await backend.client.get(bucket))) == 1
+    left = await backend.client.hgetall(keys.code_index_uploads(P))
+    assert {codeindex.pool_of(v) for f, v in left.items() if f != b"seq"} == {"pool2"}

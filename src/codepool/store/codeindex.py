@@ -127,7 +127,7 @@ class UploadIndex:
         self._pending = [bytearray() for _ in range(BUCKETS)]
         self._buffered = 0
         # At least one call: it also forgets the upload number.
-        await self._each_slice("index_drop", self._touched() or [-1], 1, [self.number])
+        await self._each_slice("index_drop", self._touched() or [-1], 1, [str(self.number)])
 
     def _touched(self) -> list[Arg]:
         return [b for b in range(BUCKETS) if self.touched[b]]
@@ -187,6 +187,42 @@ async def ensure_all(client: Redis, projects: Sequence[str] = ()) -> int:
         for pool_id in sorted(text(p) for p in await client.smembers(keys.pools(project))):
             done += await build_pool(client, scripts, project, pool_id)
     return done
+
+
+def pool_of(upload: Any) -> str:
+    """The pool id an uploads-hash value names (after its segments)."""
+    raw = bytes(upload)
+    n = int.from_bytes(raw[:4])
+    return raw[8 + 8 * n :].decode()
+
+
+def position(upload: Any, offset: int) -> int | None:
+    """Where an uploads-hash value says ``offset`` landed (None: not in its pool yet),
+    as lua/includes/common.lua's cx_position reads it."""
+    raw = bytes(upload)
+    n, moved = int.from_bytes(raw[:4]), int.from_bytes(raw[4:8])
+    if offset >= moved:
+        return None
+    at = None
+    for i in range(n):
+        start = int.from_bytes(raw[8 + 8 * i : 12 + 8 * i])
+        if start <= offset:
+            at = int.from_bytes(raw[12 + 8 * i : 16 + 8 * i]) + offset - start
+    return at
+
+
+async def purge_pool(client: Redis, scripts: Scripts, project: str, pool_id: str) -> int:
+    """Take a deleted pool's entries out of every bucket (its uploads and its identity
+    upload), ``BUCKETS_PER_CALL`` buckets a call; returns how many went."""
+    uploads = await client.hgetall(keys.code_index_uploads(project))
+    numbers = [text(u) for u, v in uploads.items() if u != b"seq" and pool_of(v) == pool_id]
+    if not numbers:
+        return 0
+    names, template, removed = [keys.code_index_uploads(project)], bucket_template(project), 0
+    for start in range(0, BUCKETS, BUCKETS_PER_CALL):
+        buckets = range(start, min(start + BUCKETS_PER_CALL, BUCKETS))
+        removed += await scripts.run("index_drop", names, [template, ",".join(numbers), *buckets])
+    return removed
 
 
 def lookup_args(project: str, code: str) -> tuple[str, str, int]:
