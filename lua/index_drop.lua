@@ -4,7 +4,7 @@
   every bucket they touched; entries of a forgotten number answer nothing meanwhile).
 
   KEYS[1] index uploads hash
-  ARGV[1] bucket key template (keys.code_index, "\0" = bucket)
+  ARGV[1] bucket key prefix (keys.code_index up to the bucket number)
   ARGV[2] upload numbers, comma separated   ARGV[3..] bucket numbers
   Returns: the number of entries removed
 ]]
@@ -17,7 +17,7 @@ for u in string.gmatch(ARGV[2], '[^,]+') do
 end
 local removed = 0
 for i = 3, #ARGV do
-  local key = fill(ARGV[1], ARGV[i])
+  local key = ARGV[1] .. ARGV[i]
   local s = rcall('GET', key)
   if s then
     -- Entry starts to drop, found at C speed (string.find, then the alignment checked).

@@ -36,7 +36,7 @@ async def fill(b: Backend, codes: list[str], upload_id: str = "u", *, at: float 
     staging = keys.pool_staging(P, POOL, upload_id)
     await b.client.rpush(staging, *codes)
     index.add([c.encode() for c in codes], 0)
-    await index.flush()
+    await index.finish()
     commit_keys = [
         keys.pool(P, POOL),
         keys.pool_available(P, POOL),
@@ -50,5 +50,4 @@ async def fill(b: Backend, codes: list[str], upload_id: str = "u", *, at: float 
     result: list[int] = await b.scripts.run("commit_upload", commit_keys, args)
     while result[0] > 0:
         result = await b.scripts.run("commit_upload", commit_keys, args)
-    await index.compact()
     return result

@@ -416,7 +416,7 @@ async def test_lua_crc32_is_zlibs(backend: Backend) -> None:
     """The hold reaper hashes codes in Lua (common.lua crc32): the same CRC-32 as
     zlib's, so its index buckets are the ones Python writes."""
     codes = ["A", "SAVE10", "C000123456", "ÄÖü-€", "x" * 64]
-    src = script_sources()["index_append"].split("local template")[0]
+    src = script_sources()["index_append"].split("local prefix")[0]
     body = (
         src + "local out = {} for i = 1, #ARGV do out[i] = tostring(crc32(ARGV[i])) end return out"
     )

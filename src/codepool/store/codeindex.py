@@ -17,13 +17,16 @@ is compared with the code at that position (LINDEX), so the index is exact.
 Written in bulk: an upload's entries are computed here per chunk (one CRC-32 per code,
 grouped per bucket in plain bytearrays), buffered up to ``FLUSH_CODES`` codes and
 written with one APPEND per bucket (lua/index_append.lua, ``BUCKETS_PER_CALL`` buckets
-per call so no call holds Redis long). APPEND over-allocates (it doubles a string's
-room), so a finished upload rewrites each bucket it touched to size
-(lua/index_compact.lua); a failed one takes its entries out again (lua/index_drop.lua).
+per call so no call holds Redis long) by a task, while the upload goes on. APPEND
+over-allocates (it doubles a string's room), so the last write of an upload rewrites
+each bucket it touched at its size (GET + SET); a failed upload takes its entries out
+again (lua/index_drop.lua).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -40,9 +43,9 @@ WIDTH = 10
 # Entries buffered before they are written: ~30 per bucket per APPEND at 1M codes, and
 # ~10 MB of worker memory at most.
 FLUSH_CODES = 1_000_000
-# Buckets per index_append / index_compact / index_drop call: well under a millisecond
+# Buckets per index_append / index_drop call: about half a millisecond
 # of Redis each.
-BUCKETS_PER_CALL = 256
+BUCKETS_PER_CALL = 128
 # Codes read per LRANGE when a pool's codes are indexed from its available list.
 BUILD_SLICE = 50_000
 # Codes per index_stage_skip.lua call (a duplicates=skip upload; each code is looked up).
@@ -61,8 +64,18 @@ def bucket_template(project: str) -> str:
     return keys.code_index(project, "\0")
 
 
+def bucket_prefix(project: str) -> str:
+    """keys.code_index's name up to the bucket number (which ends it)."""
+    return keys.code_index(project, "")
+
+
 class UploadIndex:
-    """The index entries of one upload (or one pool's rebuild), written in bulk."""
+    """The index entries of one upload (or one pool's rebuild), written in bulk.
+
+    ``add`` buffers entries per bucket; ``flush`` hands a full buffer to a task that
+    writes it while the upload goes on parsing and staging (two buffers at most);
+    ``finish`` writes the rest and rewrites every touched bucket at its size; ``drop``
+    takes everything out again."""
 
     def __init__(self, scripts: Scripts, project: str, number: int) -> None:
         self._scripts = scripts
@@ -71,16 +84,14 @@ class UploadIndex:
         self._high = number << 32
         self._pending: list[bytearray] = [bytearray() for _ in range(BUCKETS)]
         self._buffered = 0
+        self._writing: asyncio.Task[None] | None = None
         self.touched = bytearray(BUCKETS)
 
     @classmethod
     async def new(cls, scripts: Scripts, project: str, pool_id: str) -> UploadIndex:
         """A new upload number for ``pool_id``: nothing of it is in the pool yet."""
-        number = await scripts.run(
-            "index_upload",
-            [keys.code_index_uploads(project), keys.pool(project, pool_id)],
-            [pool_id],
-        )
+        names = [keys.code_index_uploads(project), keys.pool(project, pool_id)]
+        number = await scripts.run("index_upload", names, [pool_id])
         if int(number) < 0:
             raise errors.PoolNotFound(id=pool_id)
         return cls(scripts, project, int(number))
@@ -106,7 +117,9 @@ class UploadIndex:
         return self._buffered >= FLUSH_CODES
 
     async def flush(self) -> None:
-        """Write the buffered entries: one APPEND per bucket."""
+        """Start writing the buffered entries (one APPEND per bucket) in a task, once
+        the previous write is done."""
+        await self._settle()
         if not self._buffered:
             return
         args: list[Arg] = []
@@ -115,31 +128,43 @@ class UploadIndex:
                 args += [b, bytes(piece)]
                 piece.clear()
         self._buffered = 0
-        await self._each_slice("index_append", args, 2)
+        self._writing = asyncio.create_task(self._each_slice("index_append", args, 2, ["append"]))
 
-    async def compact(self) -> None:
-        """Rewrite every bucket this upload appended to at its exact size."""
-        await self.flush()
-        await self._each_slice("index_compact", self._touched(), 1)
+    async def finish(self) -> None:
+        """Write what is buffered and rewrite every bucket this upload touched at its
+        exact size: when it returns, every entry is in Redis."""
+        await self._settle()
+        args: list[Arg] = []
+        for b in range(BUCKETS):
+            if self.touched[b]:
+                args += [b, bytes(self._pending[b])]
+        self._pending = [bytearray() for _ in range(BUCKETS)]
+        self._buffered = 0
+        await self._each_slice("index_append", args, 2, ["final"])
 
     async def drop(self) -> None:
         """Take this upload's entries out of the buckets it touched, and its number."""
+        with contextlib.suppress(Exception):
+            await self._settle()
         self._pending = [bytearray() for _ in range(BUCKETS)]
         self._buffered = 0
         # At least one call: it also forgets the upload number.
-        await self._each_slice("index_drop", self._touched() or [-1], 1, [str(self.number)])
+        touched: list[Arg] = [b for b in range(BUCKETS) if self.touched[b]]
+        await self._each_slice("index_drop", touched or [-1], 1, [str(self.number)])
 
-    def _touched(self) -> list[Arg]:
-        return [b for b in range(BUCKETS) if self.touched[b]]
+    async def _settle(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
 
     async def _each_slice(
         self, script: str, args: list[Arg], stride: int, head: Sequence[Arg] = ()
     ) -> None:
         names = [keys.code_index_uploads(self._project)]
-        template = bucket_template(self._project)
+        prefix = bucket_prefix(self._project)
         step = BUCKETS_PER_CALL * stride
         for i in range(0, len(args), step):
-            await self._scripts.run(script, names, [template, *head, *args[i : i + step]])
+            await self._scripts.run(script, names, [prefix, *head, *args[i : i + step]])
 
 
 async def identity(scripts: Scripts, project: str, pool_id: str) -> int:
@@ -172,7 +197,7 @@ async def build_pool(client: Redis, scripts: Scripts, project: str, pool_id: str
         start += len(codes)
         if len(codes) < BUILD_SLICE:
             break
-    await index.compact()
+    await index.finish()
     return start
 
 
@@ -218,10 +243,10 @@ async def purge_pool(client: Redis, scripts: Scripts, project: str, pool_id: str
     numbers = [text(u) for u, v in uploads.items() if u != b"seq" and pool_of(v) == pool_id]
     if not numbers:
         return 0
-    names, template, removed = [keys.code_index_uploads(project)], bucket_template(project), 0
+    names, prefix, removed = [keys.code_index_uploads(project)], bucket_prefix(project), 0
     for start in range(0, BUCKETS, BUCKETS_PER_CALL):
         buckets = range(start, min(start + BUCKETS_PER_CALL, BUCKETS))
-        removed += await scripts.run("index_drop", names, [template, ",".join(numbers), *buckets])
+        removed += await scripts.run("index_drop", names, [prefix, ",".join(numbers), *buckets])
     return removed
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 from collections.abc import AsyncIterable, AsyncIterator, Collection
 from typing import Any, Literal
 
@@ -19,7 +18,6 @@ from codepool.store.records import walk
 from codepool.store.stats import stats_keys
 
 Duplicates = Literal["allow", "skip"]
-log = logging.getLogger(__name__)
 
 # Bytes gathered from the network before one parse + stage step: large enough that
 # per-step overhead vanishes, small enough that an upload's memory stays flat.
@@ -88,7 +86,7 @@ class CodeStore:
             if staged + skipped == 0:
                 raise errors.NoCodes()
             # Every entry is in the index before any of the codes is available.
-            await index.flush()
+            await index.finish()
             fingerprint = hasher.hexdigest() if idempotency is not None else ""
             answer = await self.commit(
                 project_id, pool_id, upload_id, (record, fingerprint, staged, skipped)
@@ -97,10 +95,6 @@ class CodeStore:
                 return answer  # the Idempotency-Key's first answer; nothing was added
             stored = True
             total, available = answer
-            try:
-                await index.compact()
-            except Exception:  # stored all the same; the buckets keep some slack
-                log.warning("code index: buckets of upload %s not compacted", upload_id)
             return UploadResult(added=staged, skipped=skipped, total=total, available=available)
         finally:
             if not stored:
