@@ -30,6 +30,7 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local pool, avail, staging, stored, record = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local mark = 'committing:' .. ARGV[2]
 local fingerprint = ARGV[4] or ''

@@ -15,6 +15,7 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local code, pool_t, avail_t = ARGV[1], ARGV[2], ARGV[3]
 local ix = cx_for({map = KEYS[3], bucket = KEYS[2], pool_t = pool_t, avail_t = avail_t}, tonumber(ARGV[4]))
 

@@ -12,6 +12,7 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local prefix, final = ARGV[1], ARGV[2] == 'final'
 for i = 3, #ARGV, 2 do
   local key = prefix .. ARGV[i]

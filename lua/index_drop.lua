@@ -10,6 +10,7 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local numbers, patterns = {}, {}
 for u in string.gmatch(ARGV[2], '[^,]+') do
   numbers[#numbers + 1] = u

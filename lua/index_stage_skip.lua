@@ -12,6 +12,7 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local staging, issued, pool_id, own = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[3])
 local base = rcall('LLEN', staging)
 local staged, skipped, batch, here = 0, 0, {}, {}

@@ -10,6 +10,7 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local uploads, pool_key, pool_id = KEYS[1], KEYS[2], ARGV[1]
 if rcall('EXISTS', pool_key) == 0 then return -5 end
 local ix = {map = uploads}

@@ -26,6 +26,7 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local now, batch, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local t = {pool = ARGV[4], avail = ARGV[5], log = ARGV[6], user = ARGV[7], reward_users = ARGV[8],
            user_events = ARGV[9], user_maxlen = ARGV[10], stats = ARGV[11]}

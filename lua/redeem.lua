@@ -17,6 +17,7 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local code, now, maxlen, pool_t, avail_t = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local user_events_t, user_maxlen = ARGV[6], ARGV[7]
 local stats_t = ARGV[8]

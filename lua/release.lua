@@ -21,6 +21,7 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local code, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
 local pool_t, avail_t, log_t, user_t, reward_users_t = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local user_events_t, user_maxlen = ARGV[9], ARGV[10]
