@@ -72,7 +72,7 @@ class CodeStore:
         staging = keys.pool_staging(project_id, pool_id, upload_id)
         lock = keys.pool_upload_lock(project_id, pool_id)
         locked = False
-        stored = False
+        keep = False  # staging list and index entries: stored, or a commit in doubt
         try:
             if duplicates == "skip":
                 # Skip mode compares against the pool's whole content, so two of them
@@ -88,16 +88,24 @@ class CodeStore:
             # Every entry is in the index before any of the codes is available.
             await index.finish()
             fingerprint = hasher.hexdigest() if idempotency is not None else ""
-            answer = await self.commit(
-                project_id, pool_id, upload_id, (record, fingerprint, staged, skipped)
-            )
+            try:
+                answer = await self.commit(
+                    project_id, pool_id, upload_id, (record, fingerprint, staged, skipped)
+                )
+            except errors.CodepoolError:
+                raise  # refused (quota, pool gone, key reused): the script dropped staging
+            except Exception:
+                # In doubt (Redis went away mid-commit): the commit mark lets the next
+                # start finish it (resume_commits), with its staging list and entries.
+                keep = True
+                raise
             if isinstance(answer, UploadResult):
                 return answer  # the Idempotency-Key's first answer; nothing was added
-            stored = True
+            keep = True
             total, available = answer
             return UploadResult(added=staged, skipped=skipped, total=total, available=available)
         finally:
-            if not stored:
+            if not keep:
                 # Best effort: if Redis is gone the staging list expires on its own and
                 # the index entries point at an upload that never moved (answer nothing).
                 with contextlib.suppress(Exception):
