@@ -19,8 +19,12 @@ local staged, skipped, batch, here = 0, 0, {}, {}
 local pieces, order = {}, {}   -- bucket key -> new entries; buckets in first-touch order
 local uploads = {}
 
-local function issued_here(code)
-  local record = rcall('HGET', issued, code)
+-- The issued records of the chunk's codes, in one HMGET.
+local codes = {}
+for i = 7, #ARGV, 2 do codes[#codes + 1] = ARGV[i] end
+local records = #codes > 0 and rcall('HMGET', issued, unpack(codes)) or {}
+
+local function issued_here(record)
   if not record then return false end
   for _, inst in ipairs(split(record, RS)) do
     if split(inst, US)[1] == pool_id then return true end
@@ -40,11 +44,11 @@ local function in_pool(ix, code)
   end)
 end
 
+local ix = {map = KEYS[3], pool_t = ARGV[5], avail_t = ARGV[6], uploads = uploads, pools = {}}
 for i = 7, #ARGV, 2 do
   local code = ARGV[i]
-  local ix = cx_for({map = KEYS[3], pool_t = ARGV[5], avail_t = ARGV[6], uploads = uploads},
-                    tonumber(ARGV[i + 1]), ARGV[4])
-  if here[code] or issued_here(code) or in_pool(ix, code) then
+  cx_for(ix, tonumber(ARGV[i + 1]), ARGV[4])
+  if here[code] or issued_here(records[(i - 5) / 2]) or in_pool(ix, code) then
     skipped = skipped + 1
   else
     here[code] = true

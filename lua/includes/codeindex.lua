@@ -22,6 +22,9 @@ local ENTRY_W = 10
 local IDENTITY_MOVED = 4294967295
 
 local function be(n, width)
+  if width == 3 then
+    return string.char(math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+  end
   local out = {}
   for i = width, 1, -1 do out[i] = n % 256; n = math.floor(n / 256) end
   return string.char(unpack(out))
