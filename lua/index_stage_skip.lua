@@ -32,10 +32,17 @@ local function issued_here(record)
   return false
 end
 
+-- Each bucket is read once per call: only this script writes it meanwhile, and what
+-- it adds (this chunk's codes) is in `here`.
+local buckets = {}
+local function bucket(key)
+  local s = buckets[key]
+  if s == nil then s = rcall('GET', key) or ''; buckets[key] = s end
+  return s
+end
+
 local function in_pool(ix, code)
-  local s = rcall('GET', ix.bucket)
-  if not s then return false end
-  return cx_each(s, ix.fp, function(_, u, o)
+  return cx_each(bucket(ix.bucket), ix.fp, function(_, u, o)
     if u == own then
       return o < base and lindex_near(staging, o) == code
     end
@@ -61,7 +68,7 @@ for i = 7, #ARGV, 2 do
 end
 if #batch > 0 then rcall('RPUSH', staging, unpack(batch)); staged = staged + #batch end
 for _, key in ipairs(order) do
-  cx_put(key, (rcall('GET', key) or '') .. table.concat(pieces[key]))
+  cx_put(key, bucket(key) .. table.concat(pieces[key]))
 end
 rcall('EXPIRE', staging, ARGV[2])
 return {staged, skipped}

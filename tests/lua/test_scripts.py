@@ -509,3 +509,11 @@ async def test_deleting_a_pool_takes_its_entries_out(backend: Backend) -> None:
     assert len(codeindex.entries(await backend.client.get(bucket))) == 1
     left = await backend.client.hgetall(keys.code_index_uploads(P))
     assert {codeindex.pool_of(v) for f, v in left.items() if f != b"seq"} == {"pool2"}
+
+
+def test_the_hand_out_path_carries_none_of_the_index() -> None:
+    """issue.lua (purchases, pool issue) never reads the index, so it does not include
+    its Lua (each local function there would be a closure built on every call)."""
+    sources = script_sources()
+    assert "cx_" not in sources["issue"] and "crc32" not in sources["issue"]
+    assert "cx_available" in sources["validate"]
