@@ -85,8 +85,9 @@ async def test_every_answer_in_one_call_whatever_the_pool_size(
             assert (r.status_code, r.json()["error"]["code"]) == (409, "not_issued")
             assert r.json()["error"]["details"]["pool_id"] == big["id"]
         # One script call per answer: no slices of a scan after it (the old find_code).
-        del script_calls["verify_key"]  # authentication
-        assert script_calls == Counter(validate=4, redeem=2, release=2)
+        # (Others run meanwhile: authentication, the background workers' leases.)
+        tills = {k: script_calls[k] for k in ("validate", "redeem", "release", "find_code")}
+        assert tills == {"validate": 4, "redeem": 2, "release": 2, "find_code": 0}
 
         # DUP handed out of the small pool: its record answers; the big pool's DUP is
         # still there to be handed out.
