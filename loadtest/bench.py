@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import math
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -45,7 +47,10 @@ import msgspec
 import redis
 from redis.crc import key_slot
 
+from codepool import keys
 from codepool.embedded import EmbeddedRedis
+from codepool.scripts import script_sources
+from codepool.store import codeindex
 from loadtest import cpusplit, httpload, wrkload
 from loadtest.cluster import LocalCluster
 
@@ -407,6 +412,202 @@ class Run:
         )
         self.targets.append(Target("bytes per assigned code", per_assigned, 150, "B", False))
 
+    def index(self) -> None:
+        """The code index (docs/index.md) at --codes codes in one pool: the upload
+        rate, the memory split between the available list and the index, and the
+        tills' answers (unknown, never handed out, assigned) p50/p99 while purchases
+        run on another pool, with the slowest Redis calls meanwhile (SLOWLOG)."""
+        b = Bench(self.b.port, self.args, self.r, project="index")
+        r, n = self.r, self.args.codes
+        raw_seconds = raw_rpush(r, n)
+        mem_before = used_memory(r)
+        pool = b.pool("tills", 0, "T")
+        seconds = b.upload(pool, n, "T")
+        mem_after = used_memory(r)
+        print(
+            f"index: upload of {n:,} codes {seconds:.1f} s = {n / seconds:,.0f} codes/s "
+            f"({raw_seconds / seconds:.2f} x raw pipelined RPUSH, {raw_seconds:.1f} s)"
+        )
+        self.targets.append(Target("index: upload / raw RPUSH", raw_seconds / seconds, 0.5, "x"))
+        self.memory_split(b.project, pool, n, mem_after - mem_before)
+        # Codes the tills present: handed out (the first 20,000), never handed out
+        # (anywhere in the pool past them), and in no pool.
+        sample = min(20_000, n // 4) // 1000 * 1000
+        issued = [
+            c
+            for _ in range(0, sample, 1000)
+            for c in b.http.post(
+                f"/v1/projects/{b.project}/pools/{pool}/issue",
+                json={"count": 1000},
+                headers=b.admin,
+            ).json()["codes"]
+        ]
+        rng = random.Random(20)
+        kinds = {
+            "assigned": [c["code"] for c in issued],
+            "never issued": [f"T{rng.randrange(sample, n):08X}" for _ in range(sample)],
+            "unknown": [f"Z{rng.randrange(n):08X}" for _ in range(sample)],
+        }
+        # The purchase load on another pool meanwhile (fans as in the purchase phase).
+        sale = b.pool("index-sale", 2_000_000, "P")
+        reward = b.http.post(
+            f"/v1/projects/{b.project}/rewards",
+            json={"name": "r", "pool_id": sale},
+            headers=b.admin,
+        ).json()["id"]
+        expires = int(time.time()) + 3600
+        buys = [
+            b.post(
+                f"/v1/projects/{b.project}/rewards/{reward}/purchase",
+                {"Authorization": "Bearer " + jwt.encode(
+                    {"sub": f"fan-{i}", "exp": expires}, b.user_secret, algorithm="HS256"
+                )},
+            )
+            for i in range(5000)
+        ]  # fmt: skip
+        self.redis_per_answer(b.project, kinds)
+        r.config_set("slowlog-log-slower-than", 1000)  # microseconds
+        r.config_set("slowlog-max-len", 100_000)
+        r.slowlog_reset()
+        calls = r.info("commandstats")
+        results = asyncio.run(self._tills(b, kinds, buys))
+        slow = r.slowlog_get(100_000)
+        after = r.info("commandstats")
+        r.config_set("slowlog-log-slower-than", 10000)
+        for label, res in results.items():
+            if label == "purchase":
+                summary("  purchase load meanwhile", res)
+                continue
+            summary(f"  {label}", res)
+            self.targets.append(
+                Target(f"index: {label} p99", res.percentile(99) * 1000, 20, "ms", False)
+            )
+        self.slowest(slow, calls, after)
+
+    async def _tills(
+        self, b: Bench, kinds: dict[str, list[str]], buys: list[bytes]
+    ) -> dict[str, httpload.Result]:
+        """Each kind validated then redeemed, one after the other, 8 tills at once,
+        while purchases run on 16 connections."""
+        done = asyncio.Event()
+        out: dict[str, httpload.Result] = {}
+
+        async def purchases() -> None:
+            runs = []
+            while not done.is_set():
+                runs.append(
+                    await httpload.run(
+                        HOST, b.port, lambda i: buys[i % len(buys)], connections=16, duration=2.0
+                    )
+                )
+            out["purchase"] = httpload.merge(runs)
+
+        load = asyncio.create_task(purchases())
+        await asyncio.sleep(1.0)
+        for action in ("validate", "redeem"):
+            for kind, codes_ in kinds.items():
+                reqs = [
+                    b.post(
+                        f"/v1/projects/{b.project}/codes/{action}",
+                        b.pos,
+                        msgspec.json.encode({"code": c}),
+                    )
+                    for c in codes_
+                ]
+                out[f"{action} {kind}"] = await httpload.run(
+                    HOST, b.port, reqs.__getitem__, connections=8, total=len(reqs)
+                )
+        done.set()
+        await load
+        return out
+
+    def memory_split(self, project: str, pool: str, n: int, delta: int) -> None:
+        """INFO memory's delta per code, and MEMORY USAGE of the list and the buckets."""
+        r = self.r
+        listed = int(r.memory_usage(f"cp:{{{project}}}:pool:{pool}:avail", samples=0) or 0)
+        pipe = r.pipeline(transaction=False)
+        for bucket in range(1 << 15):
+            pipe.memory_usage(f"cp:{{{project}}}:cx:{bucket}", samples=0)
+        usage = pipe.execute()
+        pipe = r.pipeline(transaction=False)
+        for bucket in range(1 << 15):
+            pipe.strlen(f"cp:{{{project}}}:cx:{bucket}")
+        lengths = pipe.execute()
+        indexed = sum(int(u or 0) for u in usage)
+        print(
+            f"  memory per available code: {delta / n:.2f} B (INFO used_memory delta) = "
+            f"list {listed / n:.2f} B (MEMORY USAGE) + index {indexed / n:.2f} B "
+            f"({sum(lengths) / n:.2f} B of entries in {sum(1 for x in lengths if x)} buckets)"
+        )
+        self.targets.append(Target("index: bytes per available code", delta / n, 24, "B", False))
+
+    def redis_per_answer(self, project: str, kinds: dict[str, list[str]]) -> None:
+        """Redis's own time per validate.lua call (INFO commandstats), by kind of code,
+        with nothing else running: what the index costs Redis per answer."""
+        r = self.r
+        sha = hashlib.sha1(script_sources()["validate"].encode(), usedforsecurity=False).hexdigest()
+        r.script_load(script_sources()["validate"])
+        for kind, codes_ in kinds.items():
+            before = evalsha_totals(r.info("commandstats"))
+            for code in codes_[:2000]:
+                bucket, uploads, crc = codeindex.lookup_args(project, code)
+                r.evalsha(
+                    sha,
+                    3,
+                    keys.issued(project),
+                    bucket,
+                    uploads,
+                    code,
+                    time.time(),
+                    keys.pool(project, "\0"),
+                    keys.pool_available(project, "\0"),
+                    crc,
+                )
+            calls, usec = (
+                a - b for a, b in zip(evalsha_totals(r.info("commandstats")), before, strict=True)
+            )
+            print(f"  Redis time per validate.lua, {kind}: {usec / max(calls, 1):.1f} us")
+
+    def slowest(self, slow: list[Any], before: dict[str, Any], after: dict[str, Any]) -> None:
+        """The Redis calls over 1 ms while the tills ran (SLOWLOG) by script, and the
+        time per command of each kind meanwhile."""
+        names = {
+            hashlib.sha1(src.encode(), usedforsecurity=False).hexdigest(): name
+            for name, src in script_sources().items()
+        }
+        by_script: dict[str, list[int]] = {}
+        for e in slow:
+            words = str(e["command"].decode(errors="replace")).split()
+            name = names.get(words[1], words[1]) if len(words) > 1 else words[0]
+            by_script.setdefault(name if words[0] == "EVALSHA" else words[0], []).append(
+                int(e["duration"])
+            )
+        print(f"  Redis calls over 1 ms meanwhile: {len(slow)}")
+        for name, took in sorted(by_script.items()):
+            print(f"    {name}: {len(took)}, slowest {max(took) / 1000:.2f} ms")
+        for name, stats in sorted(after.items()):
+            if not isinstance(stats, dict) or not name.startswith("cmdstat_"):
+                continue
+            calls = int(stats["calls"]) - int(before.get(name, {}).get("calls", 0))
+            if calls > 1000:
+                usec = int(stats["usec"]) - int(before.get(name, {}).get("usec", 0))
+                print(f"    {name[8:]}: {calls} calls, {usec / calls:.1f} us each on average")
+        till = [t for name in TILL_SCRIPTS for t in by_script.get(name, [])]
+        worst = max(till, default=0)
+        answered = sum(
+            int(after.get(f"cmdstat_{c}", {}).get("calls", 0))
+            - int(before.get(f"cmdstat_{c}", {}).get("calls", 0))
+            for c in ("evalsha",)
+        )
+        print(
+            f"  till script calls over 1 ms: {len(till)} (of {answered:,} script calls of "
+            "every kind meanwhile); plain GETs over 1 ms show how often the shared machine "
+            "preempts redis-server mid-command"
+        )
+        self.targets.append(
+            Target("index: slowest till call (validate/redeem)", worst / 1000, 1, "ms", False)
+        )
+
     def report(self) -> None:
         print("\ntarget                                   measured      goal")
         for t in self.targets:
@@ -433,6 +634,9 @@ class Run:
         self.targets.append(Target(f"{label} errors", failed, 0, "", higher_is_better=False))
 
 
+# The scripts a till's request runs (their SLOWLOG entries are the index phase's target).
+TILL_SCRIPTS = ("validate", "redeem", "release", "confirm")
+
 # Turns of a route's rate run and its /healthz yardstick (see Run.versus_healthz).
 SLICES = 5
 
@@ -443,6 +647,7 @@ PHASES = {
     "pos": "pos",
     "bulk": "bulk",
     "upload": "upload_and_memory",
+    "index": "index",
 }
 
 

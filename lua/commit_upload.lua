@@ -16,9 +16,12 @@
   KEYS[1] pool hash   KEYS[2] available list   KEYS[3] staging list
   KEYS[4] project stored count   KEYS[5] upload idempotency record (keys.upload_idempotency)
   KEYS[6] the pool's per-minute counters of now's UTC day   KEYS[7] of the day before
+  KEYS[8] code index uploads hash (keys.code_index_uploads)
   ARGV[1] slice size   ARGV[2] upload id   ARGV[3] quota (0 = none)
   ARGV[4] body fingerprint ('' = no Idempotency-Key)   ARGV[5] added   ARGV[6] skipped
   ARGV[7] record TTL (s)   ARGV[8] now (re-arms empty-soon alerts)
+  ARGV[9] the upload's code index number ('' none): each slice moved is recorded there
+  as a segment (its first offset, the position it lands at), see includes/common.lua
   Returns: {remaining, total, available}, or {-5} when the pool is gone (staging dropped),
   or {-13, quota, stored, requested} when over the quota (staging dropped, nothing stored),
   or (staging dropped, nothing stored) {2, added, skipped, total, available}: the key's
@@ -27,6 +30,7 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local pool, avail, staging, stored, record = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local mark = 'committing:' .. ARGV[2]
 local fingerprint = ARGV[4] or ''
@@ -65,7 +69,8 @@ rcall('HSET', pool, mark, staging)
 rcall('PERSIST', staging)
 
 local moved = 0
-if rcall('LLEN', avail) == 0 then
+local avail_before = rcall('LLEN', avail)
+if avail_before == 0 then
   moved = rcall('LLEN', staging)
   if moved > 0 then rcall('RENAME', staging, avail) end
 else
@@ -77,6 +82,17 @@ else
   if moved > 0 then rcall('LTRIM', staging, moved, -1) end
 end
 
+if moved > 0 and (ARGV[9] or '') ~= '' then
+  -- Where this slice's offsets landed: the code at offset `done` is at position
+  -- popped + avail_before (positions count every code ever popped, see issue.lua).
+  local map = rcall('HGET', KEYS[8], ARGV[9])
+  if map then
+    local n, done = unbe(map, 1, 4), unbe(map, 5, 4)
+    local position = tonumber(rcall('HGET', pool, 'popped') or '0') + avail_before
+    rcall('HSET', KEYS[8], ARGV[9], be(n + 1, 4) .. be(done + moved, 4) .. string.sub(map, 9, 8 + 8 * n)
+          .. be(done, 4) .. be(position, 4) .. string.sub(map, 9 + 8 * n))
+  end
+end
 local total = rcall('HINCRBY', pool, 'total', moved)
 local available = rcall('LLEN', avail)
 if moved > 0 then

@@ -11,12 +11,14 @@
   script: a hold is either confirmed or released, never both.
 
   KEYS[1] holds zset   KEYS[2] issued hash   KEYS[3] events stream
-  KEYS[4] outbox stream   KEYS[5] project webhook hash
+  KEYS[4] outbox stream   KEYS[5] project webhook hash   KEYS[6] code index uploads hash
   ARGV[1] now   ARGV[2] batch (most codes looked at)   ARGV[3] events maxlen
   ARGV[4] pool hash template   ARGV[5] available list template   ARGV[6] pool log template
   ARGV[7] user codes template   ARGV[8] reward users template
   ARGV[9] user events template  (keys.py, "\0" = the id)   ARGV[10] user events maxlen
   ARGV[11] per-minute counters template of now's UTC day, ARGV[12] of the day before
+  ARGV[13] code index bucket template (keys.code_index, "\0" = bucket): a code given
+  back is pointed at in the index (its CRC-32 computed here)
   (keys.pool_stats, "\0" = pool id): each give-back is counted as released
   Returns: {codes looked at, Redis's clock (TIME) in microseconds, then per instance given back: code, pool_id,
             assigned_time, user_id, reward_id, purchase_id, position it now holds in
@@ -24,6 +26,7 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local now, batch, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local t = {pool = ARGV[4], avail = ARGV[5], log = ARGV[6], user = ARGV[7], reward_users = ARGV[8],
            user_events = ARGV[9], user_maxlen = ARGV[10], stats = ARGV[11]}
@@ -34,6 +37,7 @@ local at_now = tonumber(now)
 local due = rcall('ZRANGEBYSCORE', holds, '-inf', now, 'LIMIT', 0, batch)
 local out = {#due, redis_us()}
 local touched = {}  -- pool id -> available count after its last give-back
+local ix_uploads = {}  -- the code index's uploads read so far (cx_upload)
 for _, code in ipairs(due) do
   local record = rcall('HGET', issued, code)
   local next_due, next_hold = nil, nil  -- (the text, scored exactly as issue.lua did)
@@ -55,6 +59,7 @@ for _, code in ipairs(due) do
     if #gone > 0 then
       if #kept == 0 then rcall('HDEL', issued, code) else rcall('HSET', issued, code, join_record(kept)) end
       for _, inst in ipairs(gone) do
+        t.ix = cx_for({map = KEYS[6], pool_t = t.pool, avail_t = t.avail, uploads = ix_uploads}, crc32(code), ARGV[13])
         local available, position = give_back(emit, t, code, inst, now, {'reason', 'hold_expired'})
         touched[inst.pool] = available
         for _, v in ipairs({code, inst.pool, inst.at, inst.user, inst.reward, inst.purchase, position}) do

@@ -1,12 +1,13 @@
 --[[
   Burn one assigned instance of a presented code, exactly once.
 
-  KEYS[1] issued hash   KEYS[2] pools set   KEYS[3] events stream
-  KEYS[4] outbox stream   KEYS[5] project webhook hash
+  KEYS[1] issued hash   KEYS[2] the code's code index bucket   KEYS[3] events stream
+  KEYS[4] outbox stream   KEYS[5] project webhook hash   KEYS[6] index uploads hash
   ARGV[1] code   ARGV[2] now   ARGV[3] events maxlen
   ARGV[4] pool hash template   ARGV[5] available list template (keys.py, "\0" = pool id)
   ARGV[6] user events template (keys.user_events, "\0" = user id)   ARGV[7] its maxlen
   ARGV[8] per-minute counters template of now's UTC day (keys.pool_stats, "\0" = pool id)
+  ARGV[9] CRC-32 of the code (codepool.store.codeindex)
   Returns: like validate.lua; status 1 = redeemed now (the instance, now 'redeemed'),
   -2 pool expired (nothing changed), -12 already redeemed (the latest redeemed
   instance, with its redeemed_time), -11 not issued, -10 unknown code; status 1 adds
@@ -17,13 +18,15 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local code, now, maxlen, pool_t, avail_t = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local user_events_t, user_maxlen = ARGV[6], ARGV[7]
 local stats_t = ARGV[8]
+local ix = cx_for({map = KEYS[6], bucket = KEYS[2], pool_t = pool_t, avail_t = avail_t}, tonumber(ARGV[9]))
 local emit = emitter(KEYS[3], maxlen, KEYS[4], KEYS[5])
 
 local record = rcall('HGET', KEYS[1], code)
-if not record then return not_issued_or_unknown(KEYS[2], avail_t, code) end
+if not record then return not_issued_or_unknown(ix, code) end
 
 local instances = parse_record(record)
 local expired_one, redeemed_one = nil, nil
@@ -55,4 +58,4 @@ for _, inst in ipairs(instances) do
 end
 if expired_one then return describe(-2, expired_one) end
 if redeemed_one then return describe(-12, redeemed_one) end
-return not_issued_or_unknown(KEYS[2], avail_t, code)
+return not_issued_or_unknown(ix, code)

@@ -1,9 +1,10 @@
 --[[
   Tell a point of sale what a presented code is, changing nothing.
 
-  KEYS[1] issued hash   KEYS[2] pools set
+  KEYS[1] issued hash   KEYS[2] the code's code index bucket   KEYS[3] index uploads hash
   ARGV[1] code   ARGV[2] now
   ARGV[3] pool hash template   ARGV[4] available list template (keys.py, "\0" = pool id)
+  ARGV[5] CRC-32 of the code (codepool.store.codeindex)
   Returns: {status, pool_id, instance status, assigned_time, redeemed_time, user_id,
             reward_id, purchase_id, hold_expires_at ("" not held)} for an issued code,
            {-11, pool_id} or {-10} else.
@@ -12,10 +13,12 @@
 ]]
 local rcall = redis.call
 --@include "common.lua"
+--@include "codeindex.lua"
 local code, now, pool_t, avail_t = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ix = cx_for({map = KEYS[3], bucket = KEYS[2], pool_t = pool_t, avail_t = avail_t}, tonumber(ARGV[5]))
 
 local record = rcall('HGET', KEYS[1], code)
-if not record then return not_issued_or_unknown(KEYS[2], avail_t, code) end
+if not record then return not_issued_or_unknown(ix, code) end
 
 local expired_one, redeemed_one = nil, nil
 for _, inst in ipairs(parse_record(record)) do
@@ -39,4 +42,4 @@ if expired_one then
   return out
 end
 if redeemed_one then return describe(-12, redeemed_one) end
-return not_issued_or_unknown(KEYS[2], avail_t, code)
+return not_issued_or_unknown(ix, code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from codepool import keys
 from codepool.store.base import Backend
+from codepool.store.codeindex import UploadIndex
 from codepool.store.stats import stats_keys
 
 P, POOL = "proj", "pool1"
@@ -28,10 +29,14 @@ async def create_pool(
 
 
 async def fill(b: Backend, codes: list[str], upload_id: str = "u", *, at: float = 1.0) -> list[int]:
-    """Stage ``codes`` and commit them into the pool (3 per commit call, so the
-    commit's slicing runs too) at time ``at``; returns the last commit's answer."""
+    """Stage ``codes``, index them (codepool.store.codeindex) and commit them into the
+    pool (3 per commit call, so the commit's slicing runs too) at time ``at``; returns
+    the last commit's answer."""
+    index = await UploadIndex.new(b.scripts, P, POOL)
     staging = keys.pool_staging(P, POOL, upload_id)
     await b.client.rpush(staging, *codes)
+    index.add([c.encode() for c in codes], 0)
+    await index.finish()
     commit_keys = [
         keys.pool(P, POOL),
         keys.pool_available(P, POOL),
@@ -39,8 +44,9 @@ async def fill(b: Backend, codes: list[str], upload_id: str = "u", *, at: float 
         keys.project_stored(P),
         keys.upload_idempotency(P, "-"),
         *stats_keys(P, POOL, at),
+        keys.code_index_uploads(P),
     ]
-    args: list[str | int | float] = [3, upload_id, 0, "", 0, 0, 60, at]
+    args: list[str | int | float] = [3, upload_id, 0, "", 0, 0, 60, at, index.number]
     result: list[int] = await b.scripts.run("commit_upload", commit_keys, args)
     while result[0] > 0:
         result = await b.scripts.run("commit_upload", commit_keys, args)

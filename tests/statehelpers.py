@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from codepool import keys
 from codepool.redisclient import scan_every_master
+from codepool.store import codeindex
 from codepool.store.base import text
 
 Dump = dict[bytes, tuple[str, Any, bool]]
@@ -21,6 +22,14 @@ _USER_EVENTS = re.compile(
 _RATE_LIMIT = re.compile(
     re.escape(keys.rate_limit("\0", "\1")).replace("\0", "[^}]+").replace("\1", ".+").encode()
 )
+# The code index (codepool.store.codeindex): its bytes name upload numbers and offsets,
+# which a restore chooses anew; what must hold is that it finds every available code.
+_INDEX = re.compile(
+    "|".join(
+        re.escape(k).replace("\0", "[^}]+").replace("\1", "[0-9-]+")
+        for k in (keys.code_index("\0", "\1"), keys.code_index_uploads("\0"))
+    ).encode()
+)
 
 
 async def dump(r: Redis) -> Dump:
@@ -29,7 +38,7 @@ async def dump(r: Redis) -> Dump:
     (keys.rate_limit)."""
     out: Dump = {}
     for key in sorted({k async for batch in scan_every_master(r, "cp:*") for k in batch}):
-        if _RATE_LIMIT.fullmatch(key):
+        if _RATE_LIMIT.fullmatch(key) or _INDEX.fullmatch(key):
             continue
         kind = text(await r.type(key))
         value: Any
@@ -37,6 +46,7 @@ async def dump(r: Redis) -> Dump:
             value = await r.get(key)
         elif kind == "hash":
             value = await r.hgetall(key)
+            value.pop(b"ix", None)  # a pool's identity upload in the code index
         elif kind == "list":
             value = await r.lrange(key, 0, -1)
         elif kind == "set":
@@ -46,7 +56,35 @@ async def dump(r: Redis) -> Dump:
         else:
             value = await r.xrange(key)
         out[key] = (kind, value, await r.pttl(key) > 0)
+    for key, (_, value, _) in list(out.items()):
+        if key.endswith(b":avail"):
+            out[key + b"#unindexed"] = ("index", await unindexed(r, key, value), False)
     return out
+
+
+async def unindexed(r: Redis, avail: bytes, codes: list[bytes]) -> list[bytes]:
+    """The codes of an available list that the code index does not point at (at their
+    position, in their pool): what lua/includes/common.lua's lookup would miss."""
+    project, _, rest = text(avail).partition("}:pool:")
+    project = project.removeprefix("cp:{")
+    pool_id = rest.removesuffix(":avail")
+    popped = int(text(await r.hget(keys.pool(project, pool_id), "popped")) or "0")
+    uploads = await r.hgetall(keys.code_index_uploads(project))
+    missing = []
+    for index, code in enumerate(codes):
+        bucket, h = codeindex.bucket_key(project, code)
+        found = False
+        for fp, u, o in codeindex.entries(await r.get(bucket)):
+            m = uploads.get(str(u).encode())
+            if fp != h >> 8 or m is None:
+                continue
+            if codeindex.pool_of(m) != pool_id:
+                continue
+            if codeindex.position(m, o) == popped + index:
+                found = True
+        if not found:
+            missing.append(code)
+    return missing
 
 
 def _entry(fields: dict[bytes, bytes], ids_renewed: bool) -> tuple[Any, ...]:

@@ -175,24 +175,6 @@ local function describe(code_status, inst)
           inst.user, inst.reward, inst.purchase}
 end
 
--- Where a code with no issued record is: {-11, pool id} if some pool holds it
--- available (never handed out), {-10} if none does (unknown). LPOS is a linear scan
--- (~40 ms per million codes), so inside a script each pool is scanned only to
--- SCAN_BOUND (a few ms); if a pool is longer and the code was not found, the answer
--- is {-13, pool ids...}: undecided, the caller scans the rest in slices (find_code.lua)
--- without blocking Redis. Paid only for codes that were never handed out.
-local SCAN_BOUND = 50000
-local function not_issued_or_unknown(pools_set, avail_template, code)
-  local deeper = {}
-  for _, pool_id in ipairs(rcall('SMEMBERS', pools_set)) do
-    local avail = fill(avail_template, pool_id)
-    if rcall('LPOS', avail, code, 'MAXLEN', SCAN_BOUND) then return {-11, pool_id} end
-    if rcall('LLEN', avail) > SCAN_BOUND then deeper[#deeper + 1] = pool_id end
-  end
-  if #deeper > 0 then return {-13, unpack(deeper)} end
-  return {-10}
-end
-
 local function expired(pool_key, now)
   local at = rcall('HGET', pool_key, 'expires_at')
   return at and at ~= '' and tonumber(now) >= tonumber(at)
@@ -333,13 +315,18 @@ end
 -- caller has already taken `inst` out of the code's issued record, and re-arms the
 -- pool's thresholds (rearm) once it is done with the pool. `t` holds the key templates
 -- (pool, avail, log, user, reward_users, user_events, stats: the per-minute counters of
--- now's day) and user_maxlen (the user events index's cap); `extra` more event fields
+-- now's day), user_maxlen (the user events index's cap) and ix (the code index lookup
+-- context of this code, see cx_for in codeindex.lua, which scripts that give codes back
+-- include); `extra` more event fields
 -- (the reason). The caller re-arms empty-soon alerts too (rearm_soon).
 -- Returns the pool's available count after it and the position the code now holds in
 -- the available list (see issue.lua: positions tell a restore what a snapshot holds).
 local function give_back(emit, t, code, inst, now, extra)
   local pool_key = fill(t.pool, inst.pool)
   local available = rcall('RPUSH', fill(t.avail, inst.pool), code)
+  -- Its index entry points at where it is now (cx_point), in this same step.
+  local position = tonumber(rcall('HGET', pool_key, 'popped') or '0') + available - 1
+  t.ix.point(t.ix, code, pool_key, inst.pool, position)
   -- Keep log and user list equal to what is handed out (see records.walk in Python).
   rcall('LREM', fill(t.log, inst.pool), -1, code)
   if inst.user ~= '' then
@@ -356,5 +343,5 @@ local function give_back(emit, t, code, inst, now, extra)
   for _, v in ipairs(extra or {}) do fields[#fields + 1] = v end
   local event_id = emit(fields)
   if inst.user ~= '' then add_user_event(fill(t.user_events, inst.user), t.user_maxlen, event_id, fields) end
-  return available, tonumber(rcall('HGET', pool_key, 'popped') or '0') + available - 1
+  return available, position
 end

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from codepool import keys
 from codepool.durability.records import ReleaseRecord
+from codepool.store import codeindex
 from codepool.store.base import Backend, now, text
 from codepool.store.pos import give_back_args
 
@@ -126,6 +127,7 @@ class HoldReaper:
             keys.events(project),
             keys.outbox(project),
             keys.webhook(project),
+            keys.code_index_uploads(project),
         ]
         released = 0
         while True:
@@ -138,6 +140,7 @@ class HoldReaper:
                     REAP_BATCH,
                     b.settings.events_maxlen,
                     *give_back_args(project, b.settings, at),
+                    codeindex.bucket_template(project),
                 ],
             )
             looked, redis_us, flat = int(raw[0]), int(raw[1]), raw[2:]

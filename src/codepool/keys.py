@@ -104,9 +104,17 @@ def pool_staging(project: str, pool_id: str, upload_id: str) -> str:
     return f"{_p(project)}:pool:{pool_id}:stage:{upload_id}"
 
 
-def pool_staging_seen(project: str, pool_id: str, upload_id: str) -> str:
-    """Set: codes seen by a ``duplicates=skip`` upload (pool contents + upload so far)."""
-    return f"{_p(project)}:pool:{pool_id}:stageseen:{upload_id}"
+def code_index(project: str, bucket: int | str) -> str:
+    """String, one of the project's 2^15 code index buckets (codepool.store.codeindex,
+    docs/index.md): fixed-width entries (fingerprint, upload number, offset) of the
+    code instances whose CRC-32 ends in ``bucket`` (its low 15 bits)."""
+    return f"{_p(project)}:cx:{bucket}"
+
+
+def code_index_uploads(project: str) -> str:
+    """Hash: upload number -> where that upload's offsets went (segments) and its pool
+    (lua/includes/common.lua, cx_upload); ``seq``: the last number given."""
+    return f"{_p(project)}:cxup"
 
 
 def pool_upload_lock(project: str, pool_id: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -12,9 +12,12 @@ from codepool import keys
 from codepool.auth import Credential
 from codepool.scripts import Arg, Scripts, Status, script_sources
 from codepool.settings import load_settings
+from codepool.store import codeindex
 from codepool.store.base import Backend, text
+from codepool.store.codeindex import UploadIndex
 from codepool.store.codes import CodeStore
 from codepool.store.issuing import IssueRequest, issue_batch
+from codepool.store.pools import PoolStore
 from codepool.store.pos import PosStore
 from codepool.store.records import parse_record
 from codepool.store.stats import stats_keys
@@ -328,19 +331,97 @@ async def test_delete_pool_refuses_in_use_and_purges_issued(backend: Backend) ->
 
 
 async def test_skip_mode_staging_skips_pool_and_upload_duplicates(backend: Backend) -> None:
+    """index_stage_skip.lua: a code in the pool (available: the index; handed out: the
+    issued hash) or earlier in the upload (its own entries, pointing into its staging
+    list, across calls) is skipped; a staged code is indexed in the same step."""
     await create_pool(backend)
     await fill(backend, ["A", "B", "C"])
     await issue_batch(backend, P, POOL, [IssueRequest(count=1)])  # A handed out
-    seen, staging = keys.pool_staging_seen(P, POOL, "s"), keys.pool_staging(P, POOL, "s")
-    read = await backend.scripts.run(
-        "seed_seen", [keys.pool_available(P, POOL), seen], [0, 100, 60]
+    index = await UploadIndex.new(backend.scripts, P, POOL)
+    staging = keys.pool_staging(P, POOL, "s")
+    store = CodeStore(backend)
+    chunk = [b"A", b"B", b"D", b"D", b"E"]
+    assert await store._stage(P, POOL, staging, index, chunk, "skip", 0) == (2, 3)
+    assert await store._stage(P, POOL, staging, index, [b"E", b"F", b"C"], "skip", 2) == (1, 2)
+    assert await backend.client.lrange(staging, 0, -1) == [b"D", b"E", b"F"]
+    # Another pool's skip upload takes B: it is not in that pool.
+    await backend.scripts.run(
+        "create_pool",
+        [keys.pool_names(P), keys.pools(P), keys.pool(P, "pool2")],
+        ["pool2", "Two", 1.0, "", "", "{}", ""],
     )
-    assert read == 2
-    staged = await backend.scripts.run(
-        "stage_skip", [staging, seen, keys.issued(P)], [POOL, 60, "A", "B", "D", "D", "E"]
+    other = await UploadIndex.new(backend.scripts, P, "pool2")
+    staging2 = keys.pool_staging(P, "pool2", "s2")
+    assert await store._stage(P, "pool2", staging2, other, [b"B"], "skip", 0) == (1, 0)
+
+
+async def _lookup(backend: Backend, code: str) -> list[Any]:
+    """validate.lua's answer for ``code`` at time 1.0."""
+    bucket, uploads, crc = codeindex.lookup_args(P, code)
+    result: list[Any] = await backend.scripts.run(
+        "validate",
+        [keys.issued(P), bucket, uploads],
+        [code, 1.0, keys.pool(P, "\0"), keys.pool_available(P, "\0"), crc],
     )
-    assert staged == [2, 3]
-    assert await backend.client.lrange(staging, 0, -1) == [b"D", b"E"]
+    return result
+
+
+async def test_lookups_answer_from_the_index_in_one_call(backend: Backend) -> None:
+    """A code with no issued record is answered by its index bucket in the one script
+    call, however long the pool (the old scan left pools past 50,000 codes undecided,
+    -13); positions stay right as codes are popped from the head."""
+    await create_pool(backend)
+    codes = [f"L{i:06d}" for i in range(60_000)]
+    await fill(backend, codes)
+    assert await _lookup(backend, "L059999") == [-11, POOL.encode()]
+    assert await _lookup(backend, "NOPE") == [-10]
+    await issue_batch(backend, P, POOL, [IssueRequest(count=100)])
+    assert await _lookup(backend, "L000100") == [-11, POOL.encode()]
+    assert await _lookup(backend, "L030000") == [-11, POOL.encode()]
+    assert (await _lookup(backend, "L000099"))[0] == 1  # handed out: its record answers
+    # One entry per code, in the code's bucket.
+    bucket, _, crc = codeindex.lookup_args(P, "L000007")
+    found = [e for e in codeindex.entries(await backend.client.get(bucket)) if e[0] == crc >> 8]
+    assert len(found) == 1
+
+
+async def test_release_points_the_entry_at_the_code_again(backend: Backend) -> None:
+    """A released code is found where it went back, through its own entry rewritten in
+    place (no new entry), however often it goes out and back."""
+    await create_pool(backend)
+    await fill(backend, ["X", "Y", "Z"])
+    pos = PosStore(backend)
+    bucket, _, crc = codeindex.lookup_args(P, "X")
+
+    def mine(raw: Any) -> int:
+        return len([e for e in codeindex.entries(raw) if e[0] == crc >> 8])
+
+    for _ in range(3):
+        handed = await issue_batch(backend, P, POOL, [IssueRequest(count=3)])
+        assert handed[0].codes[0] == "X"
+        await pos.release(P, "Y")
+        await pos.release(P, "Z")
+        await pos.release(P, "X")  # X now last: Y, Z, X
+        assert await _lookup(backend, "X") == [-11, POOL.encode()]
+        assert await _lookup(backend, "Y") == [-11, POOL.encode()]
+        assert mine(await backend.client.get(bucket)) == 1
+        await issue_batch(backend, P, POOL, [IssueRequest(count=2)])  # Y, Z out
+        await pos.release(P, "Y")
+        await pos.release(P, "Z")  # X, Y, Z again
+    assert await backend.client.lrange(keys.pool_available(P, POOL), 0, -1) == [b"X", b"Y", b"Z"]
+    assert await _lookup(backend, "Z") == [-11, POOL.encode()]
+
+
+async def test_lua_crc32_is_zlibs(backend: Backend) -> None:
+    """The hold reaper hashes codes in Lua (common.lua crc32): the same CRC-32 as
+    zlib's, so its index buckets are the ones Python writes."""
+    codes = ["A", "SAVE10", "C000123456", "ÄÖü-€", "x" * 64]
+    src = script_sources()["index_append"].split("local prefix")[0]
+    body = (
+        src + "local out = {} for i = 1, #ARGV do out[i] = tostring(crc32(ARGV[i])) end return out"
+    )
+    got = await backend.client.eval(body, 1, keys.code_index_uploads(P), *codes)
+    assert [int(x) for x in got] == [codeindex.crc32(c.encode()) for c in codes]
 
 
 async def test_read_codes_pairs_codes_with_records(backend: Backend) -> None:
@@ -397,15 +478,43 @@ async def test_issue_rechecks_cached_credentials(backend: Backend) -> None:
     assert await _counters(backend) == (3, 1, 2)
 
 
-async def test_find_code_reads_by_position_so_pops_never_skip(backend: Backend) -> None:
+async def _index_keys(backend: Backend) -> list[bytes]:
+    return sorted([k async for k in backend.client.scan_iter(match=keys.code_index(P, "*"))])
+
+
+async def test_deleting_a_pool_takes_its_entries_out(backend: Backend) -> None:
+    """A deleted pool's codes are unknown at once, and its entries (uploads and
+    releases) leave the index; another pool's entries of the same codes stay."""
     await create_pool(backend)
-    await fill(backend, [f"F{i}" for i in range(10)])
-    avail, pool = keys.pool_available(P, POOL), keys.pool(P, POOL)
-    first = await backend.scripts.run("find_code", [avail, pool], ["F9", -1, 4])
-    assert first == [0, 4]  # F0..F3 read; next position 4
-    await issue_batch(backend, P, POOL, [IssueRequest(count=3)])  # F0..F2 popped
-    second = await backend.scripts.run("find_code", [avail, pool], ["F9", 4, 4])
-    assert second == [0, 8]  # F4..F7: nothing skipped although the list shifted
-    third = await backend.scripts.run("find_code", [avail, pool], ["F9", 8, 4])
-    assert third == [1, 6]  # F9 sits at index 6 now
-    assert await backend.scripts.run("find_code", [avail, pool], ["F9", 20, 4]) == [-2]
+    await fill(backend, ["S1", "S2", "S3"])
+    await issue_batch(backend, P, POOL, [IssueRequest(count=1)])
+    await PosStore(backend).release(P, "S1")  # an entry of the identity upload
+    await backend.scripts.run(
+        "create_pool",
+        [keys.pool_names(P), keys.pools(P), keys.pool(P, "pool2")],
+        ["pool2", "Two", 1.0, "", "", "{}", ""],
+    )
+    other = await UploadIndex.new(backend.scripts, P, "pool2")
+    staging = keys.pool_staging(P, "pool2", "s2")
+    assert await CodeStore(backend)._stage(P, "pool2", staging, other, [b"S2"], "skip", 0) == (
+        1,
+        0,
+    )
+    assert len(await _index_keys(backend)) == 3
+    await PoolStore(backend).delete(P, POOL)
+    assert await _lookup(backend, "S1") == [-10]
+    assert await _lookup(backend, "S3") == [-10]
+    bucket, _, _ = codeindex.lookup_args(P, "S2")
+    assert await _index_keys(backend) == [bucket.encode()]
+    assert len(codeindex.entries(await backend.client.get(bucket))) == 1
+    left = await backend.client.hgetall(keys.code_index_uploads(P))
+    assert {codeindex.pool_of(v) for f, v in left.items() if f != b"seq"} == {"pool2"}
+
+
+def test_the_hand_out_path_carries_none_of_the_index() -> None:
+    """issue.lua (purchases, pool issue) never reads the index, so it does not include
+    its Lua (each local function there would be a closure built on every call)."""
+    sources = script_sources()
+    assert "local function cx_" not in sources["issue"]
+    assert "local function crc32" not in sources["issue"]
+    assert "local function cx_available" in sources["validate"]

@@ -124,7 +124,10 @@ class PoolHashes:
             )  # fmt: skip
         else:
             fields = {
-                k: v for k, v in self.hashes[pool].items() if not k.startswith(b"committing:")
+                k: v
+                for k, v in self.hashes[pool].items()
+                # ix: the pool's code index upload, rebuilt after the restore (restore.py)
+                if not k.startswith(b"committing:") and k != b"ix"
             }
             # A threshold is armed exactly while more than it is available (issue.lua
             # fires and disarms it on the way down, a release or refill re-arms it on the

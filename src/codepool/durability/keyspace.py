@@ -64,8 +64,11 @@ _KINDS: list[tuple[str, re.Pattern[str]]] = [
     ("log", _pattern(keys.pool_log, 1)),
     # An upload in flight was never acknowledged: not worth keeping.
     ("skip", _pattern(keys.pool_staging, 2)),
-    ("skip", _pattern(keys.pool_staging_seen, 2)),
     ("skip", _pattern(keys.pool_upload_lock, 1)),
+    # The code index: a restore rebuilds it from the restored available lists
+    # (codepool.store.codeindex.ensure_all), which is exact and faster than carrying it.
+    ("skip", _pattern(keys.code_index, 1)),
+    ("skip", _pattern(keys.code_index_uploads, 0)),
     # Per-user event lists are an index of the project stream: a restore rebuilds them
     # from it (durability.apply_events), exact whatever the moment each would have been read.
     ("skip", _pattern(keys.user_events, 1, ".+")),

@@ -33,6 +33,8 @@ Everything not reflected is applied, exactly once, to the data of that slice:
   journaled hand-outs, redeems and releases a day's read does not reflect are counted
   into the minute of their time; a day the snapshot has no key for is counted from
   the journal alone. So the series stays exact across a restore.
+- the code index (keys.code_index; snapshots leave it out): rebuilt from the restored
+  available lists before the restore is marked complete (codepool.store.codeindex).
 - counters are recounted from what was written (total = available + assigned +
   redeemed), so they are exact whatever the snapshot's timing.
 
@@ -75,6 +77,7 @@ from codepool.durability.snapshot_format import (
     read_frames,
 )
 from codepool.durability.writer import USER_EVENTS_MAXLEN, WRITE_BATCH, Writer
+from codepool.store import codeindex
 
 
 class RestoreStats(msgspec.Struct, kw_only=True):
@@ -217,4 +220,8 @@ async def _restore(
         await client.sadd(keys.PROJECTS, *present)
     stats.projects = len(present)
     stats.keys = len(w.keys)
+    # The code index (keys.code_index; snapshots leave it out: its upload numbers and
+    # offsets name a past state): every restored pool is indexed again from its restored
+    # available list, in positions. The pool hashes came back without their ``ix``.
+    await codeindex.ensure_all(client, sorted(projects_seen | set(by_project)))
     return stats

@@ -55,6 +55,7 @@ from codepool.durability.snapshot_dir import (
 )
 from codepool.durability.snapshot_format import SnapshotInfo, read_header
 from codepool.settings import Settings
+from codepool.store import codeindex
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ async def ensure_state(
     nothing else writes to Redis (its snapshot must be exact; skipped while another
     host journals). With ``lease`` (the snapshot lease, many hosts): only its holder
     restores; another host waits until Redis holds the state. Raises MissingJournalsError if
-    a restore would miss a host's journal."""
+    a restore would miss a host's journal. Every pool is in the code index afterwards."""
     if not await _lead(client, lease):
         return "kept"
     while True:
@@ -238,9 +239,20 @@ async def ensure_state(
         while await restore_running(client):  # noqa: ASYNC110
             await asyncio.sleep(WAIT_SECONDS)
         try:
-            return await _ensure_state(client, settings, catch_up)
+            outcome = await _ensure_state(client, settings, catch_up)
         except RestoreRunningError:
             log.info("another restore began meanwhile: waiting for it")
+            continue
+        await _index_pools(client)
+        return outcome
+
+
+async def _index_pools(client: Redis) -> None:
+    """Pools from before the code index (or a restore that died before indexing) are
+    indexed before anything is served (codepool.store.codeindex.ensure_all)."""
+    done = await codeindex.ensure_all(client)
+    if done:
+        log.warning("code index: indexed %d code(s) of pools not yet in it", done)
 
 
 async def _ensure_state(client: Redis, settings: Settings, catch_up: bool) -> str:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Collection
-from typing import Literal
+from typing import Any, Literal
 
 from codepool import errors, keys
 from codepool.codeparse import CodeParser
 from codepool.models import CodeEntry, Page, Status, UploadResult
+from codepool.scripts import Arg
+from codepool.store import codeindex
 from codepool.store.base import Backend, new_id, now, text, window
+from codepool.store.codeindex import UploadIndex
 from codepool.store.records import walk
 from codepool.store.stats import stats_keys
 
@@ -19,11 +22,11 @@ Duplicates = Literal["allow", "skip"]
 # Bytes gathered from the network before one parse + stage step: large enough that
 # per-step overhead vanishes, small enough that an upload's memory stays flat.
 PARSE_BYTES = 1 << 20
-# Codes per RPUSH / stage_skip call while staging.
+# Codes per RPUSH while staging.
 STAGE_CODES = 10_000
 # Codes moved per commit_upload call when the pool is not empty (each call ~ms).
 COMMIT_SLICE = 20_000
-# Codes read per seed_seen / read_codes call.
+# Codes read per LRANGE / read_codes call.
 READ_SLICE = 5_000
 # Staging keys of an upload that died mid-way expire by themselves.
 STAGING_TTL = 6 * 3600
@@ -62,12 +65,14 @@ class CodeStore:
             async for chunk in body:
                 hasher.update(chunk)
             return await self._replay(record, hasher.hexdigest())
-        upload_id = new_id()
+        index = await UploadIndex.new(self._b.scripts, project_id, pool_id)
+        # The index number rides in the upload id, so a commit a crash interrupted
+        # (resume_commits) still records where the codes landed.
+        upload_id = f"{new_id()}.{index.number}"
         staging = keys.pool_staging(project_id, pool_id, upload_id)
-        seen = keys.pool_staging_seen(project_id, pool_id, upload_id)
         lock = keys.pool_upload_lock(project_id, pool_id)
         locked = False
-        committed = False
+        keep = False  # staging list and index entries: stored, or a commit in doubt
         try:
             if duplicates == "skip":
                 # Skip mode compares against the pool's whole content, so two of them
@@ -75,82 +80,117 @@ class CodeStore:
                 locked = bool(await client.set(lock, upload_id, nx=True, ex=STAGING_TTL))
                 if not locked:
                     raise errors.UploadInProgress(pool_id=pool_id)
-                await self._seed_seen(project_id, pool_id, seen)
-            staged = skipped = 0
-            buffer = bytearray()
-            async for chunk in body:
-                hasher.update(chunk)
-                buffer += chunk
-                if len(buffer) >= PARSE_BYTES:
-                    codes = parser.feed(bytes(buffer))
-                    buffer.clear()
-                    if not parser.has_errors:
-                        a, s = await self._stage(
-                            project_id, pool_id, staging, seen, codes, duplicates
-                        )
-                        staged, skipped = staged + a, skipped + s
-            codes = parser.feed(bytes(buffer)) + parser.close()  # close() raises InvalidCodes
-            a, s = await self._stage(project_id, pool_id, staging, seen, codes, duplicates)
-            staged, skipped = staged + a, skipped + s
+            staged, skipped = await self._stage_body(
+                project_id, pool_id, staging, index, body, parser, duplicates, hasher
+            )
             if staged + skipped == 0:
                 raise errors.NoCodes()
-            committed = True
+            # Every entry is in the index before any of the codes is available.
+            await index.finish()
             fingerprint = hasher.hexdigest() if idempotency is not None else ""
-            answer = await self.commit(
-                project_id, pool_id, upload_id, (record, fingerprint, staged, skipped)
-            )
+            try:
+                answer = await self.commit(
+                    project_id, pool_id, upload_id, (record, fingerprint, staged, skipped)
+                )
+            except errors.CodepoolError:
+                raise  # refused (quota, pool gone, key reused): the script dropped staging
+            except Exception:
+                # In doubt (Redis went away mid-commit): the commit mark lets the next
+                # start finish it (resume_commits), with its staging list and entries.
+                keep = True
+                raise
             if isinstance(answer, UploadResult):
                 return answer  # the Idempotency-Key's first answer; nothing was added
+            keep = True
             total, available = answer
             return UploadResult(added=staged, skipped=skipped, total=total, available=available)
         finally:
-            # Best effort: if Redis is gone these keys expire on their own.
-            with contextlib.suppress(Exception):
-                await client.unlink(*([seen] if committed else [seen, staging]))
+            if not keep:
+                # Best effort: if Redis is gone the staging list expires on its own and
+                # the index entries point at an upload that never moved (answer nothing).
+                with contextlib.suppress(Exception):
+                    await client.unlink(staging)
+                with contextlib.suppress(Exception):
+                    await index.drop()
             if locked:
                 with contextlib.suppress(Exception):
                     await client.delete(lock)
 
-    async def _seed_seen(self, project_id: str, pool_id: str, seen: str) -> None:
-        avail = keys.pool_available(project_id, pool_id)
-        start = 0
-        while True:
-            read = await self._b.scripts.run(
-                "seed_seen", [avail, seen], [start, READ_SLICE, STAGING_TTL]
-            )
-            start += read
-            if read < READ_SLICE:
-                return
+    async def _stage_body(
+        self,
+        project_id: str,
+        pool_id: str,
+        staging: str,
+        index: UploadIndex,
+        body: AsyncIterable[bytes],
+        parser: CodeParser,
+        duplicates: Duplicates,
+        hasher: Any,
+    ) -> tuple[int, int]:
+        """Parse the body as it streams and stage (and index) its codes: (staged,
+        skipped). Once the parser has seen an error nothing more is staged."""
+        staged = skipped = 0
+        buffer = bytearray()
+        async for chunk in body:
+            hasher.update(chunk)
+            buffer += chunk
+            if len(buffer) >= PARSE_BYTES:
+                codes = parser.feed(bytes(buffer))
+                buffer.clear()
+                if not parser.has_errors:
+                    a, s = await self._stage(
+                        project_id, pool_id, staging, index, codes, duplicates, staged
+                    )
+                    staged, skipped = staged + a, skipped + s
+        codes = parser.feed(bytes(buffer)) + parser.close()  # close() raises InvalidCodes
+        a, s = await self._stage(project_id, pool_id, staging, index, codes, duplicates, staged)
+        return staged + a, skipped + s
 
     async def _stage(
         self,
         project_id: str,
         pool_id: str,
         staging: str,
-        seen: str,
+        index: UploadIndex,
         codes: list[bytes],
         duplicates: Duplicates,
+        offset: int,
     ) -> tuple[int, int]:
-        """Append codes to the upload's staging list: (staged, skipped)."""
+        """Append codes to the upload's staging list and index them: (staged, skipped).
+        ``offset``: how many codes the staging list holds already."""
         if not codes:
             return 0, 0
         if duplicates == "skip":
             staged = skipped = 0
-            for i in range(0, len(codes), STAGE_CODES):
-                a, s = await self._b.scripts.run(
-                    "stage_skip",
-                    [staging, seen, keys.issued(project_id)],
-                    [pool_id, STAGING_TTL, *codes[i : i + STAGE_CODES]],
-                )
+            names = [staging, keys.issued(project_id), keys.code_index_uploads(project_id)]
+            head: list[Arg] = [
+                pool_id,
+                STAGING_TTL,
+                index.number,
+                codeindex.bucket_template(project_id),
+                keys.pool(project_id, "\0"),
+                keys.pool_available(project_id, "\0"),
+            ]
+            for i in range(0, len(codes), codeindex.SKIP_CODES):
+                chunk = codes[i : i + codeindex.SKIP_CODES]
+                pairs: list[Arg] = []
+                for code in chunk:
+                    pairs += [code, codeindex.crc32(code)]
+                index.mark(chunk)
+                a, s = await self._b.scripts.run("index_stage_skip", names, [*head, *pairs])
                 staged, skipped = staged + a, skipped + s
             return staged, skipped
         # Staging is private to this upload until commit, so plain pipelined RPUSHes
-        # (the fastest way into Redis) change no visible state.
+        # (the fastest way into Redis) change no visible state; nor do index entries of
+        # an upload that has not moved yet (they answer nothing until commit).
         async with self._b.client.pipeline(transaction=False) as pipe:
             for i in range(0, len(codes), STAGE_CODES):
                 pipe.rpush(staging, *codes[i : i + STAGE_CODES])
             pipe.expire(staging, STAGING_TTL)
             await pipe.execute()
+        index.add(codes, offset)
+        if index.full:
+            await index.flush()
         return len(codes), 0
 
     async def _replay(self, record: str, fingerprint: str) -> UploadResult:
@@ -189,6 +229,7 @@ class CodeStore:
                     keys.project_stored(project_id),
                     record,
                     *stats_keys(project_id, pool_id, at),
+                    keys.code_index_uploads(project_id),
                 ],
                 [
                     COMMIT_SLICE,
@@ -199,6 +240,7 @@ class CodeStore:
                     skipped,
                     self._b.settings.idempotency_ttl,
                     at,
+                    index_number(upload_id),
                 ],
             )
             if result[0] in (2, -4, -14):
@@ -278,6 +320,11 @@ class CodeStore:
             entries = [i.entry(code) for code, i in batch if i.status in statuses]
             if entries:
                 yield entries
+
+
+def index_number(upload_id: str) -> str:
+    """The code index number an upload id carries ("<id>.<number>"), "" if none."""
+    return upload_id.rpartition(".")[2] if "." in upload_id else ""
 
 
 def _status(parts: list[str], fingerprint: str) -> list[int]:

@@ -6,6 +6,7 @@ import msgspec
 
 from codepool import errors, keys
 from codepool.models import Notify, Page, Pool, PoolIn, PoolPatch, PoolSummary
+from codepool.store import codeindex
 from codepool.store.base import Backend, new_id, now, opt_float, text
 from codepool.store.stats import KEEP_DAYS, day_of, minute_of, stats_keys
 
@@ -160,6 +161,8 @@ class PoolStore:
             *(keys.pool_stats(project_id, pool_id, d) for d in range(today - KEEP_DAYS, today + 1))
         )
         await self.purge_issued(project_id, pool_id)
+        # Its code index entries already answer nothing (no pool); their memory goes too.
+        await codeindex.purge_pool(self._b.client, self._b.scripts, project_id, pool_id)
 
     async def purge_issued(self, project_id: str, pool_id: str) -> None:
         """Drop a deleted pool's issued records, a small step at a time."""

@@ -10,12 +10,11 @@ from codepool.durability.records import ConfirmRecord, RedeemRecord, ReleaseReco
 from codepool.models import CodeInstance, Validation
 from codepool.scripts import Arg
 from codepool.settings import Settings
+from codepool.store import codeindex
 from codepool.store.base import Backend, now, text
 from codepool.store.stats import stats_templates
 
-OK, EXPIRED, UNKNOWN, NOT_ISSUED, REDEEMED, UNDECIDED, NOT_HELD = 1, -2, -10, -11, -12, -13, -14
-# How much of a long pool one find_code.lua call reads (about a millisecond of Redis).
-FIND_SLICE = 20_000
+OK, EXPIRED, UNKNOWN, NOT_ISSUED, REDEEMED, NOT_HELD = 1, -2, -10, -11, -12, -14
 Reason = Literal["unknown_code", "not_issued", "already_redeemed", "pool_expired"]
 _REASONS: dict[int, Reason | None] = {
     OK: None,
@@ -54,14 +53,16 @@ def give_back_args(project_id: str, settings: Settings, at: float) -> list[Arg]:
     ]
 
 
-def _event_keys(project_id: str) -> list[str]:
-    """KEYS of redeem.lua and release.lua: the records and where their event goes."""
+def _event_keys(project_id: str, bucket: str) -> list[str]:
+    """KEYS of redeem.lua and release.lua: the records, the code's index bucket, where
+    their event goes, and the index's uploads."""
     return [
         keys.issued(project_id),
-        keys.pools(project_id),
+        bucket,
         keys.events(project_id),
         keys.outbox(project_id),
         keys.webhook(project_id),
+        keys.code_index_uploads(project_id),
     ]
 
 
@@ -120,12 +121,12 @@ class PosStore:
 
     async def validate(self, project_id: str, code: str) -> Validation:
         t = _templates(project_id)
+        bucket, uploads, crc = codeindex.lookup_args(project_id, code)
         raw = await self._b.scripts.run(
             "validate",
-            [keys.issued(project_id), keys.pools(project_id)],
-            [code, now(), t["pool"], t["avail"]],
+            [keys.issued(project_id), bucket, uploads],
+            [code, now(), t["pool"], t["avail"], crc],
         )
-        raw = await self._settle(project_id, code, raw)
         status = int(raw[0])
         if status == UNKNOWN:
             return Validation(valid=False, status=None, reason="unknown_code")
@@ -151,9 +152,10 @@ class PosStore:
         t = _templates(project_id)
         at = now()
         stats_t, _ = stats_templates(project_id, at)
+        bucket, _, crc = codeindex.lookup_args(project_id, code)
         raw = await self._b.scripts.run_acked(
             "redeem",
-            _event_keys(project_id),
+            _event_keys(project_id, bucket),
             [
                 code,
                 at,
@@ -163,9 +165,9 @@ class PosStore:
                 t["user_events"],
                 self._b.settings.user_events_maxlen,
                 stats_t,
+                crc,
             ],
         )
-        raw = await self._settle(project_id, code, raw)
         _raise_for(code, raw)
         if self._b.journal is not None:
             # Before the answer: a restore must not let the code be redeemed again.
@@ -183,36 +185,15 @@ class PosStore:
             )
         return _instance(code, raw)
 
-    async def _settle(self, project_id: str, code: str, raw: list[Any]) -> list[Any]:
-        """Finish a search the script left undecided: the code has no issued record and
-        was not near the head of some long pools (SCAN_BOUND in lua/includes/common.lua).
-        Those pools are read again in slices of about a millisecond of Redis each, so the
-        exact answer costs this caller time, never Redis's other clients."""
-        if int(raw[0]) != UNDECIDED:
-            return raw
-        for pool_id in (text(p) for p in raw[1:]):
-            found_keys = [keys.pool_available(project_id, pool_id), keys.pool(project_id, pool_id)]
-            position = -1
-            while True:
-                found = await self._b.scripts.run(
-                    "find_code", found_keys, [code, position, FIND_SLICE]
-                )
-                if found[0] == 1:
-                    return [NOT_ISSUED, pool_id]
-                if found[0] == -2:
-                    break
-                position = int(found[1])
-        return [UNKNOWN]
-
     async def confirm(self, project_id: str, code: str) -> CodeInstance:
         """Make a held hand-out final (lua/confirm.lua): the hold reaper leaves it."""
         t = _templates(project_id)
+        bucket, uploads, crc = codeindex.lookup_args(project_id, code)
         raw = await self._b.scripts.run_acked(
             "confirm",
-            [keys.issued(project_id), keys.pools(project_id)],
-            [code, t["pool"], t["avail"]],
+            [keys.issued(project_id), bucket, uploads],
+            [code, t["pool"], t["avail"], crc],
         )
-        raw = await self._settle(project_id, code, raw)
         _raise_for(code, raw)
         if self._b.journal is not None:
             # Before the answer: a restore must not bring the hold back to expire.
@@ -236,17 +217,18 @@ class PosStore:
 
     async def release(self, project_id: str, code: str) -> CodeInstance:
         released_at = now()
+        bucket, _, crc = codeindex.lookup_args(project_id, code)
         raw = await self._b.scripts.run_acked(
             "release",
-            _event_keys(project_id),
+            _event_keys(project_id, bucket),
             [
                 code,
                 released_at,
                 self._b.settings.events_maxlen,
                 *give_back_args(project_id, self._b.settings, released_at),
+                crc,
             ],
         )
-        raw = await self._settle(project_id, code, raw)
         _raise_for(code, raw)
         if self._b.journal is not None:
             await self._journal(
