@@ -1,10 +1,12 @@
 --[[
   For a duplicates=skip upload: stage the codes of one chunk that are neither in the
   pool (seen-set, seeded from the available list; issued hash for handed-out ones)
-  nor earlier in this upload.
+  nor earlier in this upload. With pool id '' (code generation) a code handed out
+  from any pool of the project counts as present (the seen-set is then seeded from
+  every pool's available list).
 
   KEYS[1] staging list   KEYS[2] seen set   KEYS[3] issued hash
-  ARGV[1] pool id   ARGV[2] ttl (s)   ARGV[3..] codes
+  ARGV[1] pool id ('' = any pool)   ARGV[2] ttl (s)   ARGV[3..] codes
   Returns: {staged, skipped}
 ]]
 local rcall = redis.call
@@ -15,6 +17,7 @@ local staged, skipped, batch = 0, 0, {}
 local function issued_here(code)
   local record = rcall('HGET', KEYS[3], code)
   if not record then return false end
+  if pool_id == '' then return true end
   for _, inst in ipairs(split(record, RS)) do
     if split(inst, US)[1] == pool_id then return true end
   end

@@ -165,6 +165,30 @@ class UploadResult(Struct, kw_only=True):
     available: int
 
 
+# codes/generate (codegen.py): at most 10M codes a call, patterns up to a code's length.
+GenerateCount = Annotated[int, Meta(ge=1, le=10_000_000)]
+CodePattern = Annotated[str, Meta(min_length=1, max_length=128)]
+Charset = Annotated[str, Meta(min_length=1, max_length=128)]
+GuessProbability = Annotated[float, Meta(gt=0, le=1)]
+
+
+class GenerateIn(Inbound):
+    count: GenerateCount
+    pattern: CodePattern
+    # unambiguous, alphanumeric, digits, letters, or the characters themselves.
+    charset: Charset = "unambiguous"
+    check_character: bool = False
+    max_guess_probability: GuessProbability = 0.001
+
+
+class Generated(Struct, kw_only=True):
+    added: int
+    total: int
+    available: int
+    space: float  # charset length ** number of '#'
+    guess_probability: float  # the pool's live codes / space, after this generation
+
+
 class CodeEntry(Struct, kw_only=True):
     code: str
     status: Status

@@ -245,6 +245,7 @@ _KINDS: list[tuple[str, re.Pattern[str]]] = [
     ("skip", _pattern(keys.pool_staging, 2)),
     ("skip", _pattern(keys.pool_staging_seen, 2)),
     ("skip", _pattern(keys.pool_upload_lock, 1)),
+    ("skip", _pattern(keys.generate_lock, 0)),
     # Per-user event lists are an index of the project stream: a restore rebuilds them
     # from it (restore.py), exact whatever the moment each would have been read.
     ("skip", _pattern(keys.user_events, 1, ".+")),
