@@ -27,7 +27,8 @@ async def _generate(
 
 
 async def _pool_codes(redis: Redis, t: Tenant, pool_id: str) -> list[str]:
-    return [c.decode() for c in await redis.lrange(keys.pool_available(t.id, pool_id), 0, -1)]
+    codes = await redis.lrange(keys.pool_available(t.id, pool_id), 0, -1)
+    return [c.decode() if isinstance(c, bytes) else c for c in codes]
 
 
 async def _nothing_staged(redis: Redis) -> None:
@@ -137,22 +138,24 @@ async def test_bad_patterns_and_charsets_are_refused(redis: Redis) -> None:
     async with app_client(redis) as c:
         t = await make_tenant(c)
         pool = await make_pool(c, t)
-        for body in (
+        bad_patterns: list[dict[str, Any]] = [
             {"pattern": "SALE"},
             {"pattern": "##", "charset": "AAB"},
             {"pattern": "##", "charset": "ABC", "check_character": True},
             {"pattern": "A B##"},
-        ):
+        ]
+        for body in bad_patterns:
             status, out = await _generate(c, t, pool["id"], count=1, **body)
             assert status == 422, out
             assert out["error"]["code"] == "invalid_pattern", out
-        for body in (
+        bad_bodies: list[dict[str, Any]] = [
             {"count": 0, "pattern": "##"},
             {"count": 10_000_001, "pattern": "##"},
             {"count": 1, "pattern": "##", "max_guess_probability": 0},
             {"count": 1, "pattern": "##", "max_guess_probability": 1.5},
             {"count": 1, "pattern": "##", "nope": 1},
-        ):
+        ]
+        for body in bad_bodies:
             status, out = await _generate(c, t, pool["id"], **body)
             assert status == 400, (body, out)
         status, out = await _generate(c, t, "nosuchpool", count=1, pattern="##")
