@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import math
@@ -38,6 +39,8 @@ GENERATE_CHUNK = 100_000
 # codes the project has: past 20 draws per code of the space or of the request, the
 # space is full in all likelihood (a missing code is found within them but for e^-20).
 GIVE_UP_DRAWS = 20
+# Chunks a generation has in Redis at once (see CodeStore._stage_drawn).
+STAGE_IN_FLIGHT = 2
 ALL_STATUSES: frozenset[Status] = frozenset({"available", "assigned", "redeemed"})
 
 
@@ -234,23 +237,7 @@ class CodeStore:
                     )
                 locks.append(lock)
             await self._seed_seen_project(project_id, seen)
-            staged = idle = 0
-            budget = max(1000, GIVE_UP_DRAWS * min(space, count))
-            while staged < count:
-                codes = generator.draw(min(GENERATE_CHUNK, count - staged))
-                added, _ = await self._stage(
-                    project_id, pool_id, staging, seen, codes, "skip", scope="project"
-                )
-                staged += added
-                idle = 0 if added else idle + len(codes)
-                if idle > budget:
-                    raise errors.PatternTooSmall(
-                        "the pattern's space has no room left for new codes; nothing was stored",
-                        space=space_float(space),
-                        live=live,
-                        requested=count,
-                        found=staged,
-                    )
+            staged = await self._stage_drawn(project_id, pool_id, staging, seen, generator, count)
             committed = True
             answer = await self.commit(
                 project_id, pool_id, upload_id, (record, fingerprint, staged, live + staged)
@@ -270,6 +257,54 @@ class CodeStore:
             for lock in locks:
                 with contextlib.suppress(Exception):
                     await client.delete(lock)
+
+    async def _stage_drawn(
+        self,
+        project_id: str,
+        pool_id: str,
+        staging: str,
+        seen: str,
+        generator: Generator,
+        count: int,
+    ) -> int:
+        """Draw and stage until ``count`` codes new to the project are staged.
+
+        Two chunks are in flight: while Redis checks one, the next is drawn and sent
+        (Redis and Python work on separate cores). A chunk never asks for more than
+        what is missing if every chunk in flight stages whole, so none overshoots."""
+        space = generator.pattern.space
+        budget = max(1000, GIVE_UP_DRAWS * min(space, count))
+        staged = drawn = idle = 0
+        sizes: dict[asyncio.Task[tuple[int, int]], int] = {}
+        try:
+            while staged < count:
+                while staged + drawn < count and len(sizes) < STAGE_IN_FLIGHT:
+                    codes = generator.draw(min(GENERATE_CHUNK, count - staged - drawn))
+                    task = asyncio.ensure_future(
+                        self._stage(project_id, pool_id, staging, seen, codes, "skip", "project")
+                    )
+                    sizes[task] = len(codes)
+                    drawn += len(codes)
+                done, _ = await asyncio.wait(sizes, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    added, _ = task.result()
+                    size = sizes.pop(task)
+                    drawn -= size
+                    idle = 0 if added else idle + size
+                    staged += added
+                if idle > budget:
+                    raise errors.PatternTooSmall(
+                        "the pattern's space has no room left for new codes; nothing was stored",
+                        space=space_float(space),
+                        requested=count,
+                        found=staged,
+                    )
+            return staged
+        finally:
+            # Nothing may stage after the caller dropped the staging list.
+            for task in sizes:
+                task.cancel()
+            await asyncio.gather(*sizes, return_exceptions=True)
 
     async def _check_quota(self, project_id: str, count: int) -> None:
         """Refuse early what commit_upload.lua would refuse after all the drawing."""
