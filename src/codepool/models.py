@@ -167,9 +167,32 @@ class UploadResult(Struct, kw_only=True):
 
 # codes/generate (codegen.py): at most 10M codes a call, patterns up to a code's length.
 GenerateCount = Annotated[int, Meta(ge=1, le=10_000_000)]
-CodePattern = Annotated[str, Meta(min_length=1, max_length=128)]
-Charset = Annotated[str, Meta(min_length=1, max_length=128)]
-GuessProbability = Annotated[float, Meta(gt=0, le=1)]
+CodePattern = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        description="Each # is one random character of the charset; the rest is literal.",
+    ),
+]
+Charset = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        description="unambiguous, alphanumeric, digits, letters, or 2-93 distinct printable"
+        " ASCII characters (no space, no comma).",
+    ),
+]
+GuessProbability = Annotated[
+    float,
+    Meta(
+        gt=0,
+        le=1,
+        description="422 pattern_too_small when the pool's live codes would pass this"
+        " share of the pattern's space.",
+    ),
+]
 
 
 class GenerateIn(Inbound):
