@@ -400,7 +400,7 @@ class Run:
         """codes/generate of n codes next to an upload of n codes, in one project: the
         generated codes must be new to the uploaded ones too (the skip path checks each)."""
         b = Bench(self.b.port, self.args, self.r, project="generate")
-        n = self.args.codes
+        n = self.args.generate_codes or self.args.codes
         upload_seconds = b.upload(b.pool("uploaded", 0, "U"), n, "U")
         pool = b.pool("generated", 0, "G")
         # 32^8 ~ 1.1e12: room for 10M live codes at a guess probability of 1e-5.
@@ -534,6 +534,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--codes", type=int, default=10_000_000, help="codes for the upload and memory figures"
+    )
+    parser.add_argument(
+        "--generate-codes",
+        type=int,
+        help="codes the generate phase uploads, then generates next to them (default: --codes)",
     )
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each HTTP rate run")
     parser.add_argument(
