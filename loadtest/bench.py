@@ -608,6 +608,32 @@ class Run:
             Target("index: slowest till call (validate/redeem)", worst / 1000, 1, "ms", False)
         )
 
+    def generate(self) -> None:
+        """codes/generate of n codes next to an upload of n codes, in one project: the
+        generated codes must be new to the uploaded ones too (the skip path checks each)."""
+        b = Bench(self.b.port, self.args, self.r, project="generate")
+        n = self.args.generate_codes or self.args.codes
+        upload_seconds = b.upload(b.pool("uploaded", 0, "U"), n, "U")
+        pool = b.pool("generated", 0, "G")
+        # 32^8 ~ 1.1e12: room for 10M live codes at a guess probability of 1e-5.
+        body = msgspec.json.encode({"count": n, "pattern": "G-####-####", "check_character": True})
+        started = time.perf_counter()
+        r = b.http.post(
+            f"/v1/projects/{b.project}/pools/{pool}/codes/generate", content=body, headers=b.admin
+        )
+        seconds = time.perf_counter() - started
+        if r.status_code != 200 or r.json()["added"] != n:
+            raise SystemExit(f"generate failed: {r.status_code} {r.text[:300]}")
+        print(
+            f"generate of {n:,} codes (G-####-#### + check character, new to {n:,} uploaded "
+            f"ones): {seconds:.1f} s = {n / seconds:,.0f} codes/s; the upload of {n:,}: "
+            f"{upload_seconds:.1f} s = {n / upload_seconds:,.0f} codes/s"
+        )
+        self.targets.append(
+            Target("generate rate / upload rate", upload_seconds / seconds, 0.5, "x")
+        )
+        b.http.delete(f"/v1/projects/{b.project}/pools/{pool}", headers=b.admin)
+
     def report(self) -> None:
         print("\ntarget                                   measured      goal")
         for t in self.targets:
@@ -648,6 +674,7 @@ PHASES = {
     "bulk": "bulk",
     "upload": "upload_and_memory",
     "index": "index",
+    "generate": "generate",
 }
 
 
@@ -723,6 +750,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--codes", type=int, default=10_000_000, help="codes for the upload and memory figures"
+    )
+    parser.add_argument(
+        "--generate-codes",
+        type=int,
+        help="codes the generate phase uploads, then generates next to them (default: --codes)",
     )
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each HTTP rate run")
     parser.add_argument(

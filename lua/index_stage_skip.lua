@@ -2,10 +2,11 @@
   For a duplicates=skip upload: stage the codes of one chunk that are neither in the
   pool (available: the code index; handed out: the issued hash) nor earlier in this
   upload (its own index entries point into its staging list), and index the staged
-  ones in the same step.
+  ones in the same step. With pool id '' (code generation) a code of any pool of the
+  project counts as present.
 
   KEYS[1] staging list   KEYS[2] issued hash   KEYS[3] index uploads hash
-  ARGV[1] pool id   ARGV[2] staging TTL (s)   ARGV[3] this upload's index number
+  ARGV[1] pool id ('' = any pool)   ARGV[2] staging TTL (s)   ARGV[3] this upload's index number
   ARGV[4] bucket key template (keys.code_index)   ARGV[5] pool hash template
   ARGV[6] available list template   ARGV[7..] code, CRC-32 of the code, ...
   Returns: {staged, skipped}
@@ -26,6 +27,7 @@ local records = #codes > 0 and rcall('HMGET', issued, unpack(codes)) or {}
 
 local function issued_here(record)
   if not record then return false end
+  if pool_id == '' then return true end
   for _, inst in ipairs(split(record, RS)) do
     if split(inst, US)[1] == pool_id then return true end
   end
@@ -47,7 +49,7 @@ local function in_pool(ix, code)
       return o < base and lindex_near(staging, o) == code
     end
     local kind, p, index = cx_target(ix, u, o)
-    return kind == 'avail' and p == pool_id and lindex_near(fill(ix.avail_t, p), index) == code
+    return kind == 'avail' and (pool_id == '' or p == pool_id) and lindex_near(fill(ix.avail_t, p), index) == code
   end)
 end
 

@@ -88,6 +88,14 @@ PayloadTooLarge = _error("payload_too_large", 413, "the request body is larger t
 UnsupportedMediaType = _error("unsupported_media_type", 415, "unsupported Content-Type")
 InvalidCodes = _error("invalid_codes", 422, "the upload holds invalid codes; nothing was stored")
 NoCodes = _error("no_codes", 422, "the upload holds no code; nothing was stored")
+InvalidPattern = _error(
+    "invalid_pattern", 422, "the pattern or charset cannot make valid codes; nothing was stored"
+)
+PatternTooSmall = _error(
+    "pattern_too_small",
+    422,
+    "the pattern's space is too small for that many live codes; nothing was stored",
+)
 WebhookUrlNotAllowed = _error(
     "webhook_url_not_allowed",
     422,

@@ -122,6 +122,12 @@ def pool_upload_lock(project: str, pool_id: str) -> str:
     return f"{_p(project)}:pool:{pool_id}:uploadlock"
 
 
+def generate_lock(project: str) -> str:
+    """String with TTL: held by the one code generation running in the project (its
+    codes must be new to every pool, so two at once could draw the same code)."""
+    return f"{_p(project)}:generatelock"
+
+
 def issued(project: str) -> str:
     """Hash: code string -> records of its instances that were handed out.
 

@@ -165,6 +165,53 @@ class UploadResult(Struct, kw_only=True):
     available: int
 
 
+# codes/generate (codegen.py): at most 10M codes a call, patterns up to a code's length.
+GenerateCount = Annotated[int, Meta(ge=1, le=10_000_000)]
+CodePattern = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        description="Each # is one random character of the charset; the rest is literal.",
+    ),
+]
+Charset = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        description="unambiguous, alphanumeric, digits, letters, or 2-93 distinct printable"
+        " ASCII characters (no space, no comma).",
+    ),
+]
+GuessProbability = Annotated[
+    float,
+    Meta(
+        gt=0,
+        le=1,
+        description="422 pattern_too_small when the pool's live codes would pass this"
+        " share of the pattern's space.",
+    ),
+]
+
+
+class GenerateIn(Inbound):
+    count: GenerateCount
+    pattern: CodePattern
+    # unambiguous, alphanumeric, digits, letters, or the characters themselves.
+    charset: Charset = "unambiguous"
+    check_character: bool = False
+    max_guess_probability: GuessProbability = 0.001
+
+
+class Generated(Struct, kw_only=True):
+    added: int
+    total: int
+    available: int
+    space: float  # charset length ** number of '#'
+    guess_probability: float  # the pool's live codes / space, after this generation
+
+
 class CodeEntry(Struct, kw_only=True):
     code: str
     status: Status

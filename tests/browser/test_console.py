@@ -484,3 +484,32 @@ def test_markup_in_codes_and_names_is_shown_as_text(console: Console) -> None:
     assert page.locator("main img, main script").count() == 0
     page.wait_for_timeout(300)  # an onerror would have fired by now
     # The no-dialog and no-CSP-violation checks run after every test (_clean_page).
+
+
+def test_generate_codes_from_the_pool_page(console: Console) -> None:
+    """The Generate form next to the upload: a space too small for the count is refused
+    with nothing stored; then the codes are made, with check characters."""
+    from playwright.sync_api import expect  # noqa: PLC0415
+
+    from codepool import codegen  # noqa: PLC0415
+
+    page = console.page
+    pool_id = console.api("POST", "/pools", json={"name": "Generated"}).json()["id"]
+    console.goto(f"/pools/{pool_id}")
+    form = page.get_by_role("form", name="Generate")
+    status = page.get_by_role("region", name="Generate codes").get_by_role("status")
+    form.get_by_label("Pattern").fill("T-####")
+    form.get_by_label("How many").fill("25")
+    form.get_by_label("Charset").select_option("digits")
+    form.get_by_role("button", name="Generate").click()
+    expect(status).to_contain_text("Generation refused: the pattern's space is too small")
+    assert _pool(console, pool_id)["total"] == 0
+    form.get_by_label("Pattern").fill("T-######")
+    form.get_by_label("Check character").check()
+    form.get_by_role("button", name="Generate").click()
+    expect(status).to_contain_text("Generated 25 codes. The pool now holds 25 codes")
+    expect(page.get_by_role("list", name="Stock")).to_contain_text("25Total")
+    listed = console.api("GET", f"/pools/{pool_id}/codes", params={"count": 100}).json()
+    pattern = codegen.parse("T-######", "digits", check_character=True)
+    assert len({e["code"] for e in listed["data"]}) == 25
+    assert all(pattern.matches(e["code"]) for e in listed["data"])

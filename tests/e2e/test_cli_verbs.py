@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from codepool import __version__
+from codepool import __version__, codegen
 from tests.servers import ServeProcess, free_port, start_serve
 
 pytestmark = pytest.mark.e2e
@@ -438,23 +438,34 @@ def test_errors_are_one_line_with_a_meaningful_exit_code(
 def test_generate_and_stats_answer_cleanly(
     server: ServeProcess, api: httpx.Client, project: str
 ) -> None:
-    """Both are in the contract; a service without them answers 404, printed as one
-    line with exit 4 (this branch's service); with them, their answers."""
-    new_pool(api, project, "generated")
+    """Generation through a real `codepool serve`: the codes are in the pool and match;
+    stats answers too (a service without it answers 404, printed as one line, exit 4)."""
+    pool_id = new_pool(api, project, "generated")
     env = client_env(server.url, project=project)
     made = cli(
-        env, "codes", "generate", "generated", "--pattern", "G-####", "--count", "50", "--json"
+        env,
+        "codes",
+        "generate",
+        "generated",
+        "--pattern",
+        "G-####",
+        "--count",
+        "50",
+        "--check-character",
+        "--json",
     )
+    assert made.returncode == 0, made
+    assert json.loads(made.stdout)["added"] == 50
+    listed = api.get(f"/v1/projects/{project}/pools/{pool_id}/codes", params={"count": 100})
+    codes = [entry["code"] for entry in listed.json()["data"]]
+    pattern = codegen.parse("G-####", check_character=True)
+    assert len(set(codes)) == 50 and all(pattern.matches(code) for code in codes)
     stats = cli(env, "stats", "generated", "--minutes", "5", "--json")
-    for done in (made, stats):
-        if done.returncode == 0:
-            continue
-        assert done.returncode == 4 and done.stdout == "", done
-        assert re.fullmatch(r"error: not_found: [^\n]+\n", done.stderr), done.stderr
-    if made.returncode == 0:
-        assert json.loads(made.stdout)["added"] == 50
     if stats.returncode == 0:
         assert len(json.loads(stats.stdout)["series"]) == 5
+    else:
+        assert stats.returncode == 4 and stats.stdout == "", stats
+        assert re.fullmatch(r"error: not_found: [^\n]+\n", stats.stderr), stats.stderr
 
 
 def test_events_follow_prints_new_events_as_they_come(

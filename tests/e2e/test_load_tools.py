@@ -74,7 +74,9 @@ def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
         "upload rate / raw RPUSH rate",
         "bytes per available code",
         "bytes per assigned code",
+        "generate rate / upload rate",
     }, out
+    assert targets["generate rate / upload rate"][1] > 0
     assert targets["pool/issue errors"] == ("ok", 0.0)
     assert targets["purchase errors"] == ("ok", 0.0)
     assert targets["redeem: each code once"][0] == "ok"

@@ -12,7 +12,7 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
 
-from codepool import errors
+from codepool import codegen, errors
 from codepool.api import handouts
 from codepool.api.deps import CachedCaller, Caller, Svc
 from codepool.api.params import Count, IdPath, Skip, StatusFilter
@@ -28,6 +28,8 @@ from codepool.auth import authorize
 from codepool.codeparse import parser_for
 from codepool.models import (
     CodeEntry,
+    Generated,
+    GenerateIn,
     IssueIn,
     IssueOut,
     Page,
@@ -156,6 +158,54 @@ class PoolController(Controller):
         body = _limited(request, services.settings.max_upload_bytes)
         return await services.codes.upload(
             project_id, pool_id, body, parser, duplicates, record, content_type or ""
+        )
+
+    @post(
+        "/{pool_id:str}/codes/generate",
+        status_code=200,
+        responses=answers(
+            errors.PoolNotFound,
+            errors.UploadInProgress,
+            errors.QuotaExceeded,
+            errors.InvalidPattern,
+            errors.PatternTooSmall,
+            errors.IdempotencyKeyReused,
+            *BODY,
+            *WRITE,
+        ),
+    )
+    async def generate_codes(
+        self,
+        project_id: IdPath,
+        pool_id: IdPath,
+        data: JSONBody[GenerateIn],
+        request: Request[Any, Any, Any],
+        principal: Caller,
+        services: Svc,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Generated:
+        """Make `count` new random codes of a pattern in the pool; all or nothing."""
+        authorize(principal, project_id, "admin")
+        try:
+            pattern = codegen.parse(data.pattern, data.charset, data.check_character)
+        except codegen.PatternError as exc:
+            raise errors.InvalidPattern(str(exc)) from None
+        asked = (data.count, pattern.text, pattern.alphabet, pattern.check_character)
+        record, fingerprint = handouts.idempotency(
+            idempotency_key,
+            principal,
+            request.url.path,
+            "generate"
+            + "".join(f"\x1f{part}" for part in asked)
+            + f"\x1f{data.max_guess_probability!r}",
+        )
+        return await services.codes.generate(
+            project_id,
+            pool_id,
+            codegen.Generator(pattern),
+            data.count,
+            data.max_guess_probability,
+            None if record is None or fingerprint is None else (record, fingerprint),
         )
 
     @get("/{pool_id:str}/codes", responses=answers(errors.PoolNotFound))

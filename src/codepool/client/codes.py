@@ -18,7 +18,6 @@ from codepool.client.base import Ctx, Subparsers, add, walk
 from codepool.client.http import ApiError, CliError, Exit, UsageError
 from codepool.client.output import table, when
 from codepool.client.progress import Transfer
-from codepool.client.shapes import Generated, GenerateIn
 from codepool.client.upload import (
     MEDIA_TYPES,
     body,
@@ -26,7 +25,16 @@ from codepool.client.upload import (
     idempotency_key,
     open_source,
 )
-from codepool.models import CodeEntry, IssuedCode, IssueIn, IssueOut, Pool, UploadResult
+from codepool.models import (
+    CodeEntry,
+    Generated,
+    GenerateIn,
+    IssuedCode,
+    IssueIn,
+    IssueOut,
+    Pool,
+    UploadResult,
+)
 
 # The most codes one `POST .../issue` hands out (models.Count).
 ISSUE_MAX = 1000
@@ -139,15 +147,19 @@ def _target(output: Path | None) -> Iterator[IO[bytes]]:
 def generate(ctx: Ctx) -> None:
     a = ctx.args
     pool_id = ctx.pool(a.pool)
-    request = GenerateIn(
-        count=a.count,
-        pattern=a.pattern,
-        charset=a.charset,
-        check_character=True if a.check_character else None,
-        max_guess_probability=a.max_guess_probability,
-    )
+    request = GenerateIn(count=a.count, pattern=a.pattern, check_character=a.check_character)
+    if a.charset is not None:
+        request.charset = a.charset
+    if a.max_guess_probability is not None:
+        request.max_guess_probability = a.max_guess_probability
+    headers = {"Idempotency-Key": a.idempotency_key} if a.idempotency_key else {}
     made = ctx.api.call(
-        "POST", ctx.path("pools", pool_id, "codes", "generate"), Generated, body=request, wait=None
+        "POST",
+        ctx.path("pools", pool_id, "codes", "generate"),
+        Generated,
+        body=request,
+        headers=headers,
+        wait=None,
     )
     ctx.out.answer(
         made,
@@ -282,7 +294,17 @@ def add_verbs(commands: Subparsers, codes: Subparsers, common: argparse.Argument
         "--charset", help="unambiguous (default), alphanumeric, digits, letters, or the characters"
     )
     p.add_argument("--check-character", action="store_true", help="append a Luhn mod N character")
-    p.add_argument("--max-guess-probability", type=float, metavar="P", help="default 0.001")
+    p.add_argument(
+        "--max-guess-probability",
+        type=float,
+        metavar="P",
+        help="refuse when a random guess would hit a live code more often (default 0.001)",
+    )
+    p.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="a retry with the same KEY (and the same options) generates nothing twice",
+    )
 
     p = add(
         commands,

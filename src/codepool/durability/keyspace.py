@@ -69,6 +69,8 @@ _KINDS: list[tuple[str, re.Pattern[str]]] = [
     # (codepool.store.codeindex.ensure_all), which is exact and faster than carrying it.
     ("skip", _pattern(keys.code_index, 1)),
     ("skip", _pattern(keys.code_index_uploads, 0)),
+    # A generation in flight was never acknowledged either.
+    ("skip", _pattern(keys.generate_lock, 0)),
     # Per-user event lists are an index of the project stream: a restore rebuilds them
     # from it (durability.apply_events), exact whatever the moment each would have been read.
     ("skip", _pattern(keys.user_events, 1, ".+")),

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import logging
+import math
 from collections.abc import AsyncIterable, AsyncIterator, Collection
 from typing import Any, Literal
 
 from codepool import errors, keys
+from codepool.codegen import Generator, guess_probability, space_float
 from codepool.codeparse import CodeParser
-from codepool.models import CodeEntry, Page, Status, UploadResult
+from codepool.models import CodeEntry, Generated, Page, Status, UploadResult
 from codepool.scripts import Arg
 from codepool.store import codeindex
 from codepool.store.base import Backend, new_id, now, text, window
@@ -18,6 +22,10 @@ from codepool.store.records import walk
 from codepool.store.stats import stats_keys
 
 Duplicates = Literal["allow", "skip"]
+log = logging.getLogger(__name__)
+# What a skipped duplicate is a duplicate of: the pool's codes (an upload) or every
+# code of the project (a generation: generated codes are new to the whole project).
+Scope = Literal["pool", "project"]
 
 # Bytes gathered from the network before one parse + stage step: large enough that
 # per-step overhead vanishes, small enough that an upload's memory stays flat.
@@ -30,6 +38,14 @@ COMMIT_SLICE = 20_000
 READ_SLICE = 5_000
 # Staging keys of an upload that died mid-way expire by themselves.
 STAGING_TTL = 6 * 3600
+# Codes drawn per generation step (a few MB of Python memory, ~10 ms to draw).
+GENERATE_CHUNK = 100_000
+# A generation gives up (pattern_too_small) after this many draws in a row found only
+# codes the project has: past 20 draws per code of the space or of the request, the
+# space is full in all likelihood (a missing code is found within them but for e^-20).
+GIVE_UP_DRAWS = 20
+# Chunks a generation has in Redis at once (see CodeStore._stage_drawn).
+STAGE_IN_FLIGHT = 2
 ALL_STATUSES: frozenset[Status] = frozenset({"available", "assigned", "redeemed"})
 
 
@@ -155,16 +171,19 @@ class CodeStore:
         codes: list[bytes],
         duplicates: Duplicates,
         offset: int,
+        scope: Scope = "pool",
     ) -> tuple[int, int]:
         """Append codes to the upload's staging list and index them: (staged, skipped).
-        ``offset``: how many codes the staging list holds already."""
+        ``offset``: how many codes the staging list holds already. With ``skip``, a code
+        the pool (``scope="project"``: any pool of the project) already holds, or that
+        this upload staged already, is skipped."""
         if not codes:
             return 0, 0
         if duplicates == "skip":
             staged = skipped = 0
             names = [staging, keys.issued(project_id), keys.code_index_uploads(project_id)]
             head: list[Arg] = [
-                pool_id,
+                pool_id if scope == "pool" else "",
                 STAGING_TTL,
                 index.number,
                 codeindex.bucket_template(project_id),
@@ -192,6 +211,146 @@ class CodeStore:
         if index.full:
             await index.flush()
         return len(codes), 0
+
+    # -- generation: codegen draws, the duplicates=skip staging path keeps codes new --
+
+    async def generate(
+        self,
+        project_id: str,
+        pool_id: str,
+        generator: Generator,
+        count: int,
+        max_guess_probability: float,
+        idempotency: tuple[str, str] | None = None,
+    ) -> Generated:
+        """Draw ``count`` codes new to the project into the pool; all or nothing.
+
+        Drawn codes go through the staging step of a ``duplicates=skip`` upload with the
+        project as scope; each one skipped (the project has it, or it was drawn twice) is
+        drawn again until ``count`` are staged, then the upload's commit makes them
+        available at once. ``idempotency`` = (record digest, request fingerprint) of an
+        Idempotency-Key, as for uploads (the record's ``skipped`` slot keeps the live
+        count the first answer's guess probability was computed from)."""
+        client = self._b.client
+        space = generator.pattern.space
+        total, redeemed = await client.hmget(keys.pool(project_id, pool_id), "total", "redeemed")
+        if total is None:
+            raise errors.PoolNotFound(id=pool_id)
+        digest, fingerprint = idempotency or ("-", "")
+        record = keys.upload_idempotency(project_id, digest)
+        if idempotency is not None and await client.exists(record):
+            return _generated(await self._replay(record, fingerprint), space)
+        # Every live code of the pool counts: an upper bound of its live codes of this
+        # pattern (codepool keeps no index by pattern), so the rule errs on the safe side.
+        live = int(total) - int(redeemed or 0)
+        if live + count > max_guess_probability * space:
+            raise errors.PatternTooSmall(
+                space=space_float(space),
+                live=live,
+                requested=count,
+                max_guess_probability=max_guess_probability,
+                at_most=max(0, math.floor(max_guess_probability * space) - live),
+            )
+        await self._check_quota(project_id, count)
+        index = await UploadIndex.new(self._b.scripts, project_id, pool_id)
+        upload_id = f"{new_id()}.{index.number}"
+        staging = keys.pool_staging(project_id, pool_id, upload_id)
+        locks: list[str] = []
+        stored = False
+        try:
+            for lock in (
+                keys.generate_lock(project_id),
+                keys.pool_upload_lock(project_id, pool_id),
+            ):
+                if not await client.set(lock, upload_id, nx=True, ex=STAGING_TTL):
+                    raise errors.UploadInProgress(
+                        "another generation in this project, or a duplicates=skip upload"
+                        " on this pool, is running; retry when it is done",
+                        pool_id=pool_id,
+                    )
+                locks.append(lock)
+            staged = await self._stage_drawn(project_id, pool_id, staging, index, generator, count)
+            # Every entry is in the index before any of the codes is available.
+            await index.finish()
+            answer = await self.commit(
+                project_id, pool_id, upload_id, (record, fingerprint, staged, live + staged)
+            )
+            if isinstance(answer, UploadResult):
+                return _generated(answer, space)
+            stored = True
+            total_after, available = answer
+            return _generated(
+                UploadResult(
+                    added=staged, skipped=live + staged, total=total_after, available=available
+                ),
+                space,
+            )
+        finally:
+            if not stored:
+                with contextlib.suppress(Exception):
+                    await client.unlink(staging)
+                with contextlib.suppress(Exception):
+                    await index.drop()
+            for lock in locks:
+                with contextlib.suppress(Exception):
+                    await client.delete(lock)
+
+    async def _stage_drawn(
+        self,
+        project_id: str,
+        pool_id: str,
+        staging: str,
+        index: UploadIndex,
+        generator: Generator,
+        count: int,
+    ) -> int:
+        """Draw and stage until ``count`` codes new to the project are staged.
+
+        Two chunks are in flight: while Redis checks one, the next is drawn and sent
+        (Redis and Python work on separate cores). A chunk never asks for more than
+        what is missing if every chunk in flight stages whole, so none overshoots."""
+        space = generator.pattern.space
+        budget = max(1000, GIVE_UP_DRAWS * min(space, count))
+        staged = drawn = idle = 0
+        sizes: dict[asyncio.Task[tuple[int, int]], int] = {}
+        try:
+            while staged < count:
+                while staged + drawn < count and len(sizes) < STAGE_IN_FLIGHT:
+                    codes = generator.draw(min(GENERATE_CHUNK, count - staged - drawn))
+                    task = asyncio.ensure_future(
+                        self._stage(
+                            project_id, pool_id, staging, index, codes, "skip", 0, "project"
+                        )
+                    )
+                    sizes[task] = len(codes)
+                    drawn += len(codes)
+                done, _ = await asyncio.wait(sizes, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    added, _ = task.result()
+                    size = sizes.pop(task)
+                    drawn -= size
+                    idle = 0 if added else idle + size
+                    staged += added
+                if idle > budget:
+                    raise errors.PatternTooSmall(
+                        "the pattern's space has no room left for new codes; nothing was stored",
+                        space=space_float(space),
+                        requested=count,
+                        found=staged,
+                    )
+            return staged
+        finally:
+            # Nothing may stage after the caller dropped the staging list.
+            for task in sizes:
+                task.cancel()
+            await asyncio.gather(*sizes, return_exceptions=True)
+
+    async def _check_quota(self, project_id: str, count: int) -> None:
+        """Refuse early what commit_upload.lua would refuse after all the drawing."""
+        quota = self._b.settings.max_codes_per_project
+        stored = int(await self._b.client.get(keys.project_stored(project_id)) or 0)
+        if quota > 0 and stored + count > quota:
+            raise errors.QuotaExceeded(limit=quota, stored=stored, requested=count)
 
     async def _replay(self, record: str, fingerprint: str) -> UploadResult:
         first = text(await self._b.client.get(record))
@@ -334,6 +493,17 @@ def _status(parts: list[str], fingerprint: str) -> list[int]:
     if parts[1] == "pending":
         return [-14]
     return [2, *map(int, parts[1:5])]
+
+
+def _generated(result: UploadResult, space: int) -> Generated:
+    """A generation's answer from its upload-shaped one (``skipped`` = live codes)."""
+    return Generated(
+        added=result.added,
+        total=result.total,
+        available=result.available,
+        space=space_float(space),
+        guess_probability=guess_probability(result.skipped, space),
+    )
 
 
 def _first_answer(result: list[int]) -> UploadResult:

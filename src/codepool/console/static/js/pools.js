@@ -126,6 +126,7 @@ export async function poolPage(root, poolId) {
     title, summary, bar, facts,
     chart.section,
     uploadSection(poolId, onChange),
+    generateSection(poolId, onChange),
     codes.section,
     settingsSection(pool, async (updated) => { pool = updated; showPool(); }),
     deleteSection(pool, rewards));
@@ -191,6 +192,44 @@ function uploadSection(poolId, onChange) {
     h("h2", { id: "add-codes" }, "Add codes"),
     h("p", { class: "muted" }, "Upload or refill: codes are added to what the pool holds. All or nothing: one bad code and nothing is stored."),
     dupes.row, h("div", { class: "columns" }, pasteForm, fileForm), msg);
+}
+
+// codepool makes the codes: a pattern (# = one random character), a charset, an
+// optional Luhn mod N check character (docs/generate.md).
+function generateSection(poolId, onChange) {
+  const pattern = field("Pattern", "text", { value: "SALE-####-####", required: true, spellcheck: "false", maxlength: 128 },
+    "Each # is one random character; everything else is kept as written.");
+  const count = field("How many", "number", { value: 1000, min: 1, max: 10000000, required: true });
+  const charset = field("Charset", "select", { options: [
+    ["unambiguous", "Unambiguous: 2-9 and A-Z without I, O"], ["alphanumeric", "0-9 and A-Z"],
+    ["digits", "Digits"], ["letters", "Letters A-Z"]] });
+  const check = field("Check character", "checkbox", {},
+    "One more character (Luhn mod N), so a till can reject a mistyped code.");
+  const button = h("button", { type: "submit", class: "primary" }, "Generate");
+  const msg = h("div", { class: "msg", role: "status", "aria-live": "polite" });
+  const form = h("form", { "aria-label": "Generate" }, pattern.row, count.row, charset.row, check.row, button);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    button.disabled = true;
+    say(msg, "", "Generating…");
+    try {
+      const answer = await api("POST", projectPath("pools", poolId, "codes", "generate"), { body: {
+        pattern: pattern.input.value, count: Number(count.input.value),
+        charset: charset.input.value, check_character: check.input.checked } });
+      say(msg, "ok", `Generated ${fmt.int(answer.added)} codes. `,
+        `The pool now holds ${fmt.int(answer.total)} codes, ${fmt.int(answer.available)} available. `,
+        `A random guess among the pattern's ${answer.space.toPrecision(3)} codes hits a live one with probability ${answer.guess_probability.toPrecision(2)}.`);
+    } catch (err) {
+      say(msg, "error", `Generation refused: ${err.message}`);
+    } finally {
+      button.disabled = false;
+      await onChange().catch(showError);
+    }
+  });
+  return h("section", { class: "card", "aria-labelledby": "generate-codes" },
+    h("h2", { id: "generate-codes" }, "Generate codes"),
+    h("p", { class: "muted" }, "New random codes, none equal to a code of the project. All or nothing."),
+    form, msg);
 }
 
 function showUploadError(msg, err) {
