@@ -9,7 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from codepool import keys
-from codepool.redisclient import scan_every_master
+from codepool.rediscluster import scan_every_master
 from codepool.store import codeindex
 from codepool.store.base import text
 

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from codepool import errors
-from codepool.redisclient import eval_then_wait
+from codepool.redispipes import eval_then_wait
 
 _INCLUDE = re.compile(r'^--@include "([\w.-]+)"\s*$', re.MULTILINE)
 

@@ -1,5 +1,6 @@
-"""The cluster client itself (codepool.redisclient): found from any node, scripts in
-one slot with WAIT on that slot's master, and the one scan over every master."""
+"""The cluster client itself (codepool.redisclient, rediscluster, redispipes): found from
+any node, scripts in one slot with WAIT on that slot's master, and the one scan over
+every master."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from loadtest.cluster import LocalCluster
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from codepool import keys, redisclient
-from codepool.redisclient import HiredisConnection, scan_every_master
+from codepool import keys, redisclient, rediscluster
+from codepool.rediscluster import scan_every_master
+from codepool.redisconn import HiredisConnection
 from tests.apphelpers import app_client, make_pool, make_tenant
 
 pytestmark = pytest.mark.cluster
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.cluster
 async def test_any_node_gives_a_cluster_client_packing_with_hiredis(
     redis_cluster: LocalCluster, cluster_url: str
 ) -> None:
-    assert redisclient.is_cluster_url(cluster_url)
+    assert rediscluster.is_cluster_url(cluster_url)
     for port in redis_cluster.ports:  # masters and replicas alike
         client = redisclient.connect(f"redis://127.0.0.1:{port}")
         try:

@@ -18,7 +18,8 @@ from loadtest.cluster import LocalCluster
 from redis.crc import key_slot
 
 from codepool import keys
-from codepool.redisclient import connect, scan_every_master
+from codepool.redisclient import connect
+from codepool.rediscluster import scan_every_master
 from codepool.store.base import text
 from tests.apphelpers import app_client, app_workers, make_pool, make_tenant
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from loadtest.cluster import LocalSentinel
 
-from codepool import redisclient
+from codepool import redisclient, redissentinel
 from tests.apphelpers import app_client, app_workers, make_pool, make_tenant
 
 pytestmark = pytest.mark.cluster
@@ -28,7 +28,7 @@ async def test_sales_follow_the_master_the_sentinels_name(sentinel: LocalSentine
     client = redisclient.connect(sentinel.url)
     try:
         pool_conn = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        assert isinstance(pool_conn, redisclient.HiredisSentinelConnection)
+        assert isinstance(pool_conn, redissentinel.HiredisSentinelConnection)
         await client.connection_pool.release(pool_conn)
         async with app_client(client) as setup:
             t = await make_tenant(setup)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from codepool.redisclient import HiredisUnixConnection, make_client
+from codepool.redisclient import make_client
+from codepool.redisconn import HiredisUnixConnection
 from codepool.settings import load_settings
 
 pytestmark = pytest.mark.real

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from codepool import redisclient
+from codepool import redispipes
 from tests.apphelpers import (
     app_client,
     app_workers,
@@ -102,6 +102,6 @@ async def test_eval_then_wait_reloads_a_flushed_script(real_redis: Redis) -> Non
     source = "redis.call('INCR', KEYS[1]) return 7"
     sha = await real_redis.script_load(source)
     await real_redis.script_flush()
-    reply, acks = await redisclient.eval_then_wait(real_redis, sha, source, ["n"], [], 0, 10)
+    reply, acks = await redispipes.eval_then_wait(real_redis, sha, source, ["n"], [], 0, 10)
     assert (reply, acks) == (7, 0)
     assert await real_redis.get("n") == b"1"

@@ -14,14 +14,14 @@ import msgspec
 from redis.asyncio import Redis
 
 from codepool import keys
-from codepool.redisclient import scan_every_master
+from codepool.rediscluster import scan_every_master
 
 SCAN_COUNT = 1_000
 
 
 async def scan_keys(client: Redis, match: str = f"{keys.PREFIX}:*") -> AsyncIterator[str]:
     """Every key name matching ``match`` (SCAN: a thousand at a time, never KEYS), on
-    every master of a cluster (redisclient.scan_every_master follows failover and
+    every master of a cluster (rediscluster.scan_every_master follows failover and
     resharding). A key may come twice (SCAN's guarantee is "at least once")."""
     async for batch in scan_every_master(client, match=match, count=SCAN_COUNT):
         for name in batch:

@@ -20,7 +20,8 @@ from redis.exceptions import ResponseError
 from codepool import errors, keys
 from codepool.models import DeadDelivery, Page, WebhookConfig, WebhookIn
 from codepool.notify.records import DeadInfo, Delivery
-from codepool.redisclient import is_cluster, on_masters
+from codepool.rediscluster import is_cluster
+from codepool.redispipes import on_masters
 from codepool.store.base import Backend, text
 
 # The consumer group every worker reads the outboxes through.
