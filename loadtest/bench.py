@@ -604,9 +604,7 @@ class Run:
             "every kind meanwhile); plain GETs over 1 ms show how often the shared machine "
             "preempts redis-server mid-command"
         )
-        self.targets.append(
-            Target("index: slowest till call (validate/redeem)", worst / 1000, 1, "ms", False)
-        )
+        self.targets.append(Target("index: slowest till script", worst / 1000, 1, "ms", False))
 
     def generate(self) -> None:
         """codes/generate of n codes next to an upload of n codes, in one project: the
