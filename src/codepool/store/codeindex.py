@@ -48,9 +48,12 @@ FLUSH_CODES = 1_000_000
 BUCKETS_PER_CALL = 128
 # Codes read per LRANGE when a pool's codes are indexed from its available list.
 BUILD_SLICE = 50_000
-# Codes per index_stage_skip.lua call (a duplicates=skip upload looks each code up,
-# ~5-10 us of Redis each): about a millisecond per call.
-SKIP_CODES = 100
+# Codes per index_lookup.lua call (whole buckets: a group of buckets is cut once it
+# holds this many): a few milliseconds of Redis each.
+LOOKUP_CODES = 2_000
+# index_lookup.lua calls in flight at once (read-only: Redis runs them one by one,
+# the client saves the round trips).
+LOOKUP_IN_FLIGHT = 4
 
 crc32 = zlib.crc32
 
@@ -108,10 +111,11 @@ class UploadIndex:
             touched[b] = 1
         self._buffered += len(codes)
 
-    def mark(self, codes: Sequence[bytes]) -> None:
-        """Note the buckets of codes a script indexed (so a failure can drop them)."""
-        for code in codes:
-            self.touched[crc32(code) & MASK] = 1
+    async def write(self) -> None:
+        """Write every buffered entry now and wait for it (a lookup that follows must
+        see this upload's own entries)."""
+        await self.flush()
+        await self._settle()
 
     @property
     def full(self) -> bool:
@@ -249,6 +253,61 @@ async def purge_pool(client: Redis, scripts: Scripts, project: str, pool_id: str
         buckets = range(start, min(start + BUCKETS_PER_CALL, BUCKETS))
         removed += await scripts.run("index_drop", names, [prefix, ",".join(numbers), *buckets])
     return removed
+
+
+async def present(
+    scripts: Scripts,
+    project: str,
+    pool_id: str,
+    staging: str,
+    number: int,
+    codes: Sequence[bytes],
+) -> set[int]:
+    """The positions in ``codes`` (distinct codes) of those present already: in the
+    pool ``pool_id`` ('' : in any pool of the project), handed out from it, or staged
+    by upload ``number`` (its entries must be written: ``UploadIndex.write``).
+
+    Codes are grouped by bucket so that index_lookup.lua reads each bucket string once
+    for all the codes of ``codes`` that fall in it (a large chunk: many per bucket)."""
+    groups: dict[int, list[int]] = {}
+    crcs = [crc32(code) for code in codes]
+    for i, h in enumerate(crcs):
+        b = h & MASK
+        group = groups.get(b)
+        if group is None:
+            groups[b] = [i]
+        else:
+            group.append(i)
+    calls: list[tuple[list[int], list[Arg]]] = []
+    order: list[int] = []
+    args: list[Arg] = []
+    for b, members in groups.items():
+        args += [b, len(members)]
+        for i in members:
+            args += [codes[i], crcs[i]]
+        order += members
+        if len(order) >= LOOKUP_CODES:
+            calls.append((order, args))
+            order, args = [], []
+    if order:
+        calls.append((order, args))
+    names = [staging, keys.issued(project), keys.code_index_uploads(project)]
+    head: list[Arg] = [
+        pool_id,
+        number,
+        bucket_prefix(project),
+        keys.pool(project, "\0"),
+        keys.pool_available(project, "\0"),
+    ]
+    found: set[int] = set()
+    for start in range(0, len(calls), LOOKUP_IN_FLIGHT):
+        batch = calls[start : start + LOOKUP_IN_FLIGHT]
+        replies = await asyncio.gather(
+            *(scripts.run("index_lookup", names, [*head, *args]) for _, args in batch)
+        )
+        for (members, _), reply in zip(batch, replies, strict=True):
+            found.update(members[int(k)] for k in reply)
+    return found
 
 
 def lookup_args(project: str, code: str) -> tuple[str, str, int]:
