@@ -1,8 +1,8 @@
 --[[
   For a duplicates=skip upload and code generation: which of the given codes are
-  present already. Read-only; codepool.store.codes groups a large chunk's codes by
-  bucket so that each bucket string is read once for all its codes (GET once per
-  bucket per call, string.find per code), and the issued records come in one HMGET.
+  present already. Read-only; codepool.store.codeindex.present groups a large chunk's
+  codes by bucket so that each bucket string is read once for all its codes (one GET
+  per bucket, string.find per code), and the issued records come in one HMGET.
   Present: handed out from the pool (issued hash), available in the pool (the index,
   each fingerprint hit compared with LINDEX), or staged earlier by this very upload
   (its own entries point into its staging list). With pool id '' (generation) a code
@@ -13,22 +13,31 @@
   ARGV[1] pool id ('' = any pool)   ARGV[2] this upload's index number
   ARGV[3] bucket key prefix (keys.code_index up to the bucket number)
   ARGV[4] pool hash template   ARGV[5] available list template
-  ARGV[6..] groups: bucket number, n, then n pairs (code, CRC-32 of the code)
-  Returns: the 0-based positions (in the order the codes are given) of present codes
+  ARGV[6..] codes, each as (bucket 2 B, fingerprint 3 B, code length 2 B, code), all
+            big-endian, sorted by bucket (a bucket's codes may go on into the next ARGV)
+  Returns: the present codes
 ]]
 local rcall = redis.call
 --@include "common.lua"
 --@include "codeindex.lua"
 local staging, issued, pool_id, own, prefix = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local base = rcall('LLEN', staging)
+local byte, sub, find = string.byte, string.sub, string.find
 
--- The issued records of every code of the call, in one HMGET.
-local codes = {}
-local i = 6
-while i <= #ARGV do
-  local n = tonumber(ARGV[i + 1])
-  for j = 0, n - 1 do codes[#codes + 1] = ARGV[i + 2 + 2 * j] end
-  i = i + 2 + 2 * n
+-- Every code of the call (with its bucket and fingerprint), and their issued records
+-- in one HMGET.
+local codes, fps, bucket_of = {}, {}, {}
+for i = 6, #ARGV do
+  local blob, at = ARGV[i], 1
+  while at <= #blob do
+    local b1, b2, _, _, _, l1, l2 = byte(blob, at, at + 6)
+    local len = l1 * 256 + l2
+    local n = #codes + 1
+    bucket_of[n] = b1 * 256 + b2
+    fps[n] = sub(blob, at + 2, at + 4)
+    codes[n] = sub(blob, at + 7, at + 6 + len)
+    at = at + 7 + len
+  end
 end
 local records = #codes > 0 and rcall('HMGET', issued, unpack(codes)) or {}
 
@@ -42,25 +51,25 @@ local function issued_here(record)
 end
 
 local ix = {map = KEYS[3], pool_t = ARGV[4], avail_t = ARGV[5], uploads = {}, pools = {}}
-local present, k = {}, 0
-i = 6
-while i <= #ARGV do
-  local n = tonumber(ARGV[i + 1])
-  local s = rcall('GET', prefix .. ARGV[i]) or ''
-  for j = 0, n - 1 do
-    local code = ARGV[i + 2 + 2 * j]
-    cx_for(ix, tonumber(ARGV[i + 3 + 2 * j]))
-    local hit = issued_here(records[k + 1]) or (s ~= '' and cx_each(s, ix.fp, function(_, u, o)
-      if u == own then
-        return o < base and lindex_near(staging, o) == code
-      end
-      local kind, p, index = cx_target(ix, u, o)
-      return kind == 'avail' and (pool_id == '' or p == pool_id)
-        and lindex_near(fill(ix.avail_t, p), index) == code
-    end))
-    if hit then present[#present + 1] = k end
-    k = k + 1
+local code  -- the code being looked up (read by `same`)
+local function same(_, u, o)
+  if u == own then
+    return o < base and lindex_near(staging, o) == code
   end
-  i = i + 2 + 2 * n
+  local kind, p, index = cx_target(ix, u, o)
+  return kind == 'avail' and (pool_id == '' or p == pool_id)
+    and lindex_near(fill(ix.avail_t, p), index) == code
+end
+
+local present, s, s_of = {}, '', nil
+for n = 1, #codes do
+  if bucket_of[n] ~= s_of then
+    s_of = bucket_of[n]
+    s = rcall('GET', prefix .. s_of) or ''
+  end
+  code = codes[n]
+  if issued_here(records[n]) or (find(s, fps[n], 1, true) and cx_each(s, fps[n], same)) then
+    present[#present + 1] = code
+  end
 end
 return present

@@ -262,35 +262,22 @@ async def present(
     staging: str,
     number: int,
     codes: Sequence[bytes],
-) -> set[int]:
-    """The positions in ``codes`` (distinct codes) of those present already: in the
-    pool ``pool_id`` ('' : in any pool of the project), handed out from it, or staged
-    by upload ``number`` (its entries must be written: ``UploadIndex.write``).
+) -> set[bytes]:
+    """Those of ``codes`` present already: in the pool ``pool_id`` ('': in any pool of
+    the project), handed out from it, or staged by upload ``number`` (its entries must
+    be written: ``UploadIndex.write``).
 
-    Codes are grouped by bucket so that index_lookup.lua reads each bucket string once
-    for all the codes of ``codes`` that fall in it (a large chunk: many per bucket)."""
-    groups: dict[int, list[int]] = {}
-    crcs = [crc32(code) for code in codes]
-    for i, h in enumerate(crcs):
-        b = h & MASK
-        group = groups.get(b)
-        if group is None:
-            groups[b] = [i]
-        else:
-            group.append(i)
-    calls: list[tuple[list[int], list[Arg]]] = []
-    order: list[int] = []
-    args: list[Arg] = []
-    for b, members in groups.items():
-        args += [b, len(members)]
-        for i in members:
-            args += [codes[i], crcs[i]]
-        order += members
-        if len(order) >= LOOKUP_CODES:
-            calls.append((order, args))
-            order, args = [], []
-    if order:
-        calls.append((order, args))
+    The codes are sorted by bucket so that index_lookup.lua reads each bucket string
+    once for all the codes of ``codes`` that fall in it (a large chunk: many per
+    bucket). Per code one CRC-32 and one bytes object, the rest runs in C."""
+    pieces = sorted(
+        [
+            ((h & MASK) << 40 | (h >> 8) << 16 | len(code)).to_bytes(7) + code
+            for h, code in zip(map(crc32, codes), codes, strict=True)
+        ]
+    )
+    calls = [b"".join(pieces[i : i + LOOKUP_CODES]) for i in range(0, len(pieces), LOOKUP_CODES)]
+    del pieces
     names = [staging, keys.issued(project), keys.code_index_uploads(project)]
     head: list[Arg] = [
         pool_id,
@@ -299,14 +286,16 @@ async def present(
         keys.pool(project, "\0"),
         keys.pool_available(project, "\0"),
     ]
-    found: set[int] = set()
+    found: set[bytes] = set()
     for start in range(0, len(calls), LOOKUP_IN_FLIGHT):
-        batch = calls[start : start + LOOKUP_IN_FLIGHT]
         replies = await asyncio.gather(
-            *(scripts.run("index_lookup", names, [*head, *args]) for _, args in batch)
+            *(
+                scripts.run("index_lookup", names, [*head, blob])
+                for blob in calls[start : start + LOOKUP_IN_FLIGHT]
+            )
         )
-        for (members, _), reply in zip(batch, replies, strict=True):
-            found.update(members[int(k)] for k in reply)
+        for reply in replies:
+            found.update(reply)
     return found
 
 

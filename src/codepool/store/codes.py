@@ -198,7 +198,7 @@ class CodeStore:
                 index.number,
                 unique,
             )
-            new = [c for i, c in enumerate(unique) if i not in found] if found else unique
+            new = [c for c in unique if c not in found] if found else unique
             skipped = len(codes) - len(new)
             if not new:
                 return 0, skipped
