@@ -13,8 +13,8 @@
   ARGV[1] pool id ('' = any pool)   ARGV[2] this upload's index number
   ARGV[3] bucket key prefix (keys.code_index up to the bucket number)
   ARGV[4] pool hash template   ARGV[5] available list template
-  ARGV[6..] codes, each as (bucket 2 B, fingerprint 3 B, code length 2 B, code), all
-            big-endian, sorted by bucket (a bucket's codes may go on into the next ARGV)
+  ARGV[6] per code: bucket number (2 B), fingerprint (3 B), big-endian
+  ARGV[7..] the codes, sorted by bucket (a bucket's codes may go on into the next call)
   Returns: the present codes
 ]]
 local rcall = redis.call
@@ -22,24 +22,11 @@ local rcall = redis.call
 --@include "codeindex.lua"
 local staging, issued, pool_id, own, prefix = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local base = rcall('LLEN', staging)
-local byte, sub, find = string.byte, string.sub, string.find
+local byte, sub = string.byte, string.sub
 
--- Every code of the call (with its bucket and fingerprint), and their issued records
--- in one HMGET.
-local codes, fps, bucket_of = {}, {}, {}
-for i = 6, #ARGV do
-  local blob, at = ARGV[i], 1
-  while at <= #blob do
-    local b1, b2, _, _, _, l1, l2 = byte(blob, at, at + 6)
-    local len = l1 * 256 + l2
-    local n = #codes + 1
-    bucket_of[n] = b1 * 256 + b2
-    fps[n] = sub(blob, at + 2, at + 4)
-    codes[n] = sub(blob, at + 7, at + 6 + len)
-    at = at + 7 + len
-  end
-end
-local records = #codes > 0 and rcall('HMGET', issued, unpack(codes)) or {}
+-- The issued records of every code of the call, in one HMGET.
+local meta = ARGV[6]
+local records = #ARGV > 6 and rcall('HMGET', issued, unpack(ARGV, 7)) or {}
 
 local function issued_here(record)
   if not record then return false end
@@ -62,13 +49,16 @@ local function same(_, u, o)
 end
 
 local present, s, s_of = {}, '', nil
-for n = 1, #codes do
-  if bucket_of[n] ~= s_of then
-    s_of = bucket_of[n]
-    s = rcall('GET', prefix .. s_of) or ''
+for n = 1, #ARGV - 6 do
+  local at = 5 * n - 4
+  local b1, b2 = byte(meta, at, at + 1)
+  local b = b1 * 256 + b2
+  if b ~= s_of then
+    s_of = b
+    s = rcall('GET', prefix .. b) or ''
   end
-  code = codes[n]
-  if issued_here(records[n]) or (find(s, fps[n], 1, true) and cx_each(s, fps[n], same)) then
+  code = ARGV[n + 6]
+  if issued_here(records[n]) or (s ~= '' and cx_each(s, sub(meta, at + 2, at + 4), same)) then
     present[#present + 1] = code
   end
 end

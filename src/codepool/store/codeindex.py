@@ -269,14 +269,17 @@ async def present(
 
     The codes are sorted by bucket so that index_lookup.lua reads each bucket string
     once for all the codes of ``codes`` that fall in it (a large chunk: many per
-    bucket). Per code one CRC-32 and one bytes object, the rest runs in C."""
+    bucket). Per code one CRC-32 and a few bytes objects, ~0.6 us in all."""
     pieces = sorted(
         [
-            ((h & MASK) << 40 | (h >> 8) << 16 | len(code)).to_bytes(7) + code
+            ((h & MASK) << 24 | h >> 8).to_bytes(5) + code
             for h, code in zip(map(crc32, codes), codes, strict=True)
         ]
     )
-    calls = [b"".join(pieces[i : i + LOOKUP_CODES]) for i in range(0, len(pieces), LOOKUP_CODES)]
+    calls: list[list[Arg]] = []
+    for i in range(0, len(pieces), LOOKUP_CODES):
+        part = pieces[i : i + LOOKUP_CODES]
+        calls.append([b"".join([p[:5] for p in part]), *[p[5:] for p in part]])
     del pieces
     names = [staging, keys.issued(project), keys.code_index_uploads(project)]
     head: list[Arg] = [
@@ -290,8 +293,8 @@ async def present(
     for start in range(0, len(calls), LOOKUP_IN_FLIGHT):
         replies = await asyncio.gather(
             *(
-                scripts.run("index_lookup", names, [*head, blob])
-                for blob in calls[start : start + LOOKUP_IN_FLIGHT]
+                scripts.run("index_lookup", names, [*head, *args])
+                for args in calls[start : start + LOOKUP_IN_FLIGHT]
             )
         )
         for reply in replies:
