@@ -14,7 +14,7 @@ from codepool.codeparse import parser_for
 from codepool.settings import load_settings
 from codepool.store import codeindex
 from codepool.store import codes as code_store
-from codepool.store.base import Backend
+from codepool.store.base import Backend, text
 from codepool.store.codeindex import UploadIndex
 from codepool.store.codes import CodeStore
 from codepool.store.issuing import IssueRequest, issue_batch
@@ -91,7 +91,7 @@ async def test_a_skip_upload_keeps_its_order_across_chunks(
     )
     assert (result.added, result.skipped, result.total) == (7, 6, 9)
     pool = await backend.client.lrange(keys.pool_available(P, POOL), 0, -1)
-    assert [c.decode() for c in pool] == [k[0], "A", k[3], k[1], "B", k[2], k[4], k[5], k[6]]
+    assert [text(c) for c in pool] == [k[0], "A", k[3], k[1], "B", k[2], k[4], k[5], k[6]]
     index = await UploadIndex.new(backend.scripts, P, POOL)
     staging = keys.pool_staging(P, POOL, "later")
     asked = [c.encode() for c in [*k, "A", "B", "C"]]
