@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -311,25 +312,52 @@ class CodeStore:
         count: int,
     ) -> int:
         """Draw and stage until ``count`` codes new to the project are staged, a chunk
-        at a time (each chunk's lookups see the entries of the chunks before it)."""
+        at a time: each chunk's lookups see the entries of the chunks before it, and
+        while Redis looks one chunk up, Python draws and sorts the next (which never
+        asks for more than what is missing if every chunk before it stages whole, so
+        none overshoots)."""
         space = generator.pattern.space
         budget = max(1000, GIVE_UP_DRAWS * min(space, count))
         staged = idle = 0
-        while staged < count:
-            codes = generator.draw(min(GENERATE_CHUNK, count - staged))
-            added, _ = await self._stage(
-                project_id, pool_id, staging, index, codes, "skip", staged, "project"
-            )
-            idle = 0 if added else idle + len(codes)
-            staged += added
-            if idle > budget:
-                raise errors.PatternTooSmall(
-                    "the pattern's space has no room left for new codes; nothing was stored",
-                    space=space_float(space),
-                    requested=count,
-                    found=staged,
+
+        async def prepared(n: int) -> tuple[list[bytes], int, codeindex.Lookups]:
+            codes = generator.draw(n)
+            unique = list(dict.fromkeys(codes))
+            return unique, len(codes), await codeindex.sort_by_bucket(unique)
+
+        ahead: tuple[list[bytes], int, codeindex.Lookups] | None = None
+        lookup: asyncio.Future[set[bytes]] | None = None
+        try:
+            while staged < count:
+                if ahead is None:
+                    ahead = await prepared(min(GENERATE_CHUNK, count - staged))
+                unique, drawn, calls = ahead
+                await index.write()  # the chunks before count as present
+                lookup = asyncio.ensure_future(
+                    codeindex.look_up(self._b.scripts, project_id, "", staging, index.number, calls)
                 )
-        return staged
+                rest = count - staged - len(unique)
+                ahead = await prepared(min(GENERATE_CHUNK, rest)) if rest > 0 else None
+                found = await lookup
+                lookup = None
+                new = [c for c in unique if c not in found] if found else unique
+                if new:
+                    await self._stage(project_id, pool_id, staging, index, new, "allow", staged)
+                idle = 0 if new else idle + drawn
+                staged += len(new)
+                if idle > budget:
+                    raise errors.PatternTooSmall(
+                        "the pattern's space has no room left for new codes; nothing was stored",
+                        space=space_float(space),
+                        requested=count,
+                        found=staged,
+                    )
+            return staged
+        finally:
+            # Nothing may run after the caller dropped the staging list.
+            if lookup is not None:
+                lookup.cancel()
+                await asyncio.gather(lookup, return_exceptions=True)
 
     async def _check_quota(self, project_id: str, count: int) -> None:
         """Refuse early what commit_upload.lua would refuse after all the drawing."""
