@@ -259,19 +259,20 @@ async def purge_pool(client: Redis, scripts: Scripts, project: str, pool_id: str
 # the lookups of another chunk go on in Redis meanwhile (~15 ms of Python a step).
 SORT_STEP = 25_000
 
-Lookups = list[list[Arg]]
+Lookups = list[tuple[list[bytes], bytes]]
 
 
 async def sort_by_bucket(codes: Sequence[bytes]) -> Lookups:
-    """The ARGV tails of the index_lookup.lua calls for ``codes`` (distinct): sorted by
-    bucket, so that each bucket string is read once for all the codes of ``codes``
-    that fall in it (a large chunk: many per bucket). Per code one CRC-32 and a few
-    bytes objects, ~0.6 us in all; yields to the event loop every ``SORT_STEP``."""
+    """The lookups of ``codes`` (distinct), one (codes, packed string) per
+    index_lookup.lua call: sorted by bucket, so that each bucket string is read once
+    for all the codes of ``codes`` that fall in it (a large chunk: many per bucket).
+    Per code one CRC-32 and a few bytes objects, ~0.6 us in all; yields to the event
+    loop every ``SORT_STEP`` codes."""
     pieces: list[bytes] = []
     for i in range(0, len(codes), SORT_STEP):
         part = codes[i : i + SORT_STEP]
         pieces += [
-            ((h & MASK) << 24 | h >> 8).to_bytes(5) + code
+            ((h & MASK) << 40 | (h >> 8) << 16 | len(code)).to_bytes(7) + code
             for h, code in zip(map(crc32, part), part, strict=True)
         ]
         await asyncio.sleep(0)
@@ -279,15 +280,17 @@ async def sort_by_bucket(codes: Sequence[bytes]) -> Lookups:
     calls: Lookups = []
     for i in range(0, len(pieces), LOOKUP_CODES):
         cut = pieces[i : i + LOOKUP_CODES]
-        calls.append([b"".join([p[:5] for p in cut]), *[p[5:] for p in cut]])
+        calls.append(([p[7:] for p in cut], b"".join(cut)))
     return calls
 
 
 async def look_up(
     scripts: Scripts, project: str, pool_id: str, staging: str, number: int, calls: Lookups
 ) -> set[bytes]:
-    """Run the lookups ``sort_by_bucket`` made: the present codes (see ``present``)."""
-    names = [staging, keys.issued(project), keys.code_index_uploads(project)]
+    """Run the lookups ``sort_by_bucket`` made: the present codes (see ``present``).
+    Per call the index (index_lookup.lua) and the issued records (one HMGET) are read
+    side by side."""
+    names = [staging, keys.code_index_uploads(project)]
     head: list[Arg] = [
         pool_id,
         number,
@@ -295,17 +298,29 @@ async def look_up(
         keys.pool(project, "\0"),
         keys.pool_available(project, "\0"),
     ]
+    issued = keys.issued(project)
+    client = scripts.client
     found: set[bytes] = set()
+    mine = pool_id.encode()
     for start in range(0, len(calls), LOOKUP_IN_FLIGHT):
+        batch = calls[start : start + LOOKUP_IN_FLIGHT]
         replies = await asyncio.gather(
-            *(
-                scripts.run("index_lookup", names, [*head, *args])
-                for args in calls[start : start + LOOKUP_IN_FLIGHT]
-            )
+            *(scripts.run("index_lookup", names, [*head, blob]) for _, blob in batch),
+            *(client.hmget(issued, codes) for codes, _ in batch),
         )
-        for reply in replies:
+        for reply in replies[: len(batch)]:
             found.update(reply)
+        for (codes, _), records in zip(batch, replies[len(batch) :], strict=True):
+            for code, record in zip(codes, records, strict=True):
+                if record is not None and (not mine or _issued_from(record, mine)):
+                    found.add(code)
     return found
+
+
+def _issued_from(record: bytes, pool_id: bytes) -> bool:
+    """Whether an issued record (lua/includes/common.lua's layout: instances split by
+    RS, fields by US, the pool id first) has an instance of ``pool_id``."""
+    return any(inst.split(b"\x1f", 1)[0] == pool_id for inst in record.split(b"\x1e"))
 
 
 async def present(
