@@ -20,7 +20,9 @@ written with one APPEND per bucket (lua/index_append.lua, ``BUCKETS_PER_CALL`` b
 per call so no call holds Redis long) by a task, while the upload goes on. APPEND
 over-allocates (it doubles a string's room), so the last write of an upload rewrites
 each bucket it touched at its size (GET + SET); a failed upload takes its entries out
-again (lua/index_drop.lua).
+again (lua/index_drop.lua). A duplicates=skip upload or a generation stages this way
+too, after asking ``present`` which codes of a large chunk are in the index already
+(codes sorted by bucket: each bucket string read once per call, lua/index_lookup.lua).
 """
 
 from __future__ import annotations
