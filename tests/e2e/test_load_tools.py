@@ -75,8 +75,10 @@ def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
         "bytes per available code",
         "bytes per assigned code",
         "generate rate / upload rate",
+        "skip upload rate / upload rate",
     }, out
     assert targets["generate rate / upload rate"][1] > 0
+    assert targets["skip upload rate / upload rate"][1] > 0
     assert targets["pool/issue errors"] == ("ok", 0.0)
     assert targets["purchase errors"] == ("ok", 0.0)
     assert targets["redeem: each code once"][0] == "ok"
