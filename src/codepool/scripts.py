@@ -85,6 +85,11 @@ class Scripts:
         }
 
     @property
+    def client(self) -> Redis:
+        """The client the scripts run on (for plain commands alongside them)."""
+        return self._client
+
+    @property
     def names(self) -> list[str]:
         return sorted(self._scripts)
 

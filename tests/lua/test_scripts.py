@@ -331,9 +331,10 @@ async def test_delete_pool_refuses_in_use_and_purges_issued(backend: Backend) ->
 
 
 async def test_skip_mode_staging_skips_pool_and_upload_duplicates(backend: Backend) -> None:
-    """index_stage_skip.lua: a code in the pool (available: the index; handed out: the
-    issued hash) or earlier in the upload (its own entries, pointing into its staging
-    list, across calls) is skipped; a staged code is indexed in the same step."""
+    """A duplicates=skip chunk (index_lookup.lua, then staged): a code in the pool
+    (available: the index; handed out: the issued hash) or earlier in the upload (its
+    own entries, pointing into its staging list, across calls) is skipped; a staged
+    code's entries are written before the next chunk is looked up."""
     await create_pool(backend)
     await fill(backend, ["A", "B", "C"])
     await issue_batch(backend, P, POOL, [IssueRequest(count=1)])  # A handed out

@@ -20,7 +20,9 @@ written with one APPEND per bucket (lua/index_append.lua, ``BUCKETS_PER_CALL`` b
 per call so no call holds Redis long) by a task, while the upload goes on. APPEND
 over-allocates (it doubles a string's room), so the last write of an upload rewrites
 each bucket it touched at its size (GET + SET); a failed upload takes its entries out
-again (lua/index_drop.lua).
+again (lua/index_drop.lua). A duplicates=skip upload or a generation stages this way
+too, after asking ``present`` which codes of a large chunk are in the index already
+(codes sorted by bucket: each bucket string read once per call, lua/index_lookup.lua).
 """
 
 from __future__ import annotations
@@ -48,9 +50,12 @@ FLUSH_CODES = 1_000_000
 BUCKETS_PER_CALL = 128
 # Codes read per LRANGE when a pool's codes are indexed from its available list.
 BUILD_SLICE = 50_000
-# Codes per index_stage_skip.lua call (a duplicates=skip upload looks each code up,
-# ~5-10 us of Redis each): about a millisecond per call.
-SKIP_CODES = 100
+# Codes per index_lookup.lua call (whole buckets: a group of buckets is cut once it
+# holds this many): a few milliseconds of Redis each.
+LOOKUP_CODES = 2_000
+# index_lookup.lua calls in flight at once (read-only: Redis runs them one by one,
+# the client saves the round trips).
+LOOKUP_IN_FLIGHT = 4
 
 crc32 = zlib.crc32
 
@@ -108,10 +113,11 @@ class UploadIndex:
             touched[b] = 1
         self._buffered += len(codes)
 
-    def mark(self, codes: Sequence[bytes]) -> None:
-        """Note the buckets of codes a script indexed (so a failure can drop them)."""
-        for code in codes:
-            self.touched[crc32(code) & MASK] = 1
+    async def write(self) -> None:
+        """Write every buffered entry now and wait for it (a lookup that follows must
+        see this upload's own entries)."""
+        await self.flush()
+        await self._settle()
 
     @property
     def full(self) -> bool:
@@ -249,6 +255,89 @@ async def purge_pool(client: Redis, scripts: Scripts, project: str, pool_id: str
         buckets = range(start, min(start + BUCKETS_PER_CALL, BUCKETS))
         removed += await scripts.run("index_drop", names, [prefix, ",".join(numbers), *buckets])
     return removed
+
+
+# Codes sorted per step of ``sort_by_bucket``: between steps the event loop runs, so
+# the lookups of another chunk go on in Redis meanwhile (~15 ms of Python a step).
+SORT_STEP = 25_000
+
+Lookups = list[tuple[list[bytes], bytes]]
+
+
+async def sort_by_bucket(codes: Sequence[bytes]) -> Lookups:
+    """The lookups of ``codes`` (distinct), one (codes, packed string) per
+    index_lookup.lua call: sorted by bucket, so that each bucket string is read once
+    for all the codes of ``codes`` that fall in it (a large chunk: many per bucket).
+    Per code one CRC-32 and a few bytes objects, ~0.6 us in all; yields to the event
+    loop every ``SORT_STEP`` codes."""
+    pieces: list[bytes] = []
+    for i in range(0, len(codes), SORT_STEP):
+        part = codes[i : i + SORT_STEP]
+        pieces += [
+            ((h & MASK) << 40 | (h >> 8) << 16 | len(code)).to_bytes(7) + code
+            for h, code in zip(map(crc32, part), part, strict=True)
+        ]
+        await asyncio.sleep(0)
+    pieces.sort()
+    calls: Lookups = []
+    for i in range(0, len(pieces), LOOKUP_CODES):
+        cut = pieces[i : i + LOOKUP_CODES]
+        calls.append(([p[7:] for p in cut], b"".join(cut)))
+    return calls
+
+
+async def look_up(
+    scripts: Scripts, project: str, pool_id: str, staging: str, number: int, calls: Lookups
+) -> set[bytes]:
+    """Run the lookups ``sort_by_bucket`` made: the present codes (see ``present``).
+    Per call the index (index_lookup.lua) and the issued records (one HMGET) are read
+    side by side."""
+    names = [staging, keys.code_index_uploads(project)]
+    head: list[Arg] = [
+        pool_id,
+        number,
+        bucket_prefix(project),
+        keys.pool(project, "\0"),
+        keys.pool_available(project, "\0"),
+    ]
+    issued = keys.issued(project)
+    client = scripts.client
+    found: set[bytes] = set()
+    mine = pool_id.encode()
+    for start in range(0, len(calls), LOOKUP_IN_FLIGHT):
+        batch = calls[start : start + LOOKUP_IN_FLIGHT]
+        replies = await asyncio.gather(
+            *(scripts.run("index_lookup", names, [*head, blob]) for _, blob in batch),
+            *(client.hmget(issued, codes) for codes, _ in batch),
+        )
+        for reply in replies[: len(batch)]:
+            found.update(reply)
+        for (codes, _), records in zip(batch, replies[len(batch) :], strict=True):
+            for code, record in zip(codes, records, strict=True):
+                if record is not None and (not mine or _issued_from(record, mine)):
+                    found.add(code)
+    return found
+
+
+def _issued_from(record: bytes, pool_id: bytes) -> bool:
+    """Whether an issued record (lua/includes/common.lua's layout: instances split by
+    RS, fields by US, the pool id first) has an instance of ``pool_id``."""
+    return any(inst.split(b"\x1f", 1)[0] == pool_id for inst in record.split(b"\x1e"))
+
+
+async def present(
+    scripts: Scripts,
+    project: str,
+    pool_id: str,
+    staging: str,
+    number: int,
+    codes: Sequence[bytes],
+) -> set[bytes]:
+    """Those of ``codes`` (distinct) present already: in the pool ``pool_id`` ('': in
+    any pool of the project), handed out from it, or staged by upload ``number`` (its
+    entries must be written: ``UploadIndex.write``)."""
+    calls = await sort_by_bucket(codes)
+    return await look_up(scripts, project, pool_id, staging, number, calls)
 
 
 def lookup_args(project: str, code: str) -> tuple[str, str, int]:

@@ -14,7 +14,6 @@ from codepool import errors, keys
 from codepool.codegen import Generator, guess_probability, space_float
 from codepool.codeparse import CodeParser
 from codepool.models import CodeEntry, Generated, Page, Status, UploadResult
-from codepool.scripts import Arg
 from codepool.store import codeindex
 from codepool.store.base import Backend, new_id, now, text, window
 from codepool.store.codeindex import UploadIndex
@@ -38,14 +37,15 @@ COMMIT_SLICE = 20_000
 READ_SLICE = 5_000
 # Staging keys of an upload that died mid-way expire by themselves.
 STAGING_TTL = 6 * 3600
-# Codes drawn per generation step (a few MB of Python memory, ~10 ms to draw).
-GENERATE_CHUNK = 100_000
+# Codes drawn per generation step, and codes a duplicates=skip upload gathers before
+# one lookup: many codes per index bucket (~15 at 2^15 buckets), so each bucket string
+# is read once for all of them; ~30 MB of Python memory.
+GENERATE_CHUNK = 500_000
+SKIP_CHUNK = 500_000
 # A generation gives up (pattern_too_small) after this many draws in a row found only
 # codes the project has: past 20 draws per code of the space or of the request, the
 # space is full in all likelihood (a missing code is found within them but for e^-20).
 GIVE_UP_DRAWS = 20
-# Chunks a generation has in Redis at once (see CodeStore._stage_drawn).
-STAGE_IN_FLIGHT = 2
 ALL_STATUSES: frozenset[Status] = frozenset({"available", "assigned", "redeemed"})
 
 
@@ -147,19 +147,25 @@ class CodeStore:
         skipped). Once the parser has seen an error nothing more is staged."""
         staged = skipped = 0
         buffer = bytearray()
+        # A skip upload looks codes up SKIP_CHUNK at a time (see GENERATE_CHUNK).
+        gather = SKIP_CHUNK if duplicates == "skip" else 0
+        pending: list[bytes] = []
         async for chunk in body:
             hasher.update(chunk)
             buffer += chunk
             if len(buffer) >= PARSE_BYTES:
-                codes = parser.feed(bytes(buffer))
+                pending += parser.feed(bytes(buffer))
                 buffer.clear()
-                if not parser.has_errors:
+                if parser.has_errors:
+                    pending.clear()
+                elif len(pending) >= gather:
                     a, s = await self._stage(
-                        project_id, pool_id, staging, index, codes, duplicates, staged
+                        project_id, pool_id, staging, index, pending, duplicates, staged
                     )
                     staged, skipped = staged + a, skipped + s
-        codes = parser.feed(bytes(buffer)) + parser.close()  # close() raises InvalidCodes
-        a, s = await self._stage(project_id, pool_id, staging, index, codes, duplicates, staged)
+                    pending = []
+        pending += parser.feed(bytes(buffer)) + parser.close()  # close() raises InvalidCodes
+        a, s = await self._stage(project_id, pool_id, staging, index, pending, duplicates, staged)
         return staged + a, skipped + s
 
     async def _stage(
@@ -180,25 +186,26 @@ class CodeStore:
         if not codes:
             return 0, 0
         if duplicates == "skip":
-            staged = skipped = 0
-            names = [staging, keys.issued(project_id), keys.code_index_uploads(project_id)]
-            head: list[Arg] = [
+            # Two phases, safe because skip uploads and generations hold the pool's
+            # upload lock: which codes are present (read-only, bucket by bucket), then
+            # the new ones staged as an allow upload stages them, in their order.
+            unique = list(dict.fromkeys(codes))  # within the chunk: first one kept
+            await index.write()  # earlier chunks' entries count as present
+            found = await codeindex.present(
+                self._b.scripts,
+                project_id,
                 pool_id if scope == "pool" else "",
-                STAGING_TTL,
+                staging,
                 index.number,
-                codeindex.bucket_template(project_id),
-                keys.pool(project_id, "\0"),
-                keys.pool_available(project_id, "\0"),
-            ]
-            for i in range(0, len(codes), codeindex.SKIP_CODES):
-                chunk = codes[i : i + codeindex.SKIP_CODES]
-                pairs: list[Arg] = []
-                for code in chunk:
-                    pairs += [code, codeindex.crc32(code)]
-                index.mark(chunk)
-                a, s = await self._b.scripts.run("index_stage_skip", names, [*head, *pairs])
-                staged, skipped = staged + a, skipped + s
-            return staged, skipped
+                unique,
+            )
+            new = [c for c in unique if c not in found] if found else unique
+            skipped = len(codes) - len(new)
+            if not new:
+                return 0, skipped
+            await self._stage(project_id, pool_id, staging, index, new, "allow", offset)
+            await index.write()
+            return len(new), skipped
         # Staging is private to this upload until commit, so plain pipelined RPUSHes
         # (the fastest way into Redis) change no visible state; nor do index entries of
         # an upload that has not moved yet (they answer nothing until commit).
@@ -304,33 +311,40 @@ class CodeStore:
         generator: Generator,
         count: int,
     ) -> int:
-        """Draw and stage until ``count`` codes new to the project are staged.
-
-        Two chunks are in flight: while Redis checks one, the next is drawn and sent
-        (Redis and Python work on separate cores). A chunk never asks for more than
-        what is missing if every chunk in flight stages whole, so none overshoots."""
+        """Draw and stage until ``count`` codes new to the project are staged, a chunk
+        at a time: each chunk's lookups see the entries of the chunks before it, and
+        while Redis looks one chunk up, Python draws and sorts the next (which never
+        asks for more than what is missing if every chunk before it stages whole, so
+        none overshoots)."""
         space = generator.pattern.space
         budget = max(1000, GIVE_UP_DRAWS * min(space, count))
-        staged = drawn = idle = 0
-        sizes: dict[asyncio.Task[tuple[int, int]], int] = {}
+        staged = idle = 0
+
+        async def prepared(n: int) -> tuple[list[bytes], int, codeindex.Lookups]:
+            codes = generator.draw(n)
+            unique = list(dict.fromkeys(codes))
+            return unique, len(codes), await codeindex.sort_by_bucket(unique)
+
+        ahead: tuple[list[bytes], int, codeindex.Lookups] | None = None
+        lookup: asyncio.Future[set[bytes]] | None = None
         try:
             while staged < count:
-                while staged + drawn < count and len(sizes) < STAGE_IN_FLIGHT:
-                    codes = generator.draw(min(GENERATE_CHUNK, count - staged - drawn))
-                    task = asyncio.ensure_future(
-                        self._stage(
-                            project_id, pool_id, staging, index, codes, "skip", 0, "project"
-                        )
-                    )
-                    sizes[task] = len(codes)
-                    drawn += len(codes)
-                done, _ = await asyncio.wait(sizes, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    added, _ = task.result()
-                    size = sizes.pop(task)
-                    drawn -= size
-                    idle = 0 if added else idle + size
-                    staged += added
+                if ahead is None:
+                    ahead = await prepared(min(GENERATE_CHUNK, count - staged))
+                unique, drawn, calls = ahead
+                await index.write()  # the chunks before count as present
+                lookup = asyncio.ensure_future(
+                    codeindex.look_up(self._b.scripts, project_id, "", staging, index.number, calls)
+                )
+                rest = count - staged - len(unique)
+                ahead = await prepared(min(GENERATE_CHUNK, rest)) if rest > 0 else None
+                found = await lookup
+                lookup = None
+                new = [c for c in unique if c not in found] if found else unique
+                if new:
+                    await self._stage(project_id, pool_id, staging, index, new, "allow", staged)
+                idle = 0 if new else idle + drawn
+                staged += len(new)
                 if idle > budget:
                     raise errors.PatternTooSmall(
                         "the pattern's space has no room left for new codes; nothing was stored",
@@ -340,10 +354,10 @@ class CodeStore:
                     )
             return staged
         finally:
-            # Nothing may stage after the caller dropped the staging list.
-            for task in sizes:
-                task.cancel()
-            await asyncio.gather(*sizes, return_exceptions=True)
+            # Nothing may run after the caller dropped the staging list.
+            if lookup is not None:
+                lookup.cancel()
+                await asyncio.gather(lookup, return_exceptions=True)
 
     async def _check_quota(self, project_id: str, count: int) -> None:
         """Refuse early what commit_upload.lua would refuse after all the drawing."""
