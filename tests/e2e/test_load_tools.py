@@ -114,7 +114,7 @@ def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
     )
     assert memory is not None, out
     assert 0 < float(memory[1]) <= 24
-    assert float(split[2]) == 10.0
+    assert float(memory[2]) == 10.0
 
 
 @pytest.mark.timeout(120)
