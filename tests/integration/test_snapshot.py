@@ -272,9 +272,9 @@ async def test_snapshot_while_issuing_plus_journal_is_exact(
     monkeypatch.setattr(snapshot, "STREAM_SLICE", 20)
     read = snapshot._Reader._read
 
-    async def slow_read(self: snapshot._Reader, *args: Any) -> Any:
+    async def slow_read(self: snapshot._Reader, *args: Any, **kwargs: Any) -> Any:
         await asyncio.sleep(0.002)  # let the traffic run between any two slices
-        return await read(self, *args)
+        return await read(self, *args, **kwargs)
 
     monkeypatch.setattr(snapshot._Reader, "_read", slow_read)
     # 50 users buying as fast as they can: a race, not a rate (no rate limit).

@@ -120,9 +120,9 @@ async def test_snapshot_during_a_sale_restores_counters_and_empty_soon_state(
     monkeypatch.setattr(snapshot, "STREAM_SLICE", 20)
     read = snapshot._Reader._read
 
-    async def slow_read(self: snapshot._Reader, *args: Any) -> Any:
+    async def slow_read(self: snapshot._Reader, *args: Any, **kwargs: Any) -> Any:
         await asyncio.sleep(0.002)  # the sale runs between any two slices
-        return await read(self, *args)
+        return await read(self, *args, **kwargs)
 
     monkeypatch.setattr(snapshot._Reader, "_read", slow_read)
     settings = journaled_settings(redis_server_url, tmp_path)
