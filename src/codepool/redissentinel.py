@@ -98,7 +98,8 @@ def make_sentinel(url: str, max_connections: int, **extra: Any) -> Redis:
     sentinel_kwargs: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
     if query.get("sentinel_password"):
         sentinel_kwargs["password"] = query["sentinel_password"]
-    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    # cast: redis-py 8.1 leaves Sentinel.__init__ untyped, 8.2 types it.
+    sentinel: Sentinel = cast(Any, Sentinel)(hosts, sentinel_kwargs=sentinel_kwargs)
     client: _SentinelRedis = sentinel.master_for(
         service,
         redis_class=_SentinelRedis,
