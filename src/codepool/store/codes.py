@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Collection
 from typing import Any, Literal
@@ -21,7 +20,6 @@ from codepool.store.records import walk
 from codepool.store.stats import stats_keys
 
 Duplicates = Literal["allow", "skip"]
-log = logging.getLogger(__name__)
 # What a skipped duplicate is a duplicate of: the pool's codes (an upload) or every
 # code of the project (a generation: generated codes are new to the whole project).
 Scope = Literal["pool", "project"]
