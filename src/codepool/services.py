@@ -14,6 +14,7 @@ from codepool.notify.worker import NotifyWorker
 from codepool.settings import Settings
 from codepool.store.base import Backend
 from codepool.store.codes import CodeStore
+from codepool.store.generate import CodeGenerator
 from codepool.store.pools import PoolStore
 from codepool.store.pos import PosStore
 from codepool.store.projects import ProjectStore
@@ -40,6 +41,7 @@ class Services:
         self.projects = ProjectStore(self.backend)
         self.pools = PoolStore(self.backend)
         self.codes = CodeStore(self.backend)
+        self.generator = CodeGenerator(self.backend, self.codes)
         self.rewards = RewardStore(self.backend)
         self.trace = TraceStore(self.backend)
         self.stats = StatsStore(self.backend)

@@ -342,8 +342,8 @@ async def test_skip_mode_staging_skips_pool_and_upload_duplicates(backend: Backe
     staging = keys.pool_staging(P, POOL, "s")
     store = CodeStore(backend)
     chunk = [b"A", b"B", b"D", b"D", b"E"]
-    assert await store._stage(P, POOL, staging, index, chunk, "skip", 0) == (2, 3)
-    assert await store._stage(P, POOL, staging, index, [b"E", b"F", b"C"], "skip", 2) == (1, 2)
+    assert await store.stage(P, POOL, staging, index, chunk, "skip", 0) == (2, 3)
+    assert await store.stage(P, POOL, staging, index, [b"E", b"F", b"C"], "skip", 2) == (1, 2)
     assert await backend.client.lrange(staging, 0, -1) == [b"D", b"E", b"F"]
     # Another pool's skip upload takes B: it is not in that pool.
     await backend.scripts.run(
@@ -353,7 +353,7 @@ async def test_skip_mode_staging_skips_pool_and_upload_duplicates(backend: Backe
     )
     other = await UploadIndex.new(backend.scripts, P, "pool2")
     staging2 = keys.pool_staging(P, "pool2", "s2")
-    assert await store._stage(P, "pool2", staging2, other, [b"B"], "skip", 0) == (1, 0)
+    assert await store.stage(P, "pool2", staging2, other, [b"B"], "skip", 0) == (1, 0)
 
 
 async def _lookup(backend: Backend, code: str) -> list[Any]:
@@ -497,7 +497,7 @@ async def test_deleting_a_pool_takes_its_entries_out(backend: Backend) -> None:
     )
     other = await UploadIndex.new(backend.scripts, P, "pool2")
     staging = keys.pool_staging(P, "pool2", "s2")
-    assert await CodeStore(backend)._stage(P, "pool2", staging, other, [b"S2"], "skip", 0) == (
+    assert await CodeStore(backend).stage(P, "pool2", staging, other, [b"S2"], "skip", 0) == (
         1,
         0,
     )

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from codepool import codegen, keys
 from codepool.durability import snapshot
 from codepool.durability.restore import restore
-from codepool.store import codes as code_store
+from codepool.store import generate as generate_store
 from tests.apphelpers import Client, Tenant, app_client, make_pool, make_tenant
 
 
@@ -173,7 +173,7 @@ async def test_a_generation_is_all_or_nothing(
         pool = await make_pool(c, t, ["A1", "A2"])
         status, out = await _generate(c, t, pool["id"], count=99, pattern="######")
         assert (status, out["error"]["code"]) == (409, "quota_exceeded")
-        monkeypatch.setattr(code_store, "GENERATE_CHUNK", 10)
+        monkeypatch.setattr(generate_store, "GENERATE_CHUNK", 10)
         draws = 0
         real_draw = codegen.Generator.draw
 

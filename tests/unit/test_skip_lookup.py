@@ -111,13 +111,13 @@ async def test_generation_skips_codes_of_every_pool_of_the_project(backend: Back
     chunk = [c.encode() for c in [k[0], k[2], k[1], k[2], k[3]]]
     index = await UploadIndex.new(backend.scripts, P, "pool2")
     staging = keys.pool_staging(P, "pool2", "g")
-    assert await store._stage(P, "pool2", staging, index, chunk, "skip", 0, "project") == (2, 3)
+    assert await store.stage(P, "pool2", staging, index, chunk, "skip", 0, "project") == (2, 3)
     assert await backend.client.lrange(staging, 0, -1) == [k[2].encode(), k[3].encode()]
     # A second chunk: the first one's codes count too.
-    assert await store._stage(P, "pool2", staging, index, chunk, "skip", 2, "project") == (0, 5)
+    assert await store.stage(P, "pool2", staging, index, chunk, "skip", 2, "project") == (0, 5)
     index2 = await UploadIndex.new(backend.scripts, P, "pool2")
     staging2 = keys.pool_staging(P, "pool2", "u")
-    assert await store._stage(P, "pool2", staging2, index2, chunk, "skip", 0) == (4, 1)
+    assert await store.stage(P, "pool2", staging2, index2, chunk, "skip", 0) == (4, 1)
     assert await backend.client.lrange(staging2, 0, -1) == [
         c.encode() for c in [k[0], k[2], k[1], k[3]]
     ]

@@ -199,7 +199,7 @@ class PoolController(Controller):
             + "".join(f"\x1f{part}" for part in asked)
             + f"\x1f{data.max_guess_probability!r}",
         )
-        return await services.codes.generate(
+        return await services.generator.generate(
             project_id,
             pool_id,
             codegen.Generator(pattern),

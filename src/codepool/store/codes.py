@@ -1,18 +1,16 @@
-"""Codes of a pool: upload/refill (streamed, all or nothing), listing, export."""
+"""Codes of a pool: upload/refill (streamed, all or nothing), listing, export.
+(Generation, which stages and commits through this store: store/generate.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import math
 from collections.abc import AsyncIterable, AsyncIterator, Collection
 from typing import Any, Literal
 
 from codepool import errors, keys
-from codepool.codegen import Generator, guess_probability, space_float
 from codepool.codeparse import CodeParser
-from codepool.models import CodeEntry, Generated, Page, Status, UploadResult
+from codepool.models import CodeEntry, Page, Status, UploadResult
 from codepool.store import codeindex
 from codepool.store.base import Backend, new_id, now, text, window
 from codepool.store.codeindex import UploadIndex
@@ -35,15 +33,10 @@ COMMIT_SLICE = 20_000
 READ_SLICE = 5_000
 # Staging keys of an upload that died mid-way expire by themselves.
 STAGING_TTL = 6 * 3600
-# Codes drawn per generation step, and codes a duplicates=skip upload gathers before
-# one lookup: many codes per index bucket (~15 at 2^15 buckets), so each bucket string
-# is read once for all of them; ~30 MB of Python memory.
-GENERATE_CHUNK = 500_000
+# Codes a duplicates=skip upload gathers before one lookup: many codes per index
+# bucket (~15 at 2^15 buckets), so each bucket string is read once for all of them;
+# ~30 MB of Python memory (store/generate.py draws as many per step).
 SKIP_CHUNK = 500_000
-# A generation gives up (pattern_too_small) after this many draws in a row found only
-# codes the project has: past 20 draws per code of the space or of the request, the
-# space is full in all likelihood (a missing code is found within them but for e^-20).
-GIVE_UP_DRAWS = 20
 ALL_STATUSES: frozenset[Status] = frozenset({"available", "assigned", "redeemed"})
 
 
@@ -78,7 +71,7 @@ class CodeStore:
             # A retry: only the fingerprint is needed, not another copy of the codes.
             async for chunk in body:
                 hasher.update(chunk)
-            return await self._replay(record, hasher.hexdigest())
+            return await self.replay(record, hasher.hexdigest())
         index = await UploadIndex.new(self._b.scripts, project_id, pool_id)
         # The index number rides in the upload id, so a commit a crash interrupted
         # (resume_commits) still records where the codes landed.
@@ -145,7 +138,7 @@ class CodeStore:
         skipped). Once the parser has seen an error nothing more is staged."""
         staged = skipped = 0
         buffer = bytearray()
-        # A skip upload looks codes up SKIP_CHUNK at a time (see GENERATE_CHUNK).
+        # A skip upload looks codes up SKIP_CHUNK at a time.
         gather = SKIP_CHUNK if duplicates == "skip" else 0
         pending: list[bytes] = []
         async for chunk in body:
@@ -157,16 +150,16 @@ class CodeStore:
                 if parser.has_errors:
                     pending.clear()
                 elif len(pending) >= gather:
-                    a, s = await self._stage(
+                    a, s = await self.stage(
                         project_id, pool_id, staging, index, pending, duplicates, staged
                     )
                     staged, skipped = staged + a, skipped + s
                     pending = []
         pending += parser.feed(bytes(buffer)) + parser.close()  # close() raises InvalidCodes
-        a, s = await self._stage(project_id, pool_id, staging, index, pending, duplicates, staged)
+        a, s = await self.stage(project_id, pool_id, staging, index, pending, duplicates, staged)
         return staged + a, skipped + s
 
-    async def _stage(
+    async def stage(
         self,
         project_id: str,
         pool_id: str,
@@ -201,7 +194,7 @@ class CodeStore:
             skipped = len(codes) - len(new)
             if not new:
                 return 0, skipped
-            await self._stage(project_id, pool_id, staging, index, new, "allow", offset)
+            await self.stage(project_id, pool_id, staging, index, new, "allow", offset)
             await index.write()
             return len(new), skipped
         # Staging is private to this upload until commit, so plain pipelined RPUSHes
@@ -217,154 +210,14 @@ class CodeStore:
             await index.flush()
         return len(codes), 0
 
-    # -- generation: codegen draws, the duplicates=skip staging path keeps codes new --
-
-    async def generate(
-        self,
-        project_id: str,
-        pool_id: str,
-        generator: Generator,
-        count: int,
-        max_guess_probability: float,
-        idempotency: tuple[str, str] | None = None,
-    ) -> Generated:
-        """Draw ``count`` codes new to the project into the pool; all or nothing.
-
-        Drawn codes go through the staging step of a ``duplicates=skip`` upload with the
-        project as scope; each one skipped (the project has it, or it was drawn twice) is
-        drawn again until ``count`` are staged, then the upload's commit makes them
-        available at once. ``idempotency`` = (record digest, request fingerprint) of an
-        Idempotency-Key, as for uploads (the record's ``skipped`` slot keeps the live
-        count the first answer's guess probability was computed from)."""
-        client = self._b.client
-        space = generator.pattern.space
-        total, redeemed = await client.hmget(keys.pool(project_id, pool_id), "total", "redeemed")
-        if total is None:
-            raise errors.PoolNotFound(id=pool_id)
-        digest, fingerprint = idempotency or ("-", "")
-        record = keys.upload_idempotency(project_id, digest)
-        if idempotency is not None and await client.exists(record):
-            return _generated(await self._replay(record, fingerprint), space)
-        # Every live code of the pool counts: an upper bound of its live codes of this
-        # pattern (codepool keeps no index by pattern), so the rule errs on the safe side.
-        live = int(total) - int(redeemed or 0)
-        if live + count > max_guess_probability * space:
-            raise errors.PatternTooSmall(
-                space=space_float(space),
-                live=live,
-                requested=count,
-                max_guess_probability=max_guess_probability,
-                at_most=max(0, math.floor(max_guess_probability * space) - live),
-            )
-        await self._check_quota(project_id, count)
-        index = await UploadIndex.new(self._b.scripts, project_id, pool_id)
-        upload_id = f"{new_id()}.{index.number}"
-        staging = keys.pool_staging(project_id, pool_id, upload_id)
-        locks: list[str] = []
-        stored = False
-        try:
-            for lock in (
-                keys.generate_lock(project_id),
-                keys.pool_upload_lock(project_id, pool_id),
-            ):
-                if not await client.set(lock, upload_id, nx=True, ex=STAGING_TTL):
-                    raise errors.UploadInProgress(
-                        "another generation in this project, or a duplicates=skip upload"
-                        " on this pool, is running; retry when it is done",
-                        pool_id=pool_id,
-                    )
-                locks.append(lock)
-            staged = await self._stage_drawn(project_id, pool_id, staging, index, generator, count)
-            # Every entry is in the index before any of the codes is available.
-            await index.finish()
-            answer = await self.commit(
-                project_id, pool_id, upload_id, (record, fingerprint, staged, live + staged)
-            )
-            if isinstance(answer, UploadResult):
-                return _generated(answer, space)
-            stored = True
-            total_after, available = answer
-            return _generated(
-                UploadResult(
-                    added=staged, skipped=live + staged, total=total_after, available=available
-                ),
-                space,
-            )
-        finally:
-            if not stored:
-                with contextlib.suppress(Exception):
-                    await client.unlink(staging)
-                with contextlib.suppress(Exception):
-                    await index.drop()
-            for lock in locks:
-                with contextlib.suppress(Exception):
-                    await client.delete(lock)
-
-    async def _stage_drawn(
-        self,
-        project_id: str,
-        pool_id: str,
-        staging: str,
-        index: UploadIndex,
-        generator: Generator,
-        count: int,
-    ) -> int:
-        """Draw and stage until ``count`` codes new to the project are staged, a chunk
-        at a time: each chunk's lookups see the entries of the chunks before it, and
-        while Redis looks one chunk up, Python draws and sorts the next (which never
-        asks for more than what is missing if every chunk before it stages whole, so
-        none overshoots)."""
-        space = generator.pattern.space
-        budget = max(1000, GIVE_UP_DRAWS * min(space, count))
-        staged = idle = 0
-
-        async def prepared(n: int) -> tuple[list[bytes], int, codeindex.Lookups]:
-            codes = generator.draw(n)
-            unique = list(dict.fromkeys(codes))
-            return unique, len(codes), await codeindex.sort_by_bucket(unique)
-
-        ahead: tuple[list[bytes], int, codeindex.Lookups] | None = None
-        lookup: asyncio.Future[set[bytes]] | None = None
-        try:
-            while staged < count:
-                if ahead is None:
-                    ahead = await prepared(min(GENERATE_CHUNK, count - staged))
-                unique, drawn, calls = ahead
-                await index.write()  # the chunks before count as present
-                lookup = asyncio.ensure_future(
-                    codeindex.look_up(self._b.scripts, project_id, "", staging, index.number, calls)
-                )
-                rest = count - staged - len(unique)
-                ahead = await prepared(min(GENERATE_CHUNK, rest)) if rest > 0 else None
-                found = await lookup
-                lookup = None
-                new = [c for c in unique if c not in found] if found else unique
-                if new:
-                    await self._stage(project_id, pool_id, staging, index, new, "allow", staged)
-                idle = 0 if new else idle + drawn
-                staged += len(new)
-                if idle > budget:
-                    raise errors.PatternTooSmall(
-                        "the pattern's space has no room left for new codes; nothing was stored",
-                        space=space_float(space),
-                        requested=count,
-                        found=staged,
-                    )
-            return staged
-        finally:
-            # Nothing may run after the caller dropped the staging list.
-            if lookup is not None:
-                lookup.cancel()
-                await asyncio.gather(lookup, return_exceptions=True)
-
-    async def _check_quota(self, project_id: str, count: int) -> None:
+    async def check_quota(self, project_id: str, count: int) -> None:
         """Refuse early what commit_upload.lua would refuse after all the drawing."""
         quota = self._b.settings.max_codes_per_project
         stored = int(await self._b.client.get(keys.project_stored(project_id)) or 0)
         if quota > 0 and stored + count > quota:
             raise errors.QuotaExceeded(limit=quota, stored=stored, requested=count)
 
-    async def _replay(self, record: str, fingerprint: str) -> UploadResult:
+    async def replay(self, record: str, fingerprint: str) -> UploadResult:
         first = text(await self._b.client.get(record))
         if not first:  # expired between the two reads: the key is free again
             raise errors.IdempotencyKeyReused("the Idempotency-Key expired meanwhile; retry")
@@ -505,17 +358,6 @@ def _status(parts: list[str], fingerprint: str) -> list[int]:
     if parts[1] == "pending":
         return [-14]
     return [2, *map(int, parts[1:5])]
-
-
-def _generated(result: UploadResult, space: int) -> Generated:
-    """A generation's answer from its upload-shaped one (``skipped`` = live codes)."""
-    return Generated(
-        added=result.added,
-        total=result.total,
-        available=result.available,
-        space=space_float(space),
-        guess_probability=guess_probability(result.skipped, space),
-    )
 
 
 def _first_answer(result: list[int]) -> UploadResult:
