@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import redis
 
@@ -68,7 +69,35 @@ def _stop_all(processes: dict[int, subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-class LocalCluster:
+class _Rig:
+    """Processes started by ``start`` (which returns the rig), all stopped by ``stop``;
+    as a context manager, stopped also when ``start`` fails half-way."""
+
+    processes: dict[int, subprocess.Popen[bytes]]
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        _stop_all(self.processes)
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalCluster(_Rig):
     def __init__(
         self, root: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
     ) -> None:
@@ -194,26 +223,8 @@ class LocalCluster:
             with self.node(port) as client:
                 client.flushall()
 
-    def stop(self) -> None:
-        _stop_all(self.processes)
 
-    def __enter__(self) -> LocalCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class LocalSentinel:
+class LocalSentinel(_Rig):
     """A master, its replicas and three sentinels watching it (service ``codepool``),
     from the bundled redis-server; failover ~2 s after the master dies."""
 
@@ -327,24 +338,6 @@ class LocalSentinel:
                 pass
             time.sleep(0.05)
         raise TimeoutError("the sentinels did not fail over")
-
-    def stop(self) -> None:
-        _stop_all(self.processes)
-
-    def __enter__(self) -> LocalSentinel:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def node_id(port: int) -> str:
