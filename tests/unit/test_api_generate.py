@@ -16,6 +16,16 @@ from codepool.store import generate as generate_store
 from tests.apphelpers import Client, Tenant, app_client, make_pool, make_tenant
 
 
+@pytest.fixture(autouse=True, params=["lookup", "known"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs both ways: drawn codes looked up in Redis per code, and tested
+    against the project's CRC-32s read once (knowncodes, large generations)."""
+    if request.param == "known":
+        monkeypatch.setattr(generate_store, "KNOWN_MIN", 0)
+        monkeypatch.setattr(generate_store, "KNOWN_RATIO", 10**9)
+    return str(request.param)
+
+
 async def _generate(
     c: Client, t: Tenant, pool_id: str, headers: dict[str, str] | None = None, **body: Any
 ) -> tuple[int, Any]:

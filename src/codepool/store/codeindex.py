@@ -113,6 +113,18 @@ class UploadIndex:
             touched[b] = 1
         self._buffered += len(codes)
 
+    def add_grouped(self, blob: bytes, counts: Sequence[int]) -> None:
+        """Entries computed elsewhere (knowncodes.entries): ``blob`` holds ``counts[b]``
+        entries of bucket b, bucket after bucket."""
+        pending, touched, view, at = self._pending, self.touched, memoryview(blob), 0
+        for b, n in enumerate(counts):
+            if n:
+                end = at + n * WIDTH
+                pending[b] += view[at:end]
+                touched[b] = 1
+                at = end
+        self._buffered += len(blob) // WIDTH
+
     async def write(self) -> None:
         """Write every buffered entry now and wait for it (a lookup that follows must
         see this upload's own entries)."""

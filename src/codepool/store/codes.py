@@ -197,18 +197,22 @@ class CodeStore:
             await self.stage(project_id, pool_id, staging, index, new, "allow", offset)
             await index.write()
             return len(new), skipped
-        # Staging is private to this upload until commit, so plain pipelined RPUSHes
-        # (the fastest way into Redis) change no visible state; nor do index entries of
-        # an upload that has not moved yet (they answer nothing until commit).
+        # Index entries of an upload that has not moved yet answer nothing until commit.
+        await self.push(staging, codes)
+        index.add(codes, offset)
+        if index.full:
+            await index.flush()
+        return len(codes), 0
+
+    async def push(self, staging: str, codes: list[bytes]) -> None:
+        """Append codes to a staging list. Staging is private to its upload until the
+        commit, so plain pipelined RPUSHes (the fastest way into Redis) change no visible
+        state."""
         async with self._b.client.pipeline(transaction=False) as pipe:
             for i in range(0, len(codes), STAGE_CODES):
                 pipe.rpush(staging, *codes[i : i + STAGE_CODES])
             pipe.expire(staging, STAGING_TTL)
             await pipe.execute()
-        index.add(codes, offset)
-        if index.full:
-            await index.flush()
-        return len(codes), 0
 
     async def check_quota(self, project_id: str, count: int) -> None:
         """Refuse early what commit_upload.lua would refuse after all the drawing."""
