@@ -1,0 +1,210 @@
+"""Large generations test drawn codes against the project's CRC-32s read once
+(store/knowncodes.py, docs/generate.md "Speed"): exact all the same, with CRC-32
+collisions, an issued code whose index entry left with another pool, and upload numbers
+forgotten while the CRC-32s were read."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+from redis.asyncio import Redis
+
+from codepool import codegen, keys
+from codepool.scripts import Scripts
+from codepool.store import codeindex, knowncodes
+from codepool.store import generate as generate_store
+from codepool.store.codeindex import UploadIndex
+from tests.apphelpers import Client, Tenant, app_client, make_pool, make_tenant
+
+# Two pairs of codes of the pattern below with equal CRC-32s (so the same index bucket
+# and fingerprint): found by trying sha256-derived codes.
+X, Y = "C5C760DFCE", "C86012532E"
+P, Q = "C967AE5F96", "C1055857AE"
+PATTERN = {"pattern": "C#########", "charset": "0123456789ABCDEF", "max_guess_probability": 1}
+
+
+@pytest.fixture(autouse=True)
+def known_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every generation here, however small, takes the knowncodes path."""
+    monkeypatch.setattr(generate_store, "KNOWN_MIN", 0)
+    monkeypatch.setattr(generate_store, "KNOWN_RATIO", 10**9)
+
+
+def scripted_draws(monkeypatch: pytest.MonkeyPatch, *chunks: list[str]) -> list[int]:
+    """Generator.draw answers ``chunks`` first (each padded with real draws, or cut, to
+    the count asked), then real draws; returns the counts asked."""
+    asked: list[int] = []
+    script = [[c.encode() for c in chunk] for chunk in chunks]
+    real = codegen.Generator.draw
+
+    def draw(self: codegen.Generator, count: int) -> list[bytes]:
+        asked.append(count)
+        head = script.pop(0)[:count] if script else []
+        return head + real(self, count - len(head))
+
+    monkeypatch.setattr(codegen.Generator, "draw", draw)
+    return asked
+
+
+def looked_up(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The codes each exact lookup (codeindex.present) was asked about."""
+    calls: list[list[str]] = []
+    present = codeindex.present
+
+    async def spy(scripts: Scripts, project: str, pool: str, *rest: Any) -> set[bytes]:
+        calls.append(sorted(c.decode() for c in rest[-1]))
+        return await present(scripts, project, pool, *rest)
+
+    monkeypatch.setattr(codeindex, "present", spy)
+    return calls
+
+
+async def _generate(c: Client, t: Tenant, pool_id: str, count: int) -> Any:
+    r = await c.post(
+        f"/v1/projects/{t.id}/pools/{pool_id}/codes/generate",
+        json={"count": count, **PATTERN},
+        headers=t.admin,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def _available(redis: Redis, t: Tenant, pool_id: str) -> list[str]:
+    return [c.decode() for c in await redis.lrange(keys.pool_available(t.id, pool_id), 0, -1)]
+
+
+async def _post(c: Client, t: Tenant, path: str, body: dict[str, Any]) -> Any:
+    r = await c.post(f"/v1/projects/{t.id}/{path}", json=body, headers=t.admin)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_the_pairs_collide() -> None:
+    assert zlib.crc32(X.encode()) == zlib.crc32(Y.encode())
+    assert zlib.crc32(P.encode()) == zlib.crc32(Q.encode())
+
+
+async def test_collisions_are_looked_up_exactly(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """X is the project's; Y shares its CRC-32 (a suspect, new after the exact lookup);
+    P twice in one chunk (one kept), Q sharing P's CRC-32 in the same chunk (both new);
+    P again in the next chunk (staged already: found). Only suspects reach Redis."""
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        await make_pool(c, t, [X], name="uploaded")
+        pool = await make_pool(c, t, name="generated")
+        monkeypatch.setattr(generate_store, "GENERATE_CHUNK", 6)
+        scripted_draws(monkeypatch, [X, Y, P, P, Q, "C000000001"], [P, "C000000002"])
+        calls = looked_up(monkeypatch)
+        out = await _generate(c, t, pool["id"], 6)
+        assert (out["added"], out["available"]) == (6, 6)
+        got = await _available(redis, t, pool["id"])
+        assert sorted(got) == sorted([Y, P, Q, "C000000001", "C000000002", got[-1]])
+        assert len(set(got)) == 6 and X not in got
+        assert calls[:2] == [sorted([X, Y, P, Q]), [P]]
+
+
+async def test_an_issued_code_without_an_entry_is_never_generated(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/generate.md: X handed out from pool B, its dead entry re-pointed by the
+    release of Y (same CRC-32) into pool A, then A deleted: X has an issued record and
+    no entry of its CRC-32 left. The issued records read with the buckets find it."""
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        b = await make_pool(c, t, [X], name="b")
+        a = await make_pool(c, t, [Y], name="a")
+        for pool in (b, a):
+            await _post(c, t, f"pools/{pool['id']}/issue", {"count": 1})
+        await _post(c, t, "codes/release", {"code": Y})
+        r = await c.delete(f"/v1/projects/{t.id}/pools/{a['id']}", headers=t.admin)
+        assert r.status_code == 204, r.text
+        h = zlib.crc32(X.encode())
+        bucket = await redis.get(keys.code_index(t.id, h & codeindex.MASK))
+        assert all(fp != h >> 8 for fp, _, _ in codeindex.entries(bucket))
+        assert h in (await knowncodes.read(redis, t.id) or [])
+
+        pool = await make_pool(c, t, name="generated")
+        scripted_draws(monkeypatch, [X, X, X])
+        out = await _generate(c, t, pool["id"], 3)
+        assert out["added"] == 3
+        assert X not in await _available(redis, t, pool["id"])
+
+
+async def test_the_read_holds_every_code_of_the_project(redis: Redis) -> None:
+    """Available, handed out, redeemed, in two pools: each code's CRC-32 once per
+    instance or record."""
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        one = await make_pool(c, t, ["A1", "A2", "A3"], name="one")
+        await make_pool(c, t, ["A3", "B1"], name="two")
+        code = (await _post(c, t, f"pools/{one['id']}/issue", {"count": 1}))["codes"][0]["code"]
+        r = await c.post(f"/v1/projects/{t.id}/codes/redeem", json={"code": code}, headers=t.pos)
+        assert r.status_code == 200, r.text
+        known = await knowncodes.read(redis, t.id)
+        assert known is not None
+        # A1's entry stays (dead) and its record is read too.
+        want = ["A1", "A1", "A2", "A3", "A3", "B1"]
+        assert known.tolist() == sorted(zlib.crc32(w.encode()) for w in want)
+
+
+async def test_a_read_that_saw_an_upload_number_go_is_done_again(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry only leaves a bucket with its upload number (lua/index_drop.lua): a
+    number gone during the read (a failed upload, a deleted pool) means it is done
+    again; if it happens every time, the generation asks Redis per code instead."""
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        up = await make_pool(c, t, [X], name="uploaded")
+        scripts = Scripts(redis)
+        doomed = [(await UploadIndex.new(scripts, t.id, up["id"])).number for _ in range(3)]
+        reads = 0
+        buckets = knowncodes._buckets
+
+        async def disturbed(client: Redis, project: str) -> AsyncIterator[Any]:
+            nonlocal reads
+            reads += 1
+            if doomed:  # what lua/index_drop.lua does last: forget a number
+                await redis.hdel(keys.code_index_uploads(t.id), doomed.pop())
+            async for part in buckets(client, project):
+                yield part
+
+        monkeypatch.setattr(knowncodes, "_buckets", disturbed)
+        assert await knowncodes.read(redis, t.id) is None
+        assert reads == knowncodes.ATTEMPTS
+
+        # Disturbed once: the second read is whole.
+        monkeypatch.setattr(knowncodes, "ATTEMPTS", 3)
+        reads = 0
+        known = await knowncodes.read(redis, t.id)
+        assert reads == 2 and known is not None
+        assert known.tolist() == [zlib.crc32(X.encode())]
+
+        # Every read disturbed: the generation falls back and stays exact.
+        doomed += [(await UploadIndex.new(scripts, t.id, up["id"])).number for _ in range(3)]
+        pool = await make_pool(c, t, name="generated")
+        scripted_draws(monkeypatch, [X, Y])
+        reads = 0
+        out = await _generate(c, t, pool["id"], 2)
+        assert reads == 3 and out["added"] == 2
+        got = await _available(redis, t, pool["id"])
+        assert X not in got and Y in got
+
+
+def test_entries_in_numpy_equal_the_per_code_ones() -> None:
+    """knowncodes.entries (generation) lays entries out as UploadIndex.add does."""
+    codes = [f"E{i:06d}".encode() for i in range(5000)]
+    index = UploadIndex(None, "p", 77)  # type: ignore[arg-type]
+    index.add(codes, 1234)
+    grouped = UploadIndex(None, "p", 77)  # type: ignore[arg-type]
+    h = knowncodes.hashes(codes, len(codes))
+    grouped.add_grouped(*knowncodes.entries(h, 77, 1234))
+    assert grouped._pending == index._pending
+    assert grouped.touched == index.touched
+    assert h.dtype == np.uint32
