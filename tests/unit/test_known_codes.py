@@ -74,7 +74,8 @@ async def _generate(c: Client, t: Tenant, pool_id: str, count: int) -> Any:
 
 
 async def _available(redis: Redis, t: Tenant, pool_id: str) -> list[str]:
-    return [c.decode() for c in await redis.lrange(keys.pool_available(t.id, pool_id), 0, -1)]
+    codes: list[bytes] = await redis.lrange(keys.pool_available(t.id, pool_id), 0, -1)  # type: ignore[assignment]
+    return [c.decode() for c in codes]
 
 
 async def _post(c: Client, t: Tenant, path: str, body: dict[str, Any]) -> Any:
