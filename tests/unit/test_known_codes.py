@@ -89,12 +89,34 @@ def test_the_pairs_collide() -> None:
     assert zlib.crc32(P.encode()) == zlib.crc32(Q.encode())
 
 
+async def test_in_a_large_space_suspects_are_drawn_again(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16^9 = 2^36 codes: X is the project's, Y shares its CRC-32, P is drawn twice and
+    Q shares its CRC-32: all suspects, none asks Redis, all are drawn again."""
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        await make_pool(c, t, [X], name="uploaded")
+        pool = await make_pool(c, t, name="generated")
+        monkeypatch.setattr(generate_store, "GENERATE_CHUNK", 6)
+        asked = scripted_draws(monkeypatch, [X, Y, P, P, Q, "C000000001"])
+        calls = looked_up(monkeypatch)
+        out = await _generate(c, t, pool["id"], 6)
+        assert (out["added"], out["available"]) == (6, 6)
+        got = await _available(redis, t, pool["id"])
+        assert len(set(got)) == 6 and not {X, Y, P, Q} & set(got)
+        assert got[0] == "C000000001"
+        assert asked == [6, 5] and calls == []
+
+
 async def test_collisions_are_looked_up_exactly(
     redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """X is the project's; Y shares its CRC-32 (a suspect, new after the exact lookup);
-    P twice in one chunk (one kept), Q sharing P's CRC-32 in the same chunk (both new);
-    P again in the next chunk (staged already: found). Only suspects reach Redis."""
+    """In a small space (every free code may be needed): X is the project's; Y shares
+    its CRC-32 (a suspect, new after the exact lookup); P twice in one chunk (one kept),
+    Q sharing P's CRC-32 in the same chunk (both new); P again in the next chunk (staged
+    already: found). Only suspects reach Redis."""
+    monkeypatch.setattr(generate_store, "DROP_SPACE", 1 << 64)
     async with app_client(redis) as c:
         t = await make_tenant(c)
         await make_pool(c, t, [X], name="uploaded")

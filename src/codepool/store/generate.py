@@ -29,6 +29,9 @@ GIVE_UP_DRAWS = 20
 # per-code lookup ~2.5 us per code drawn).
 KNOWN_MIN = 50_000
 KNOWN_RATIO = 8
+# In a pattern space at least this large, a drawn code whose CRC-32 the project has is
+# drawn again rather than looked up (_stage_known).
+DROP_SPACE = 1 << 32
 
 
 class CodeGenerator:
@@ -206,52 +209,73 @@ class CodeGenerator:
         count: int,
         known: knowncodes.Known,
     ) -> int:
-        """``_stage_drawn`` against the CRC-32s read once: a drawn code whose CRC-32 is
+        """``_stage_drawn`` against the CRC-32s read once. A drawn code whose CRC-32 is
         neither in ``known`` (the project's codes, then the ones staged here) nor
-        repeated in its chunk is new; the few others are looked up exactly
-        (codeindex.present: the index's LINDEX + compare, the issued records)."""
+        repeated in its chunk is new. The others, the suspects, are few (the project's
+        codes / 2^32 of the draws, 0.23 % at 10M): in a space of at least
+        ``DROP_SPACE`` codes they are drawn again without asking Redis (leaving a code
+        out is always safe, and leaves out at most that fraction of the space); in a
+        smaller space, where the last free codes may be needed, each is looked up
+        exactly (codeindex.present: the index's LINDEX + compare, the issued records).
+        While Redis appends one chunk to the staging list, Python draws the next."""
         space = generator.pattern.space
+        exact = space < DROP_SPACE
         budget = max(1000, GIVE_UP_DRAWS * min(space, count))
         staged = idle = 0
-        while staged < count:
-            drawn = generator.draw(min(GENERATE_CHUNK, count - staged))
-            h = knowncodes.hashes(drawn, len(drawn))
-            suspect = knowncodes.suspects(known, h)
-            at = suspect.nonzero()[0].tolist()
-            if at:
-                await index.write()  # the chunks before count as present
-                found = await codeindex.present(
-                    self._b.scripts,
-                    project_id,
-                    "",
-                    staging,
-                    index.number,
-                    list(dict.fromkeys(drawn[i] for i in at)),
-                )
-                seen: set[bytes] = set()
-                for i in at:  # a suspect is new unless found or drawn before in the chunk
-                    code = drawn[i]
-                    suspect[i] = code in found or code in seen
-                    seen.add(code)
-            keep = ~suspect
-            new = list(compress(drawn, keep.tolist())) if at else drawn
-            if new:
-                new_h = h[keep]
-                await self._codes.push(staging, new)
-                index.add_grouped(*knowncodes.entries(new_h, index.number, staged))
-                if index.full:
-                    await index.flush()
-                known = knowncodes.merged(known, new_h)
-            idle = 0 if new else idle + len(drawn)
-            staged += len(new)
-            if idle > budget:
-                raise errors.PatternTooSmall(
-                    "the pattern's space has no room left for new codes; nothing was stored",
-                    space=space_float(space),
-                    requested=count,
-                    found=staged,
-                )
-        return staged
+        pushing: asyncio.Task[None] | None = None
+        try:
+            while staged < count:
+                drawn = generator.draw(min(GENERATE_CHUNK, count - staged))
+                h = knowncodes.hashes(drawn, len(drawn))
+                suspect = knowncodes.suspects(known, h)
+                at = suspect.nonzero()[0].tolist()
+                if at and exact:
+                    if pushing is not None:
+                        await pushing
+                        pushing = None
+                    await index.write()  # the chunks before count as present
+                    found = await codeindex.present(
+                        self._b.scripts,
+                        project_id,
+                        "",
+                        staging,
+                        index.number,
+                        list(dict.fromkeys(drawn[i] for i in at)),
+                    )
+                    seen: set[bytes] = set()
+                    for i in at:  # new unless found or drawn before in the chunk
+                        code = drawn[i]
+                        suspect[i] = code in found or code in seen
+                        seen.add(code)
+                keep = ~suspect
+                new = list(compress(drawn, keep.tolist())) if at else drawn
+                if new:
+                    new_h = h[keep]
+                    if pushing is not None:
+                        await pushing  # in order: offsets are places in the list
+                    pushing = asyncio.create_task(self._codes.push(staging, new))
+                    index.add_grouped(*knowncodes.entries(new_h, index.number, staged))
+                    if index.full:
+                        await index.flush()
+                    known = knowncodes.merged(known, new_h)
+                idle = 0 if new else idle + len(drawn)
+                staged += len(new)
+                if idle > budget:
+                    raise errors.PatternTooSmall(
+                        "the pattern's space has no room left for new codes; nothing was stored",
+                        space=space_float(space),
+                        requested=count,
+                        found=staged,
+                    )
+            if pushing is not None:
+                await pushing
+                pushing = None
+            return staged
+        finally:
+            # Nothing may run after the caller dropped the staging list.
+            if pushing is not None:
+                pushing.cancel()
+                await asyncio.gather(pushing, return_exceptions=True)
 
 
 def _generated(result: UploadResult, space: int) -> Generated:
