@@ -184,6 +184,7 @@ async def test_a_generation_is_all_or_nothing(
         status, out = await _generate(c, t, pool["id"], count=99, pattern="######")
         assert (status, out["error"]["code"]) == (409, "quota_exceeded")
         monkeypatch.setattr(generate_store, "GENERATE_CHUNK", 10)
+        monkeypatch.setattr(generate_store, "KNOWN_CHUNK", 10)
         draws = 0
         real_draw = codegen.Generator.draw
 

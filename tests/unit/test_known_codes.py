@@ -98,7 +98,7 @@ async def test_in_a_large_space_suspects_are_drawn_again(
         t = await make_tenant(c)
         await make_pool(c, t, [X], name="uploaded")
         pool = await make_pool(c, t, name="generated")
-        monkeypatch.setattr(generate_store, "GENERATE_CHUNK", 6)
+        monkeypatch.setattr(generate_store, "KNOWN_CHUNK", 6)
         asked = scripted_draws(monkeypatch, [X, Y, P, P, Q, "C000000001"])
         calls = looked_up(monkeypatch)
         out = await _generate(c, t, pool["id"], 6)
@@ -107,6 +107,17 @@ async def test_in_a_large_space_suspects_are_drawn_again(
         assert len(set(got)) == 6 and not {X, Y, P, Q} & set(got)
         assert got[0] == "C000000001"
         assert asked == [6, 5] and calls == []
+        # Their index entries, written at the end, answer for them.
+        for code in got:
+            r = await c.post(
+                f"/v1/projects/{t.id}/codes/validate", json={"code": code}, headers=t.pos
+            )
+            v = r.json()
+            assert (v["status"], v["reason"], v["pool_id"]) == (
+                "available",
+                "not_issued",
+                pool["id"],
+            )
 
 
 async def test_collisions_are_looked_up_exactly(
@@ -121,7 +132,7 @@ async def test_collisions_are_looked_up_exactly(
         t = await make_tenant(c)
         await make_pool(c, t, [X], name="uploaded")
         pool = await make_pool(c, t, name="generated")
-        monkeypatch.setattr(generate_store, "GENERATE_CHUNK", 6)
+        monkeypatch.setattr(generate_store, "KNOWN_CHUNK", 6)
         scripted_draws(monkeypatch, [X, Y, P, P, Q, "C000000001"], [P, "C000000002"])
         calls = looked_up(monkeypatch)
         out = await _generate(c, t, pool["id"], 6)

@@ -92,6 +92,7 @@ class UploadIndex:
         self._buffered = 0
         self._writing: asyncio.Task[None] | None = None
         self.touched = bytearray(BUCKETS)
+        self._finished = bytearray(BUCKETS)
 
     @classmethod
     async def new(cls, scripts: Scripts, project: str, pool_id: str) -> UploadIndex:
@@ -149,16 +150,20 @@ class UploadIndex:
         self._buffered = 0
         self._writing = asyncio.create_task(self._each_slice("index_append", args, 2, ["append"]))
 
-    async def finish(self) -> None:
+    async def finish(self, buckets: range = range(BUCKETS)) -> None:
         """Write what is buffered and rewrite every bucket this upload touched at its
-        exact size: when it returns, every entry is in Redis."""
+        exact size: when it returns, every entry is in Redis. With ``buckets``: only
+        those (a generation writes its entries a group of buckets at a time, once); a
+        bucket finished this way is not rewritten again by a later call."""
         await self._settle()
         args: list[Arg] = []
-        for b in range(BUCKETS):
-            if self.touched[b]:
+        for b in buckets:
+            if self.touched[b] and not self._finished[b]:
                 args += [b, bytes(self._pending[b])]
-        self._pending = [bytearray() for _ in range(BUCKETS)]
-        self._buffered = 0
+                self._pending[b] = bytearray()
+                if len(buckets) < BUCKETS:
+                    self._finished[b] = 1
+        self._buffered = sum(map(len, self._pending)) // WIDTH
         await self._each_slice("index_append", args, 2, ["final"])
 
     async def drop(self) -> None:

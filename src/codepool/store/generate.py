@@ -7,6 +7,9 @@ import asyncio
 import contextlib
 import math
 from itertools import compress
+from typing import Any
+
+import numpy as np
 
 from codepool import errors, keys
 from codepool.codegen import Generator, guess_probability, space_float
@@ -32,6 +35,12 @@ KNOWN_RATIO = 8
 # In a pattern space at least this large, a drawn code whose CRC-32 the project has is
 # drawn again rather than looked up (_stage_known).
 DROP_SPACE = 1 << 32
+# Codes drawn per step of _stage_known: fewer merges of the known CRC-32s; ~60 MB of
+# Python at a time.
+KNOWN_CHUNK = 1_000_000
+# Buckets whose entries a generation in a large space writes per step, all at the end
+# (exact size, one pass: no APPEND): ~1/8 of its entries at a time.
+ENTRY_GROUP = 4096
 
 
 class CodeGenerator:
@@ -223,9 +232,12 @@ class CodeGenerator:
         budget = max(1000, GIVE_UP_DRAWS * min(space, count))
         staged = idle = 0
         pushing: asyncio.Task[None] | None = None
+        # In a large space nothing reads this generation's entries before its commit:
+        # their CRC-32s are kept in staging order (4 B a code) and written at the end.
+        later: list[knowncodes.Known] = []
         try:
             while staged < count:
-                drawn = generator.draw(min(GENERATE_CHUNK, count - staged))
+                drawn = generator.draw(min(KNOWN_CHUNK, count - staged))
                 h = knowncodes.hashes(drawn, len(drawn))
                 suspect = knowncodes.suspects(known, h)
                 at = suspect.nonzero()[0].tolist()
@@ -234,19 +246,7 @@ class CodeGenerator:
                         await pushing
                         pushing = None
                     await index.write()  # the chunks before count as present
-                    found = await codeindex.present(
-                        self._b.scripts,
-                        project_id,
-                        "",
-                        staging,
-                        index.number,
-                        list(dict.fromkeys(drawn[i] for i in at)),
-                    )
-                    seen: set[bytes] = set()
-                    for i in at:  # new unless found or drawn before in the chunk
-                        code = drawn[i]
-                        suspect[i] = code in found or code in seen
-                        seen.add(code)
+                    await self._look_up(project_id, staging, index, drawn, at, suspect)
                 keep = ~suspect
                 new = list(compress(drawn, keep.tolist())) if at else drawn
                 if new:
@@ -254,9 +254,12 @@ class CodeGenerator:
                     if pushing is not None:
                         await pushing  # in order: offsets are places in the list
                     pushing = asyncio.create_task(self._codes.push(staging, new))
-                    index.add_grouped(*knowncodes.entries(new_h, index.number, staged))
-                    if index.full:
-                        await index.flush()
+                    if exact:
+                        index.add_grouped(*knowncodes.entries(new_h, index.number, staged))
+                        if index.full:
+                            await index.flush()
+                    else:
+                        later.append(new_h)
                     known = knowncodes.merged(known, new_h)
                 idle = 0 if new else idle + len(drawn)
                 staged += len(new)
@@ -270,12 +273,53 @@ class CodeGenerator:
             if pushing is not None:
                 await pushing
                 pushing = None
+            del known
+            await _write_entries(index, later)
             return staged
         finally:
             # Nothing may run after the caller dropped the staging list.
             if pushing is not None:
                 pushing.cancel()
                 await asyncio.gather(pushing, return_exceptions=True)
+
+    async def _look_up(
+        self,
+        project_id: str,
+        staging: str,
+        index: UploadIndex,
+        drawn: list[bytes],
+        at: list[int],
+        suspect: np.ndarray[Any, np.dtype[np.bool_]],
+    ) -> None:
+        """Clear ``suspect`` at the suspects that are new after all: not in the project
+        (codeindex.present), not staged before, not drawn before in the chunk."""
+        found = await codeindex.present(
+            self._b.scripts,
+            project_id,
+            "",
+            staging,
+            index.number,
+            list(dict.fromkeys(drawn[i] for i in at)),
+        )
+        seen: set[bytes] = set()
+        for i in at:
+            code = drawn[i]
+            suspect[i] = code in found or code in seen
+            seen.add(code)
+
+
+async def _write_entries(index: UploadIndex, parts: list[knowncodes.Known]) -> None:
+    """The index entries of codes staged in this order (their CRC-32s: ``parts``),
+    ``ENTRY_GROUP`` buckets at a time, each bucket written once at its exact size."""
+    if not parts:
+        return
+    h = np.concatenate(parts)
+    parts.clear()
+    bucket = h & codeindex.MASK
+    for low in range(0, codeindex.BUCKETS, ENTRY_GROUP):
+        at = np.flatnonzero((bucket >= low) & (bucket < low + ENTRY_GROUP))
+        index.add_grouped(*knowncodes.entries(h[at], index.number, at))
+        await index.finish(range(low, min(low + ENTRY_GROUP, codeindex.BUCKETS)))
 
 
 def _generated(result: UploadResult, space: int) -> Generated:
