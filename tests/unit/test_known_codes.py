@@ -29,9 +29,11 @@ PATTERN = {"pattern": "C#########", "charset": "0123456789ABCDEF", "max_guess_pr
 
 @pytest.fixture(autouse=True)
 def known_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every generation here, however small, takes the knowncodes path."""
+    """Every generation and skip upload here, however small, takes the knowncodes path."""
     monkeypatch.setattr(generate_store, "KNOWN_MIN", 0)
     monkeypatch.setattr(generate_store, "KNOWN_RATIO", 10**9)
+    monkeypatch.setattr(knowncodes, "MIN_CODES", 0)
+    monkeypatch.setattr(knowncodes, "RATIO", 10**9)
 
 
 def scripted_draws(monkeypatch: pytest.MonkeyPatch, *chunks: list[str]) -> list[int]:
@@ -229,6 +231,29 @@ async def test_a_read_that_saw_an_upload_number_go_is_done_again(
         assert reads == 3 and out["added"] == 2
         got = await _available(redis, t, pool["id"])
         assert X not in got and Y in got
+
+
+async def test_a_skip_upload_skips_exactly_the_codes_of_its_pool(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool has X available and P handed out; another pool has Q. Uploading Y (X's
+    CRC-32), X, Q (P's CRC-32, not in this pool), P with duplicates=skip: only X and P
+    are skipped, and only the suspects (X, Y, P, Q) were looked up in Redis."""
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        pool = await make_pool(c, t, [P, X], name="target")
+        await _post(c, t, f"pools/{pool['id']}/issue", {"count": 1})  # P
+        await make_pool(c, t, [Q], name="other")
+        calls = looked_up(monkeypatch)
+        r = await c.post(
+            f"/v1/projects/{t.id}/pools/{pool['id']}/codes?duplicates=skip",
+            content="\n".join([Y, X, Q, P, "C000000009"]),
+            headers={**t.admin, "Content-Type": "text/plain"},
+        )
+        assert r.status_code == 200, r.text
+        assert (r.json()["added"], r.json()["skipped"]) == (3, 2)
+        assert await _available(redis, t, pool["id"]) == [X, Y, Q, "C000000009"]
+        assert calls == [sorted([X, Y, P, Q])]
 
 
 def test_entries_in_numpy_equal_the_per_code_ones() -> None:

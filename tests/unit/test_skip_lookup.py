@@ -12,13 +12,23 @@ from redis.asyncio import Redis
 from codepool import keys
 from codepool.codeparse import parser_for
 from codepool.settings import load_settings
-from codepool.store import codeindex
+from codepool.store import codeindex, knowncodes
 from codepool.store import codes as code_store
 from codepool.store.base import Backend, text
 from codepool.store.codeindex import UploadIndex
 from codepool.store.codes import CodeStore
 from codepool.store.issuing import IssueRequest, issue_batch
 from tests.scripthelpers import POOL, P, create_pool, fill
+
+
+@pytest.fixture(autouse=True, params=["lookup", "known"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Skip uploads run both ways: every code looked up, and only the codes whose
+    CRC-32 the project has after reading them once (knowncodes.SkipTracker)."""
+    if request.param == "known":
+        monkeypatch.setattr(knowncodes, "MIN_CODES", 0)
+        monkeypatch.setattr(knowncodes, "RATIO", 10**9)
+    return str(request.param)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from codepool import errors, keys
 from codepool.codeparse import CodeParser
 from codepool.models import CodeEntry, Page, Status, UploadResult
-from codepool.store import codeindex
+from codepool.store import knowncodes
 from codepool.store.base import Backend, new_id, now, text, window
 from codepool.store.codeindex import UploadIndex
 from codepool.store.records import walk
@@ -140,6 +140,7 @@ class CodeStore:
         buffer = bytearray()
         # A skip upload looks codes up SKIP_CHUNK at a time.
         gather = SKIP_CHUNK if duplicates == "skip" else 0
+        tracker = knowncodes.SkipTracker(knowncodes.MIN_CODES, knowncodes.RATIO)
         pending: list[bytes] = []
         async for chunk in body:
             hasher.update(chunk)
@@ -151,12 +152,21 @@ class CodeStore:
                     pending.clear()
                 elif len(pending) >= gather:
                     a, s = await self.stage(
-                        project_id, pool_id, staging, index, pending, duplicates, staged
+                        project_id,
+                        pool_id,
+                        staging,
+                        index,
+                        pending,
+                        duplicates,
+                        staged,
+                        tracker=tracker,
                     )
                     staged, skipped = staged + a, skipped + s
                     pending = []
         pending += parser.feed(bytes(buffer)) + parser.close()  # close() raises InvalidCodes
-        a, s = await self.stage(project_id, pool_id, staging, index, pending, duplicates, staged)
+        a, s = await self.stage(
+            project_id, pool_id, staging, index, pending, duplicates, staged, tracker=tracker
+        )
         return staged + a, skipped + s
 
     async def stage(
@@ -169,6 +179,7 @@ class CodeStore:
         duplicates: Duplicates,
         offset: int,
         scope: Scope = "pool",
+        tracker: knowncodes.SkipTracker | None = None,
     ) -> tuple[int, int]:
         """Append codes to the upload's staging list and index them: (staged, skipped).
         ``offset``: how many codes the staging list holds already. With ``skip``, a code
@@ -182,7 +193,10 @@ class CodeStore:
             # the new ones staged as an allow upload stages them, in their order.
             unique = list(dict.fromkeys(codes))  # within the chunk: first one kept
             await index.write()  # earlier chunks' entries count as present
-            found = await codeindex.present(
+            # A large upload asks Redis only about the codes whose CRC-32 the project
+            # has (knowncodes.SkipTracker), once it has read them.
+            tracker = tracker or knowncodes.SkipTracker(1 << 62, 0)  # never reads
+            found, h = await tracker.present(
                 self._b.scripts,
                 project_id,
                 pool_id if scope == "pool" else "",
@@ -195,6 +209,8 @@ class CodeStore:
             if not new:
                 return 0, skipped
             await self.stage(project_id, pool_id, staging, index, new, "allow", offset)
+            if h is not None:
+                tracker.staged(h if not found else knowncodes.hashes(new, len(new)))
             await index.write()
             return len(new), skipped
         # Index entries of an upload that has not moved yet answer nothing until commit.

@@ -30,8 +30,8 @@ GIVE_UP_DRAWS = 20
 # once (knowncodes) instead of asking Redis per drawn code, when the project holds at
 # most KNOWN_RATIO times as many codes (reading costs ~0.2 us per code held, the
 # per-code lookup ~2.5 us per code drawn).
-KNOWN_MIN = 50_000
-KNOWN_RATIO = 8
+KNOWN_MIN = knowncodes.MIN_CODES
+KNOWN_RATIO = knowncodes.RATIO
 # In a pattern space at least this large, a drawn code whose CRC-32 the project has is
 # drawn again rather than looked up (_stage_known).
 DROP_SPACE = 1 << 32
