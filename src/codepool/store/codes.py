@@ -208,10 +208,16 @@ class CodeStore:
             skipped = len(codes) - len(new)
             if not new:
                 return 0, skipped
-            await self.stage(project_id, pool_id, staging, index, new, "allow", offset)
-            if h is not None:
-                tracker.staged(h if not found else knowncodes.hashes(new, len(new)))
-            await index.write()
+            if h is None:
+                await self.stage(project_id, pool_id, staging, index, new, "allow", offset)
+            else:  # staged as an allow upload stages, the entries computed in numpy
+                h = h if not found else knowncodes.hashes(new, len(new))
+                await self.push(staging, new)
+                index.add_grouped(*knowncodes.entries(h, index.number, offset))
+                tracker.staged(h)
+            # The entries are written while the next chunk is parsed; its lookup
+            # waits for them (index.write above).
+            await index.flush()
             return len(new), skipped
         # Index entries of an upload that has not moved yet answer nothing until commit.
         await self.push(staging, codes)
