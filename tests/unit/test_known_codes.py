@@ -267,3 +267,22 @@ def test_entries_in_numpy_equal_the_per_code_ones() -> None:
     assert grouped._pending == index._pending
     assert grouped.touched == index.touched
     assert h.dtype == np.uint32
+
+
+def test_a_known_set_finds_every_crc_it_was_given() -> None:
+    """The two sorted arrays (the small one merged into the large one now and then)
+    answer as one set; repeats within the needles are suspects too."""
+    rng = np.random.default_rng(7)
+    first = rng.integers(0, 1 << 32, 1000, dtype=np.uint64).astype(np.uint32)
+    known = knowncodes.KnownSet(np.sort(first))
+    held = set(first.tolist())
+    for _ in range(12):
+        chunk = rng.integers(0, 1 << 32, 300, dtype=np.uint64).astype(np.uint32)
+        needles = np.concatenate([chunk, rng.choice(np.array(sorted(held), np.uint32), 50)])
+        needles = np.concatenate([needles, needles[:3]])
+        got = known.suspects(needles).tolist()
+        repeated = {v for v in needles.tolist() if needles.tolist().count(v) > 1}
+        assert got == [v in held or v in repeated for v in needles.tolist()]
+        known.add(chunk)
+        held |= set(chunk.tolist())
+    assert len(known) == 1000 + 12 * 300

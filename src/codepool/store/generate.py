@@ -196,7 +196,7 @@ class CodeGenerator:
                 lookup.cancel()
                 await asyncio.gather(lookup, return_exceptions=True)
 
-    async def _known(self, project_id: str, count: int) -> knowncodes.Known | None:
+    async def _known(self, project_id: str, count: int) -> knowncodes.KnownSet | None:
         """The CRC-32s of the project's codes (knowncodes.read) when reading them is
         cheaper than asking Redis per drawn code; None otherwise."""
         if count < KNOWN_MIN:
@@ -206,7 +206,8 @@ class CodeGenerator:
         issued = int(await client.hlen(keys.issued(project_id)))
         if stored + issued > KNOWN_RATIO * count:
             return None
-        return await knowncodes.read(client, project_id)
+        known = await knowncodes.read(client, project_id)
+        return None if known is None else knowncodes.KnownSet(known)
 
     async def _stage_known(
         self,
@@ -216,7 +217,7 @@ class CodeGenerator:
         index: UploadIndex,
         generator: Generator,
         count: int,
-        known: knowncodes.Known,
+        known: knowncodes.KnownSet,
     ) -> int:
         """``_stage_drawn`` against the CRC-32s read once. A drawn code whose CRC-32 is
         neither in ``known`` (the project's codes, then the ones staged here) nor
@@ -239,7 +240,7 @@ class CodeGenerator:
             while staged < count:
                 drawn = generator.draw(min(KNOWN_CHUNK, count - staged))
                 h = knowncodes.hashes(drawn, len(drawn))
-                suspect = knowncodes.suspects(known, h)
+                suspect = known.suspects(h)
                 at = suspect.nonzero()[0].tolist()
                 if at and exact:
                     if pushing is not None:
@@ -260,7 +261,7 @@ class CodeGenerator:
                             await index.flush()
                     else:
                         later.append(new_h)
-                    known = knowncodes.merged(known, new_h)
+                    known.add(new_h)
                 idle = 0 if new else idle + len(drawn)
                 staged += len(new)
                 if idle > budget:
@@ -273,7 +274,7 @@ class CodeGenerator:
             if pushing is not None:
                 await pushing
                 pushing = None
-            del known
+            known.clear()
             await _write_entries(index, later)
             return staged
         finally:
