@@ -15,9 +15,12 @@ from redis.asyncio import Redis
 
 from codepool import codegen, keys
 from codepool.scripts import Scripts
+from codepool.settings import load_settings
 from codepool.store import codeindex, knowncodes
 from codepool.store import generate as generate_store
+from codepool.store.base import Backend
 from codepool.store.codeindex import UploadIndex
+from codepool.store.codes import STAGING_TTL, CodeStore
 from tests.apphelpers import Client, Tenant, app_client, make_pool, make_tenant
 
 # Two pairs of codes of the pattern below with equal CRC-32s (so the same index bucket
@@ -286,3 +289,16 @@ def test_a_known_set_finds_every_crc_it_was_given() -> None:
         known.add(chunk)
         held |= set(chunk.tolist())
     assert len(known) == 1000 + 12 * 300
+
+
+async def test_stage_push_appends_fixed_width_codes_in_order(redis: Redis) -> None:
+    """lua/stage_push.lua cuts one string into codes of one width (more than unpack
+    takes at once); codes of mixed widths go the plain RPUSH way, in order too."""
+    store = CodeStore(Backend(redis, load_settings({})))
+    codes = [f"S{i:05d}".encode() for i in range(4500)]
+    await store.push_fixed("{p}:stage", codes)
+    await store.push_fixed("{p}:stage", [b"AB", b"ABC", b"A"])
+    await store.push_fixed("{p}:stage", [])
+    got = await redis.lrange("{p}:stage", 0, -1)
+    assert got == [*codes, b"AB", b"ABC", b"A"]
+    assert 0 < await redis.ttl("{p}:stage") <= STAGING_TTL

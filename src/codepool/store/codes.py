@@ -11,6 +11,7 @@ from typing import Any, Literal
 from codepool import errors, keys
 from codepool.codeparse import CodeParser
 from codepool.models import CodeEntry, Page, Status, UploadResult
+from codepool.scripts import Arg
 from codepool.store import knowncodes
 from codepool.store.base import Backend, new_id, now, text, window
 from codepool.store.codeindex import UploadIndex
@@ -235,6 +236,18 @@ class CodeStore:
                 pipe.rpush(staging, *codes[i : i + STAGE_CODES])
             pipe.expire(staging, STAGING_TTL)
             await pipe.execute()
+
+    async def push_fixed(self, staging: str, codes: list[bytes]) -> None:
+        """``push`` for codes of one width (a generation's): ``STAGE_CODES`` codes per
+        lua/stage_push.lua call, passed as one string (no per-code argument to pack)."""
+        for i in range(0, len(codes), STAGE_CODES):
+            part = codes[i : i + STAGE_CODES]
+            widths = set(map(len, part))
+            if len(widths) != 1 or 0 in widths:
+                await self.push(staging, part)
+                continue
+            args: list[Arg] = [b"".join(part), widths.pop(), STAGING_TTL]
+            await self._b.scripts.run("stage_push", [staging], args)
 
     async def check_quota(self, project_id: str, count: int) -> None:
         """Refuse early what commit_upload.lua would refuse after all the drawing."""

@@ -254,7 +254,7 @@ class CodeGenerator:
                     new_h = h[keep]
                     if pushing is not None:
                         await pushing  # in order: offsets are places in the list
-                    pushing = asyncio.create_task(self._codes.push(staging, new))
+                    pushing = asyncio.create_task(self._codes.push_fixed(staging, new))
                     if exact:
                         index.add_grouped(*knowncodes.entries(new_h, index.number, staged))
                         if index.full:
