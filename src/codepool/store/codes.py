@@ -213,7 +213,7 @@ class CodeStore:
                 await self.stage(project_id, pool_id, staging, index, new, "allow", offset)
             else:  # staged as an allow upload stages, the entries computed in numpy
                 h = h if not found else knowncodes.hashes(new, len(new))
-                await self.push(staging, new)
+                await self.push_fixed(staging, new)
                 index.add_grouped(*knowncodes.entries(h, index.number, offset))
                 tracker.staged(h)
             # The entries are written while the next chunk is parsed; its lookup
