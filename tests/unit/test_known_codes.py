@@ -302,3 +302,46 @@ async def test_stage_push_appends_fixed_width_codes_in_order(redis: Redis) -> No
     got = await redis.lrange("{p}:stage", 0, -1)
     assert got == [*codes, b"AB", b"ABC", b"A"]
     assert 0 < await redis.ttl("{p}:stage") <= STAGING_TTL
+
+
+async def test_uploads_beside_the_read(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload still staging when the CRC-32s are read has its entries in the buckets:
+    its codes are suspects, never generated, even if it commits only after the read. An
+    upload made wholly after the read is not checked against (docs/generate.md "One at
+    a time", as for an allow upload running beside a generation): both copies are real
+    instances, each answered and handed out once."""
+    async with app_client(redis) as c:
+        t = await make_tenant(c)
+        other = await make_pool(c, t, ["C000000000"], name="other")
+        store = CodeStore(Backend(redis, load_settings({})))
+
+        async def stage(code: str) -> str:
+            index = await UploadIndex.new(store._b.scripts, t.id, other["id"])
+            upload = f"u{index.number}.{index.number}"
+            staging = keys.pool_staging(t.id, other["id"], upload)
+            await store.stage(t.id, other["id"], staging, index, [code.encode()], "allow", 0)
+            await index.finish()
+            return upload
+
+        early = await stage(X)  # staged before the read, committed after it
+        read = knowncodes.read
+
+        async def read_then_upload(client: Redis, project: str) -> Any:
+            known = await read(client, project)
+            await store.commit(t.id, other["id"], early)
+            await store.commit(t.id, other["id"], await stage(P))
+            return known
+
+        monkeypatch.setattr(knowncodes, "read", read_then_upload)
+        pool = await make_pool(c, t, name="generated")
+        scripted_draws(monkeypatch, [X, P, "C000000001"])
+        out = await _generate(c, t, pool["id"], 3)
+        assert out["added"] == 3
+        got = await _available(redis, t, pool["id"])
+        assert X not in got and got[:2] == [P, "C000000001"]
+        assert await _available(redis, t, other["id"]) == ["C000000000", X, P]
+        handed: list[str] = []
+        for p in (other, pool):
+            r = await _post(c, t, f"pools/{p['id']}/issue", {"count": 3})
+            handed += [code["code"] for code in r["codes"]]
+        assert sorted(handed).count(P) == 2 and handed.count(X) == 1
