@@ -130,8 +130,8 @@ async def test_records_go_into_preallocated_room_and_the_zero_tail_is_no_corrupt
     directory = tmp_path / "journal"
     journal = Journal(directory, segment_bytes=64 * 1024)
     await journal.append([_record(0)])  # the first file: no spare was ready yet
-    while not journal._spare_ready():  # the spare segment, prepared by a thread
-        await asyncio.sleep(0.01)
+    assert journal._spare is not None
+    await asyncio.wrap_future(journal._spare)  # the spare segment, prepared by a thread
     for i in range(1, 4):
         await journal.append([_record(i)])
     files = sorted(p for p in directory.iterdir() if p.suffix == ".cpj")
@@ -164,8 +164,8 @@ async def test_a_spare_deleted_from_under_the_writer_costs_only_the_preallocatio
     directory = tmp_path / "journal"
     journal = Journal(directory, segment_bytes=4096, rotate_after=0.0)  # a new file each write
     await journal.append([_record(0)])
-    while not journal._spare_ready():
-        await asyncio.sleep(0.01)
+    assert journal._spare is not None
+    await asyncio.wrap_future(journal._spare)
     for spare in directory.glob("spare-*"):
         spare.unlink()  # as prune does to a spare older than an hour
     await asyncio.sleep(0.01)
