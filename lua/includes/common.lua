@@ -50,9 +50,10 @@ end
 -- keys.rate_limit's fixed one-second window: INCR, PEXPIRE 1000 on the window's first.
 -- The first is a SET NX PX (one command instead of two: a real user's request mostly
 -- opens a window). Returns nil while the count is within `limit`, else the window's
--- PTTL in ms (how long the caller waits).
+-- PTTL in ms (how long the caller waits). Arguments as strings: a Lua number passed to
+-- redis.call is formatted by snprintf, ~2k instructions each (loadtest/script_cost.py).
 local function over_limit(key, limit)
-  if limit >= 1 and rcall('SET', key, 1, 'PX', 1000, 'NX') then return nil end
+  if limit >= 1 and rcall('SET', key, '1', 'PX', '1000', 'NX') then return nil end
   local count = rcall('INCR', key)
   if count <= limit then return nil end
   local ttl = rcall('PTTL', key)

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from codepool.durability.journal import Journal, JournalError, journal_dir
-from codepool.durability.journal_files import read_journal
+from codepool.durability.journal_files import prune, read_journal
 from codepool.durability.records import Handout, IssueRecord
 from tests.apphelpers import app_client, make_pool, make_tenant
 
@@ -120,3 +120,67 @@ async def test_a_record_just_after_since_is_read_whatever_the_files_coarse_mtime
     (path,) = (tmp_path / "journal").iterdir()
     os.utime(path, (999.996, 999.996))  # 4 ms behind the record's written time
     assert [r.written for r in read_journal(tmp_path / "journal", since=999.999)] == [1000.0]
+
+
+async def test_records_go_into_preallocated_room_and_the_zero_tail_is_no_corruption(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file is written into zero-filled room (no size change for fdatasync to commit);
+    its unwritten rest reads as the file's end, not as a torn frame."""
+    directory = tmp_path / "journal"
+    journal = Journal(directory, segment_bytes=64 * 1024)
+    await journal.append([_record(0)])  # the first file: no spare was ready yet
+    assert journal._spare is not None
+    await asyncio.wrap_future(journal._spare)  # the spare segment, prepared by a thread
+    for i in range(1, 4):
+        await journal.append([_record(i)])
+    files = sorted(p for p in directory.iterdir() if p.suffix == ".cpj")
+    assert [p.stat().st_size for p in files][1:] == [64 * 1024]  # moved into the spare
+    with caplog.at_level("WARNING"):
+        landed = read_journal(directory)
+    assert [r.handouts[0].position for r in landed] == [0, 1, 2, 3]  # type: ignore[union-attr]
+    assert "torn" not in caplog.text
+    await journal.close()
+    assert not list(directory.glob("spare-*"))  # close removes the unused spare
+
+
+async def test_a_full_segment_moves_to_the_spare_and_nothing_is_lost(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    journal = Journal(directory, segment_bytes=4096)
+    for i in range(300):  # ~60 bytes a record: several 4 KB segments
+        await journal.append([_record(i)])
+        if i % 40 == 0:
+            await asyncio.sleep(0.02)  # time for the thread to prepare the next spare
+    await journal.close()
+    files = [p for p in directory.iterdir() if p.suffix == ".cpj"]
+    assert len(files) >= 3
+    landed = read_journal(directory)
+    assert [r.handouts[0].position for r in landed] == list(range(300))  # type: ignore[union-attr]
+
+
+async def test_a_spare_deleted_from_under_the_writer_costs_only_the_preallocation(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "journal"
+    journal = Journal(directory, segment_bytes=4096, rotate_after=0.0)  # a new file each write
+    await journal.append([_record(0)])
+    assert journal._spare is not None
+    await asyncio.wrap_future(journal._spare)
+    for spare in directory.glob("spare-*"):
+        spare.unlink()  # as prune does to a spare older than an hour
+    await asyncio.sleep(0.01)
+    await journal.append([_record(1)])  # no error: a plain file instead
+    await journal.close()
+    assert [r.handouts[0].position for r in read_journal(directory)] == [0, 1]  # type: ignore[union-attr]
+
+
+def test_prune_removes_spares_left_by_a_killed_writer(tmp_path: Path) -> None:
+    directory = journal_dir(tmp_path)
+    directory.mkdir(parents=True)
+    old, young = directory / "spare-1-aa.tmp", directory / "spare-2-bb.tmp"
+    old.write_bytes(bytes(16))
+    young.write_bytes(bytes(16))
+    os.utime(old, (1.0, 1.0))
+    prune(directory, before=0.0)
+    assert not old.exists()
+    assert young.exists()

@@ -11,6 +11,12 @@ Group commit: records appended during one turn of the event loop go out together
 write + fdatasync at the start of the next, so under load one fsync serves many requests
 (as one issue.lua call serves many in the issuer).
 
+Preallocated segments: a file is written into room zero-filled and fsynced beforehand (a
+spare segment a thread prepares while the current one fills), so an fdatasync has no new
+file size to commit, only the data: one disk write instead of two (the ext4 journal
+commit of the size). Readers take a zero frame header as the file's end. A writer whose
+segment is full moves to the spare; without one ready it goes on extending its file.
+
 The records and their framing: durability.records. A torn or corrupt frame ends the
 file for the reader (durability.journal_files; it can only be the last write, which never
 got its fsync and so was never acknowledged); after a failed write the writer starts a
@@ -20,6 +26,7 @@ new file.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -38,6 +45,12 @@ HOST_MARK = "host-"
 # A writer starts a new file at the first write this long after it opened the current
 # one, so files stop growing and the snapshotter can delete them.
 DEFAULT_ROTATE_SECONDS = 60.0
+# Size of a preallocated journal file (about 6 s of a 2-worker flash sale's records each).
+SEGMENT_BYTES = 8 * 1024 * 1024
+# A spare segment being prepared or waiting: ``spare-<pid>-<token>.tmp`` (not a journal
+# file for readers); renamed to a journal file's name when its writer moves to it.
+SPARE_PREFIX = "spare-"
+_ZEROS = bytes(1024 * 1024)
 
 
 def journal_dir(data_dir: Path) -> Path:
@@ -99,13 +112,22 @@ class Journal:
     """
 
     def __init__(
-        self, directory: Path, rotate_after: float = DEFAULT_ROTATE_SECONDS, host: str = ""
+        self,
+        directory: Path,
+        rotate_after: float = DEFAULT_ROTATE_SECONDS,
+        host: str = "",
+        segment_bytes: int = SEGMENT_BYTES,
     ) -> None:
         self.directory = directory
         self.rotate_after = rotate_after
         self.host = host
+        self.segment_bytes = segment_bytes  # 0: no preallocation
         self._fd: int | None = None
         self._opened = 0.0
+        self._offset = 0  # where the next write goes in the current file
+        self._room = 0  # bytes preallocated in the current file (0: none)
+        self._spare: concurrent.futures.Future[Path] | None = None
+        self._preparer: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending = bytearray()
         self._waiters: list[asyncio.Future[None]] = []
         self._flush_due = False
@@ -159,7 +181,10 @@ class Journal:
 
     def _write(self, data: bytes) -> None:
         now = time.time()
-        if self._fd is not None and now - self._opened > self.rotate_after:
+        if self._fd is not None and (
+            now - self._opened > self.rotate_after
+            or (self._offset + len(data) > self._room and self._spare_ready())
+        ):
             self._close_fd()
         if self._fd is None:
             self._open(now)
@@ -168,7 +193,8 @@ class Journal:
         try:
             view = memoryview(data)
             while view:
-                written = os.write(fd, view)
+                written = os.pwrite(fd, view, self._offset)
+                self._offset += written
                 view = view[written:]
             os.fdatasync(fd)
         except BaseException:
@@ -181,15 +207,47 @@ class Journal:
         # Private like the data it holds (user ids, idempotency records).
         self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.directory.mkdir(exist_ok=True, mode=0o700)
-        name = file_name(now, self.host, os.getpid(), secrets.token_hex(4))
-        self._fd = os.open(
-            self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
-        )
-        self._opened = now
+        path = self.directory / file_name(now, self.host, os.getpid(), secrets.token_hex(4))
+        self._fd, self._room = self._take_spare(path), self.segment_bytes
+        if self._fd is None:
+            self._fd, self._room = (
+                os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600),
+                0,
+            )
+        self._opened, self._offset = now, 0
         if self.host:
             (self.directory / f"{HOST_MARK}{self.host}").touch(mode=0o600)
         # The file's directory entry must be durable too, or a crash loses the whole file.
         fsync_dir(self.directory)
+        self._prepare_spare()
+
+    def _spare_ready(self) -> bool:
+        return self._spare is not None and self._spare.done() and not self._spare.exception()
+
+    def _take_spare(self, path: Path) -> int | None:
+        """The spare segment, renamed to ``path`` and opened; None if none is ready."""
+        if not self._spare_ready():
+            return None
+        assert self._spare is not None
+        spare, self._spare = self._spare.result(), None
+        try:
+            spare.rename(path)
+        except FileNotFoundError:
+            return None  # deleted from under us (journal_files.prune of an old spare)
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+
+    def _prepare_spare(self) -> None:
+        """Start zero-filling the next segment in a thread, unless one is on its way."""
+        if self.segment_bytes <= 0 or self._closed:
+            return
+        if self._spare is not None and not (self._spare.done() and self._spare.exception()):
+            return
+        if self._preparer is None:
+            self._preparer = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="journal-spare"
+            )
+        name = f"{SPARE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        self._spare = self._preparer.submit(_zero_filled, self.directory / name, self.segment_bytes)
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -202,3 +260,24 @@ class Journal:
         self._closed = True
         self._flush()
         self._close_fd()
+        if self._preparer is not None:
+            self._preparer.shutdown(wait=True)  # a spare half-written is then complete
+        if self._spare is not None and self._spare_ready():
+            self._spare.result().unlink(missing_ok=True)
+        self._spare = None
+
+
+def _zero_filled(path: Path, size: int) -> Path:
+    """A file of ``size`` zero bytes, on disk (fsynced) with its size."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        left = size
+        while left > 0:
+            left -= os.write(fd, memoryview(_ZEROS)[: min(left, len(_ZEROS))])
+        os.fsync(fd)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return path

@@ -14,6 +14,7 @@ import msgspec
 from codepool.durability.journal import (
     DEFAULT_ROTATE_SECONDS,
     HOST_MARK,
+    SPARE_PREFIX,
     SUFFIX,
     file_host,
     fsync_dir,
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 # The snapshotter leaves a file alone this long past its rotation time: a writer that
 # found it young enough a moment ago may still be writing to it.
 ROTATE_GRACE = 30.0
+STALE_SPARE_SECONDS = 3600.0
 
 
 def journal_files(directory: Path) -> list[Path]:
@@ -51,6 +53,8 @@ def read_file(path: Path) -> Iterator[Record]:
     offset = 0
     while offset + FRAME.size <= len(data):
         length, crc = FRAME.unpack_from(data, offset)
+        if length == 0 and crc == 0:
+            return  # the zero-filled room of a preallocated file (journal.SEGMENT_BYTES)
         start, end = offset + FRAME.size, offset + FRAME.size + length
         if end > len(data) or zlib.crc32(data[start:end]) != crc:
             log.warning("journal %s: torn or corrupt frame at byte %d; rest ignored", path, offset)
@@ -135,6 +139,13 @@ def prune(directory: Path, before: float, rotate_after: float = DEFAULT_ROTATE_S
                 removed += 1
         except FileNotFoundError:
             continue
+    # Spare segments (journal.SPARE_PREFIX) a writer killed before using them left behind.
+    # A live writer's spare is this old only if it has written nothing for as long; if
+    # it goes, that writer opens a file without preallocation and prepares another.
+    for spare in directory.glob(f"{SPARE_PREFIX}*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if spare.stat().st_mtime < now - STALE_SPARE_SECONDS:
+                spare.unlink()
     if removed:
         fsync_dir(directory)
     return removed
