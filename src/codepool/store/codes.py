@@ -56,12 +56,15 @@ class CodeStore:
         duplicates: Duplicates,
         idempotency: str | None = None,
         content_type: str = "",
+        size: int | None = None,
     ) -> UploadResult:
         """Stage every code of the body, then commit them all; on any error, none.
 
         ``idempotency`` names the record of an Idempotency-Key (api/handouts.py's
         digest): the body's fingerprint is computed while it streams, and a retry with
-        the same body answers the first answer and stores nothing."""
+        the same body answers the first answer and stores nothing. ``size``: the body's
+        announced length in bytes (Content-Length), if any: a large skip upload then
+        reads the project's CRC-32s before its first lookup."""
         client = self._b.client
         if not await client.exists(keys.pool(project_id, pool_id)):
             raise errors.PoolNotFound(id=pool_id)
@@ -89,7 +92,7 @@ class CodeStore:
                 if not locked:
                     raise errors.UploadInProgress(pool_id=pool_id)
             staged, skipped = await self._stage_body(
-                project_id, pool_id, staging, index, body, parser, duplicates, hasher
+                project_id, pool_id, staging, index, body, parser, duplicates, hasher, size
             )
             if staged + skipped == 0:
                 raise errors.NoCodes()
@@ -134,10 +137,11 @@ class CodeStore:
         parser: CodeParser,
         duplicates: Duplicates,
         hasher: Any,
+        size: int | None = None,
     ) -> tuple[int, int]:
         """Parse the body as it streams and stage (and index) its codes: (staged,
         skipped). Once the parser has seen an error nothing more is staged."""
-        staged = skipped = 0
+        staged = skipped = parsed = 0
         buffer = bytearray()
         # A skip upload looks codes up SKIP_CHUNK at a time.
         gather = SKIP_CHUNK if duplicates == "skip" else 0
@@ -148,7 +152,11 @@ class CodeStore:
             buffer += chunk
             if len(buffer) >= PARSE_BYTES:
                 pending += parser.feed(bytes(buffer))
+                parsed += len(buffer)
                 buffer.clear()
+                if size and pending:
+                    # Codes the whole body holds at the bytes per code seen so far.
+                    tracker.expect(size * (staged + skipped + len(pending)) // parsed)
                 if parser.has_errors:
                     pending.clear()
                 elif len(pending) >= gather:

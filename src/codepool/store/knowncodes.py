@@ -49,9 +49,9 @@ BUCKETS_PER_READ = 1024
 ISSUED_PER_SCAN = 5000
 # Reads tried before the caller falls back to per-code lookups.
 ATTEMPTS = 2
-# A generation (or a duplicates=skip upload, once it has brought) at least this many
-# codes reads the project's CRC-32s when the project holds at most RATIO times as many
-# codes, issued records included: reading costs ~0.1-0.2 us per code held, the
+# A generation of (or a duplicates=skip upload expected to bring: SkipTracker) at least
+# this many codes reads the project's CRC-32s when the project holds at most RATIO times
+# as many codes, issued records included: reading costs ~0.1-0.2 us per code held, the
 # per-code lookup ~2.5 us per code drawn or uploaded.
 MIN_CODES = 50_000
 RATIO = 8
@@ -188,8 +188,9 @@ def entries(h: Known, number: int, offsets: int | NDArray[np.int64]) -> tuple[by
 
 class SkipTracker:
     """A ``duplicates=skip`` upload's side of the same idea (store/codes.py): once the
-    upload has brought ``min_codes`` codes and at least 1/``ratio`` as many as the
-    project holds, the project's CRC-32s are read once; from then on only the codes
+    upload is expected to bring (``expect``, else twice what it has brought so far)
+    ``min_codes`` codes and at least 1/``ratio`` as many as the project holds, the
+    project's CRC-32s are read once; from then on only the codes
     whose CRC-32 the project (or this upload) has are looked up in Redis, exactly (an
     upload must never skip a code that is new). Before that, or if the read was
     disturbed, every code is looked up (codeindex.present)."""
@@ -197,8 +198,22 @@ class SkipTracker:
     def __init__(self, min_codes: int, ratio: int) -> None:
         self._min, self._ratio = min_codes, ratio
         self._seen = 0
+        self._expected = 0
         self._tried = False
         self.known: KnownSet | None = None
+
+    def expect(self, codes: int) -> None:
+        """How many codes the whole upload is expected to bring (its Content-Length
+        over the bytes per code parsed so far): a large upload reads the project's
+        CRC-32s before its first lookup instead of after ``ratio``-th of the project."""
+        self._expected = max(self._expected, codes)
+
+    def _estimate(self) -> int:
+        """The upload's size as far as it can be told: the announced one, else twice
+        what it has brought so far (a stream that brought ``seen`` codes brings as
+        many again as often as not; reading too early costs at most what the
+        per-code lookups so far cost: ~2.5 us a code against ~0.15 us a code held)."""
+        return max(self._expected, 2 * self._seen)
 
     async def present(
         self,
@@ -212,11 +227,11 @@ class SkipTracker:
         """Those of ``codes`` (distinct) present already (codeindex.present's answer),
         and the CRC-32s of all of ``codes`` when the known ones are in use."""
         self._seen += len(codes)
-        if self.known is None and not self._tried and self._seen >= self._min:
+        if self.known is None and not self._tried and self._estimate() >= self._min:
             client = scripts.client
             held = int(await client.get(keys.project_stored(project)) or 0)
             held += int(await client.hlen(keys.issued(project)))
-            if held <= self._ratio * self._seen:
+            if held <= self._ratio * self._estimate():
                 self._tried = True
                 known = await read(client, project)
                 self.known = None if known is None else KnownSet(known)
