@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from codepool import keys
+from codepool import errors, keys
 from codepool.codeparse import parser_for
 from codepool.scripts import Scripts
 from codepool.settings import load_settings
 from codepool.store import codeindex, knowncodes
 from codepool.store import codes as code_store
 from codepool.store.base import Backend, text
+from codepool.store.codeindex import UploadIndex
 from codepool.store.codes import CodeStore
 from codepool.store.issuing import IssueRequest, issue_batch
 from tests.apphelpers import app_client, make_pool, make_tenant
@@ -80,9 +81,13 @@ async def test_an_unannounced_upload_reads_at_half_the_old_share(
     first = [*(f"N{i}" for i in range(6)), HELD[0]]
     assert await _ask(backend, tracker, first) == {HELD[0]}
     assert tracker.known is not None and calls == [[HELD[0]]]
-    tracker.staged(knowncodes.hashes([c.encode() for c in first], len(first)))
+    # The new ones staged (as CodeStore.stage does), their entries kept in memory.
+    new = [c.encode() for c in first[:6]]
+    await backend.client.rpush(keys.pool_staging(P, POOL, "s"), *new)
+    tracker.staged(knowncodes.hashes(new, len(new)), 0)
     calls.clear()
-    assert await _ask(backend, tracker, ["N0", "M1", HELD[99]]) == {HELD[99]}
+    # N0 is found by reading it back from the staging list, not in Redis's index.
+    assert await _ask(backend, tracker, ["N0", "M1", HELD[99]]) == {"N0", HELD[99]}
     assert calls == [sorted(["N0", HELD[99]])]
 
 
@@ -124,7 +129,36 @@ async def test_a_sized_skip_upload_is_exact(
     # Every lookup asked about suspects only, never a whole chunk of new codes.
     assert all(set(call) <= {*HELD, "A1", "A2"} for call in calls)
     pool = await backend.client.lrange(keys.pool_available(P, POOL), 0, -1)
-    assert [text(c) for c in pool][98:] == ["A1", "A2", "A3", "A4", *(f"B{i}" for i in range(40))]
+    added = ["A1", "A2", "A3", "A4", *(f"B{i}" for i in range(40))]
+    assert [text(c) for c in pool][98:] == added
+    # The entries kept in memory were written at the end: the index answers for them.
+    later = await UploadIndex.new(backend.scripts, P, POOL)
+    staging = keys.pool_staging(P, POOL, "later")
+    asked = [c.encode() for c in [*added, "Z1"]]
+    found = await codeindex.present(backend.scripts, P, POOL, staging, later.number, asked)
+    assert found == {c.encode() for c in added}
+
+
+async def test_a_failed_sized_skip_upload_leaves_nothing(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad line at the end: nothing is added, no staging list or entry is left."""
+    monkeypatch.setattr(code_store, "SKIP_CHUNK", 4)
+    monkeypatch.setattr(code_store, "PARSE_BYTES", 8)
+    monkeypatch.setattr(knowncodes, "MIN_CODES", 10)
+    await create_pool(backend)
+    await fill(backend, HELD)
+    payload = "".join(f"B{i}\n" for i in range(40)) + "bad code with spaces\n"
+    with pytest.raises(errors.InvalidCodes):
+        await CodeStore(backend).upload(
+            P, POOL, body(payload), parser_for("text/plain"), "skip", size=len(payload)
+        )
+    assert await backend.client.llen(keys.pool_available(P, POOL)) == 100
+    assert not [k async for k in backend.client.scan_iter(match="*staging*")]
+    later = await UploadIndex.new(backend.scripts, P, POOL)
+    staging = keys.pool_staging(P, POOL, "later")
+    asked = [f"B{i}".encode() for i in range(40)]
+    assert not await codeindex.present(backend.scripts, P, POOL, staging, later.number, asked)
 
 
 async def test_the_api_passes_the_content_length(

@@ -141,11 +141,40 @@ class CodeStore:
     ) -> tuple[int, int]:
         """Parse the body as it streams and stage (and index) its codes: (staged,
         skipped). Once the parser has seen an error nothing more is staged."""
+        tracker = knowncodes.SkipTracker(knowncodes.MIN_CODES, knowncodes.RATIO)
+        try:
+            return await self._stage_chunks(
+                project_id,
+                pool_id,
+                staging,
+                index,
+                body,
+                parser,
+                duplicates,
+                hasher,
+                size,
+                tracker,
+            )
+        finally:
+            await tracker.cancel()  # nothing may run after the caller drops staging
+
+    async def _stage_chunks(
+        self,
+        project_id: str,
+        pool_id: str,
+        staging: str,
+        index: UploadIndex,
+        body: AsyncIterable[bytes],
+        parser: CodeParser,
+        duplicates: Duplicates,
+        hasher: Any,
+        size: int | None,
+        tracker: knowncodes.SkipTracker,
+    ) -> tuple[int, int]:
         staged = skipped = parsed = 0
         buffer = bytearray()
         # A skip upload looks codes up SKIP_CHUNK at a time.
         gather = SKIP_CHUNK if duplicates == "skip" else 0
-        tracker = knowncodes.SkipTracker(knowncodes.MIN_CODES, knowncodes.RATIO)
         pending: list[bytes] = []
         async for chunk in body:
             hasher.update(chunk)
@@ -176,6 +205,8 @@ class CodeStore:
         a, s = await self.stage(
             project_id, pool_id, staging, index, pending, duplicates, staged, tracker=tracker
         )
+        await tracker.settle()
+        await tracker.write_entries(index)
         return staged + a, skipped + s
 
     async def stage(
@@ -219,14 +250,17 @@ class CodeStore:
                 return 0, skipped
             if h is None:
                 await self.stage(project_id, pool_id, staging, index, new, "allow", offset)
-            else:  # staged as an allow upload stages, the entries computed in numpy
+                # The entries are written while the next chunk is parsed; its lookup
+                # waits for them (index.write above).
+                await index.flush()
+            else:
+                # As a generation stages: the codes pushed while the next chunk is
+                # parsed (in order: one push at a time), their entries kept in memory
+                # and written at the end (SkipTracker.write_entries).
                 h = h if not found else knowncodes.hashes(new, len(new))
-                await self.push_fixed(staging, new)
-                index.add_grouped(*knowncodes.entries(h, index.number, offset))
-                tracker.staged(h)
-            # The entries are written while the next chunk is parsed; its lookup
-            # waits for them (index.write above).
-            await index.flush()
+                await tracker.settle()
+                tracker.push(self.push_fixed(staging, new))
+                tracker.staged(h, offset)
             return len(new), skipped
         # Index entries of an upload that has not moved yet answer nothing until commit.
         await self.push(staging, codes)
