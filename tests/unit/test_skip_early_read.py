@@ -1,6 +1,6 @@
 """A large duplicates=skip upload reads the project's CRC-32s early (knowncodes.SkipTracker):
 before its first lookup when its size is announced (Content-Length), else once it has
-brought 1/(2 x RATIO) of the project, not 1/RATIO; exact all the same."""
+brought 1/(GROWTH x RATIO) of the project, not 1/RATIO; exact all the same."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from codepool.store.issuing import IssueRequest, issue_batch
 from tests.apphelpers import app_client, make_pool, make_tenant
 from tests.scripthelpers import POOL, P, create_pool, fill
 
-HELD = [f"H{i:03d}" for i in range(100)]
+HELD = [f"H{i:03d}" for i in range(200)]
 
 
 @pytest.fixture
@@ -53,14 +53,15 @@ async def _ask(b: Backend, tracker: knowncodes.SkipTracker, codes: list[str]) ->
 async def test_an_announced_size_reads_before_the_first_lookup(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The project holds 100 codes: 5 codes of an upload announced at 20 (>= 100/8)
-    ask Redis only about the suspects (the held ones); unannounced, all 5."""
+    """The project holds 200 codes: 5 codes of an upload announced at 30 (>= 200/8)
+    ask Redis only about the suspects (the held ones); unannounced (4 x 5 < 200/8),
+    all 5."""
     await create_pool(backend)
     await fill(backend, HELD)
     calls = looked_up(monkeypatch)
     codes = ["N1", HELD[3], "N2", HELD[50], "N3"]
     told = knowncodes.SkipTracker(10, 8)
-    told.expect(20)
+    told.expect(30)
     assert await _ask(backend, told, codes) == {HELD[3], HELD[50]}
     assert told.known is not None and calls == [sorted([HELD[3], HELD[50]])]
     calls.clear()
@@ -69,10 +70,10 @@ async def test_an_announced_size_reads_before_the_first_lookup(
     assert untold.known is None and calls == [sorted(codes)]
 
 
-async def test_an_unannounced_upload_reads_at_half_the_old_share(
+async def test_an_unannounced_upload_reads_sooner(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """7 codes into a project of 100: twice 7 is >= 100/8, so the CRC-32s are read;
+    """7 codes into a project of 200: 4 x 7 is >= 200/8 (7 is not), so the CRC-32s are read;
     later chunks ask only about suspects, this upload's earlier codes among them."""
     await create_pool(backend)
     await fill(backend, HELD)
@@ -107,7 +108,7 @@ async def test_a_sized_skip_upload_is_exact(
     monkeypatch.setattr(knowncodes, "MIN_CODES", 10)
     await create_pool(backend)
     await fill(backend, HELD)
-    await issue_batch(backend, P, POOL, [IssueRequest(count=2)])  # H000, H001 handed out
+    await issue_batch(backend, P, POOL, [IssueRequest(count=2)])  # H000, H001 out: 198 left
     reads: list[int] = []
     read = knowncodes.read
 
@@ -130,7 +131,7 @@ async def test_a_sized_skip_upload_is_exact(
     assert all(set(call) <= {*HELD, "A1", "A2"} for call in calls)
     pool = await backend.client.lrange(keys.pool_available(P, POOL), 0, -1)
     added = ["A1", "A2", "A3", "A4", *(f"B{i}" for i in range(40))]
-    assert [text(c) for c in pool][98:] == added
+    assert [text(c) for c in pool][198:] == added
     # The entries kept in memory were written at the end: the index answers for them.
     later = await UploadIndex.new(backend.scripts, P, POOL)
     staging = keys.pool_staging(P, POOL, "later")
@@ -153,7 +154,7 @@ async def test_a_failed_sized_skip_upload_leaves_nothing(
         await CodeStore(backend).upload(
             P, POOL, body(payload), parser_for("text/plain"), "skip", size=len(payload)
         )
-    assert await backend.client.llen(keys.pool_available(P, POOL)) == 100
+    assert await backend.client.llen(keys.pool_available(P, POOL)) == 200
     assert not [k async for k in backend.client.scan_iter(match="*staging*")]
     later = await UploadIndex.new(backend.scripts, P, POOL)
     staging = keys.pool_staging(P, POOL, "later")

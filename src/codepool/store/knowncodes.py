@@ -56,6 +56,9 @@ ATTEMPTS = 2
 # per-code lookup ~2.5 us per code drawn or uploaded.
 MIN_CODES = 50_000
 RATIO = 8
+# A skip upload of unannounced size is taken to bring GROWTH times what it has
+# brought so far (SkipTracker._estimate).
+GROWTH = 4
 # Buckets whose entries are computed and written at once at the end of an upload that
 # kept them in memory (1/8 of them: ~1/8 of its entries in Python at a time).
 ENTRY_GROUP = 4096
@@ -192,7 +195,7 @@ def entries(h: Known, number: int, offsets: int | NDArray[np.int64]) -> tuple[by
 
 class SkipTracker:
     """A ``duplicates=skip`` upload's side of the same idea (store/codes.py): once the
-    upload is expected to bring (``expect``, else twice what it has brought so far)
+    upload is expected to bring (``expect``, else ``GROWTH`` times what it has brought)
     ``min_codes`` codes and at least 1/``ratio`` as many as the project holds, the
     project's CRC-32s are read once; from then on only the codes whose CRC-32 the
     project (or this upload) has are looked up, exactly (an upload must never skip a
@@ -226,11 +229,14 @@ class SkipTracker:
         self._expected = max(self._expected, codes)
 
     def _estimate(self) -> int:
-        """The upload's size as far as it can be told: the announced one, else twice
-        what it has brought so far (a stream that brought ``seen`` codes brings as
-        many again as often as not; reading too early costs at most what the
-        per-code lookups so far cost: ~2.5 us a code against ~0.15 us a code held)."""
-        return max(self._expected, 2 * self._seen)
+        """The upload's size as far as it can be told: the announced one, else
+        ``GROWTH`` times what it has brought so far. Without a size, reading is worth
+        it once the per-code lookups done would have paid for it (ski rental): they
+        cost ~2.5-3.5 us a code (more as the project grows: longer bucket strings),
+        the read 0.05-0.15 us a code held, so reading when ``GROWTH`` x seen reaches
+        1/``ratio`` of the project costs a small upload into a large project at most
+        about what its lookups cost, and saves a large one most of them."""
+        return max(self._expected, GROWTH * self._seen)
 
     async def present(
         self,
