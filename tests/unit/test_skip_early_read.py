@@ -187,3 +187,37 @@ async def test_the_api_passes_the_content_length(
         assert r.status_code == 200, r.text
         assert (r.json()["added"], r.json()["skipped"]) == (100, 0)
         assert told and told[0] == 100
+
+
+async def test_an_own_crc_collision_is_not_skipped(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """X and Y (equal CRC-32s) in different chunks of one sized upload: Y is a suspect
+    (X's CRC-32 is kept in memory) but is not X, so it is added; X again is skipped."""
+    x, y = "C5C760DFCE", "C86012532E"  # tests/unit/test_known_codes.py's pair
+    monkeypatch.setattr(code_store, "SKIP_CHUNK", 4)
+    monkeypatch.setattr(code_store, "PARSE_BYTES", 8)
+    monkeypatch.setattr(knowncodes, "MIN_CODES", 10)
+    await create_pool(backend)
+    await fill(backend, HELD)
+    calls = looked_up(monkeypatch)
+    lines = [x, "A1", "A2", "A3", "A4", y, "A5", "A6", "A7", x, *(f"B{i}" for i in range(30))]
+    payload = "".join(f"{c}\n" for c in lines)
+    result = await CodeStore(backend).upload(
+        P, POOL, body(payload, 11), parser_for("text/plain"), "skip", size=len(payload)
+    )
+    assert (result.added, result.skipped) == (39, 1)
+    pool = await backend.client.lrange(keys.pool_available(P, POOL), 0, -1)
+    assert [text(c) for c in pool][200:210] == [
+        x,
+        "A1",
+        "A2",
+        "A3",
+        "A4",
+        y,
+        "A5",
+        "A6",
+        "A7",
+        "B0",
+    ]
+    assert any(y in call for call in calls) and any(x in call for call in calls)
