@@ -156,8 +156,16 @@ class PoolController(Controller):
             request.headers.get("idempotency-key"), principal, request.url.path, ""
         )
         body = _limited(request, services.settings.max_upload_bytes)
+        announced = request.headers.get("content-length", "")
         return await services.codes.upload(
-            project_id, pool_id, body, parser, duplicates, record, content_type or ""
+            project_id,
+            pool_id,
+            body,
+            parser,
+            duplicates,
+            record,
+            content_type or "",
+            int(announced) if announced.isdigit() else None,
         )
 
     @post(

@@ -56,12 +56,15 @@ class CodeStore:
         duplicates: Duplicates,
         idempotency: str | None = None,
         content_type: str = "",
+        size: int | None = None,
     ) -> UploadResult:
         """Stage every code of the body, then commit them all; on any error, none.
 
         ``idempotency`` names the record of an Idempotency-Key (api/handouts.py's
         digest): the body's fingerprint is computed while it streams, and a retry with
-        the same body answers the first answer and stores nothing."""
+        the same body answers the first answer and stores nothing. ``size``: the body's
+        announced length in bytes (Content-Length), if any: a large skip upload then
+        reads the project's CRC-32s before its first lookup."""
         client = self._b.client
         if not await client.exists(keys.pool(project_id, pool_id)):
             raise errors.PoolNotFound(id=pool_id)
@@ -89,7 +92,7 @@ class CodeStore:
                 if not locked:
                     raise errors.UploadInProgress(pool_id=pool_id)
             staged, skipped = await self._stage_body(
-                project_id, pool_id, staging, index, body, parser, duplicates, hasher
+                project_id, pool_id, staging, index, body, parser, duplicates, hasher, size
             )
             if staged + skipped == 0:
                 raise errors.NoCodes()
@@ -134,21 +137,55 @@ class CodeStore:
         parser: CodeParser,
         duplicates: Duplicates,
         hasher: Any,
+        size: int | None = None,
     ) -> tuple[int, int]:
         """Parse the body as it streams and stage (and index) its codes: (staged,
         skipped). Once the parser has seen an error nothing more is staged."""
-        staged = skipped = 0
+        tracker = knowncodes.SkipTracker(knowncodes.MIN_CODES, knowncodes.RATIO)
+        try:
+            return await self._stage_chunks(
+                project_id,
+                pool_id,
+                staging,
+                index,
+                body,
+                parser,
+                duplicates,
+                hasher,
+                size,
+                tracker,
+            )
+        finally:
+            await tracker.cancel()  # nothing may run after the caller drops staging
+
+    async def _stage_chunks(
+        self,
+        project_id: str,
+        pool_id: str,
+        staging: str,
+        index: UploadIndex,
+        body: AsyncIterable[bytes],
+        parser: CodeParser,
+        duplicates: Duplicates,
+        hasher: Any,
+        size: int | None,
+        tracker: knowncodes.SkipTracker,
+    ) -> tuple[int, int]:
+        staged = skipped = parsed = 0
         buffer = bytearray()
         # A skip upload looks codes up SKIP_CHUNK at a time.
         gather = SKIP_CHUNK if duplicates == "skip" else 0
-        tracker = knowncodes.SkipTracker(knowncodes.MIN_CODES, knowncodes.RATIO)
         pending: list[bytes] = []
         async for chunk in body:
             hasher.update(chunk)
             buffer += chunk
             if len(buffer) >= PARSE_BYTES:
                 pending += parser.feed(bytes(buffer))
+                parsed += len(buffer)
                 buffer.clear()
+                if size and pending:
+                    # Codes the whole body holds at the bytes per code seen so far.
+                    tracker.expect(size * (staged + skipped + len(pending)) // parsed)
                 if parser.has_errors:
                     pending.clear()
                 elif len(pending) >= gather:
@@ -168,6 +205,8 @@ class CodeStore:
         a, s = await self.stage(
             project_id, pool_id, staging, index, pending, duplicates, staged, tracker=tracker
         )
+        await tracker.settle()
+        await tracker.write_entries(index)
         return staged + a, skipped + s
 
     async def stage(
@@ -211,14 +250,17 @@ class CodeStore:
                 return 0, skipped
             if h is None:
                 await self.stage(project_id, pool_id, staging, index, new, "allow", offset)
-            else:  # staged as an allow upload stages, the entries computed in numpy
+                # The entries are written while the next chunk is parsed; its lookup
+                # waits for them (index.write above).
+                await index.flush()
+            else:
+                # As a generation stages: the codes pushed while the next chunk is
+                # parsed (in order: one push at a time), their entries kept in memory
+                # and written at the end (SkipTracker.write_entries).
                 h = h if not found else knowncodes.hashes(new, len(new))
-                await self.push_fixed(staging, new)
-                index.add_grouped(*knowncodes.entries(h, index.number, offset))
-                tracker.staged(h)
-            # The entries are written while the next chunk is parsed; its lookup
-            # waits for them (index.write above).
-            await index.flush()
+                await tracker.settle()
+                tracker.push(self.push_fixed(staging, new))
+                tracker.staged(h, offset)
             return len(new), skipped
         # Index entries of an upload that has not moved yet answer nothing until commit.
         await self.push(staging, codes)

@@ -29,6 +29,7 @@ read is done again, and after ``ATTEMPTS`` the generation falls back to asking R
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -39,7 +40,7 @@ from redis.asyncio import Redis
 
 from codepool import keys
 from codepool.store import codeindex
-from codepool.store.codeindex import BUCKETS, WIDTH, bucket_prefix
+from codepool.store.codeindex import BUCKETS, MASK, WIDTH, UploadIndex, bucket_prefix
 
 Known = NDArray[np.uint32]
 
@@ -49,12 +50,18 @@ BUCKETS_PER_READ = 1024
 ISSUED_PER_SCAN = 5000
 # Reads tried before the caller falls back to per-code lookups.
 ATTEMPTS = 2
-# A generation (or a duplicates=skip upload, once it has brought) at least this many
-# codes reads the project's CRC-32s when the project holds at most RATIO times as many
-# codes, issued records included: reading costs ~0.1-0.2 us per code held, the
+# A generation of (or a duplicates=skip upload expected to bring: SkipTracker) at least
+# this many codes reads the project's CRC-32s when the project holds at most RATIO times
+# as many codes, issued records included: reading costs ~0.1-0.2 us per code held, the
 # per-code lookup ~2.5 us per code drawn or uploaded.
 MIN_CODES = 50_000
 RATIO = 8
+# A skip upload of unannounced size is taken to bring GROWTH times what it has
+# brought so far (SkipTracker._estimate).
+GROWTH = 4
+# Buckets whose entries are computed and written at once at the end of an upload that
+# kept them in memory (1/8 of them: ~1/8 of its entries in Python at a time).
+ENTRY_GROUP = 4096
 
 
 async def read(client: Redis, project: str) -> Known | None:
@@ -188,17 +195,48 @@ def entries(h: Known, number: int, offsets: int | NDArray[np.int64]) -> tuple[by
 
 class SkipTracker:
     """A ``duplicates=skip`` upload's side of the same idea (store/codes.py): once the
-    upload has brought ``min_codes`` codes and at least 1/``ratio`` as many as the
-    project holds, the project's CRC-32s are read once; from then on only the codes
-    whose CRC-32 the project (or this upload) has are looked up in Redis, exactly (an
-    upload must never skip a code that is new). Before that, or if the read was
-    disturbed, every code is looked up (codeindex.present)."""
+    upload is expected to bring (``expect``, else ``GROWTH`` times what it has brought)
+    ``min_codes`` codes and at least 1/``ratio`` as many as the project holds, the
+    project's CRC-32s are read once; from then on only the codes whose CRC-32 the
+    project (or this upload) has are looked up, exactly (an upload must never skip a
+    code that is new). Before that, or if the read was disturbed, every code is looked
+    up (codeindex.present).
+
+    From the read on, the upload works as a generation does: each chunk's staging
+    (``push``) runs while the next chunk is parsed, and the index entries of the codes
+    staged are kept in memory (CRC-32 and offset, 8 B a code) and written once at the
+    end (``write_entries``), each bucket at its exact size, instead of an APPEND per
+    bucket per chunk. A suspect is present when codeindex.present finds it (the pool,
+    the issued records, the entries written before the read) or when it equals one of
+    this upload's codes kept in memory with its CRC-32 (read back from the staging
+    list by its offset: ``_own``)."""
 
     def __init__(self, min_codes: int, ratio: int) -> None:
         self._min, self._ratio = min_codes, ratio
         self._seen = 0
+        self._expected = 0
         self._tried = False
         self.known: KnownSet | None = None
+        # This upload's codes staged since the read: per chunk, their CRC-32s sorted
+        # and the offsets in the same order.
+        self._own: list[tuple[Known, NDArray[np.uint32]]] = []
+        self._pushing: asyncio.Task[None] | None = None
+
+    def expect(self, codes: int) -> None:
+        """How many codes the whole upload is expected to bring (its Content-Length
+        over the bytes per code parsed so far): a large upload reads the project's
+        CRC-32s before its first lookup instead of after ``ratio``-th of the project."""
+        self._expected = max(self._expected, codes)
+
+    def _estimate(self) -> int:
+        """The upload's size as far as it can be told: the announced one, else
+        ``GROWTH`` times what it has brought so far. Without a size, reading is worth
+        it once the per-code lookups done would have paid for it (ski rental): they
+        cost ~2.5-3.5 us a code (more as the project grows: longer bucket strings),
+        the read 0.05-0.15 us a code held, so reading when ``GROWTH`` x seen reaches
+        1/``ratio`` of the project costs a small upload into a large project at most
+        about what its lookups cost, and saves a large one most of them."""
+        return max(self._expected, GROWTH * self._seen)
 
     async def present(
         self,
@@ -212,11 +250,11 @@ class SkipTracker:
         """Those of ``codes`` (distinct) present already (codeindex.present's answer),
         and the CRC-32s of all of ``codes`` when the known ones are in use."""
         self._seen += len(codes)
-        if self.known is None and not self._tried and self._seen >= self._min:
+        if self.known is None and not self._tried and self._estimate() >= self._min:
             client = scripts.client
             held = int(await client.get(keys.project_stored(project)) or 0)
             held += int(await client.hlen(keys.issued(project)))
-            if held <= self._ratio * self._seen:
+            if held <= self._ratio * self._estimate():
                 self._tried = True
                 known = await read(client, project)
                 self.known = None if known is None else KnownSet(known)
@@ -224,15 +262,70 @@ class SkipTracker:
             return await codeindex.present(scripts, project, pool_id, staging, number, codes), None
         h = hashes(codes, len(codes))
         at = self.known.suspects(h).nonzero()[0].tolist()
+        if not at:
+            return set(), h
         asked = [codes[i] for i in at]
-        found = (
-            await codeindex.present(scripts, project, pool_id, staging, number, asked)
-            if asked
-            else set()
-        )
+        found = await codeindex.present(scripts, project, pool_id, staging, number, asked)
+        found |= await self._mine(scripts.client, staging, asked, h[at])
         return found, h
 
-    def staged(self, h: Known) -> None:
-        """The CRC-32s of the codes just staged: later chunks see them."""
+    async def _mine(self, client: Redis, staging: str, codes: list[bytes], h: Known) -> set[bytes]:
+        """Those of ``codes`` (CRC-32s ``h``) equal to a code this upload staged since
+        the read: the staged codes of the same CRC-32 are read back (LINDEX)."""
+        wanted: list[tuple[bytes, int]] = []
+        for part, offsets in self._own:
+            lo = np.searchsorted(part, h, "left")
+            hi = np.searchsorted(part, h, "right")
+            for i in np.flatnonzero(hi > lo).tolist():
+                wanted += [(codes[i], int(o)) for o in offsets[lo[i] : hi[i]]]
+        if not wanted:
+            return set()
+        await self.settle()  # every staged code is in the list
+        async with client.pipeline(transaction=False) as pipe:
+            for _, offset in wanted:
+                pipe.lindex(staging, offset)
+            staged: list[bytes | None] = await pipe.execute()
+        return {code for (code, _), got in zip(wanted, staged, strict=True) if got == code}
+
+    def staged(self, h: Known, offset: int) -> None:
+        """The CRC-32s of the codes just staged from ``offset`` on: later chunks see
+        them, and their entries are written by ``write_entries``."""
         if self.known is not None:
             self.known.add(h)
+            order = np.argsort(h, kind="stable")
+            self._own.append((h[order], (order + offset).astype(np.uint32)))
+
+    def push(self, staged: Any) -> None:
+        """Run ``staged`` (the staging of a chunk's codes: a coroutine) while the next
+        chunk is parsed; the caller ``settle``s the one before first (list order)."""
+        self._pushing = asyncio.ensure_future(staged)
+
+    async def settle(self) -> None:
+        """Wait for the staging running, if any."""
+        pushing, self._pushing = self._pushing, None
+        if pushing is not None:
+            await pushing
+
+    async def cancel(self) -> None:
+        """Stop the staging running, if any (the upload failed)."""
+        pushing, self._pushing = self._pushing, None
+        if pushing is not None:
+            pushing.cancel()
+            await asyncio.gather(pushing, return_exceptions=True)
+
+    async def write_entries(self, index: UploadIndex) -> None:
+        """The index entries of the codes kept in memory, ``ENTRY_GROUP`` buckets at a
+        time, each bucket written once at its exact size (UploadIndex.finish)."""
+        if not self._own:
+            return
+        self.known = None  # not needed any more: free it before the entries are made
+        h = np.concatenate([part for part, _ in self._own])
+        offsets = np.concatenate([o for _, o in self._own])
+        self._own.clear()
+        bucket = h & MASK
+        for low in range(0, BUCKETS, ENTRY_GROUP):
+            at = np.flatnonzero((bucket >= low) & (bucket < low + ENTRY_GROUP))
+            # Within a bucket the entries go in offset order, as an upload adds them.
+            at = at[np.argsort(offsets[at], kind="stable")]
+            index.add_grouped(*entries(h[at], index.number, offsets[at].astype(np.int64)))
+            await index.finish(range(low, min(low + ENTRY_GROUP, BUCKETS)))
