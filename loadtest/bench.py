@@ -495,7 +495,7 @@ class Run:
         gc.collect()
         gc.freeze()
         with multiprocessing.get_context("fork").Pool(1) as paced_pool:
-            capture = Capture(r)
+            capture = Capture(r, self.server_pid)
             capture.start(0)  # every command: each till call's own Redis time
             res = paced_pool.apply(httpload.paced_in_process, self._paced_args(b, quiet))
             self.paced_report("quiet (no other load)", res, capture.stop(), quiet, False)
@@ -618,7 +618,7 @@ class Run:
 
         load = asyncio.create_task(purchases())
         await asyncio.sleep(1.0)
-        capture = Capture(self.r)
+        capture = Capture(self.r, self.server_pid)
         # Not every command, as in the quiet run: the purchases' would fill the log.
         await asyncio.to_thread(capture.start, 100)
         out["paced"] = await asyncio.to_thread(
@@ -832,16 +832,18 @@ class Captured:
         forks: int,
         preempted: int,
         threshold: int,
+        waits: str,
     ) -> None:
         self.slow, self.before, self.after = slow, before, after
         self.threshold = threshold  # us: SLOWLOG's, what is under it was not logged
         self.forks, self.preempted = forks, preempted
+        self.waits = waits
         self.names = script_names()
 
     def line(self) -> str:
         return (
             f"redis-server preempted {self.preempted:,} times, {self.forks} fork(s), "
-            f"load average {os.getloadavg()[0]:.1f}"
+            f"load average {os.getloadavg()[0]:.1f}\n    CPU {self.waits}"
         )
 
     def _words(self, entry: Any) -> list[str]:
@@ -877,9 +879,10 @@ class Captured:
 class Capture:
     """SLOWLOG at a threshold, commandstats, forks and preemptions from start() to stop()."""
 
-    def __init__(self, r: redis.Redis) -> None:
+    def __init__(self, r: redis.Redis, server_pid: int) -> None:
         self.r = r
         self.pid = int(r.info("server")["process_id"])
+        self.server_pid = server_pid
 
     def start(self, threshold_us: int) -> None:
         self.threshold = threshold_us
@@ -889,15 +892,17 @@ class Capture:
         self.before = self.r.info("commandstats")
         self.forks = int(self.r.info("stats").get("total_forks", 0))
         self.preempted = preemptions(self.pid)
+        self.waits = cpusplit.waits(self.server_pid, self.pid)
 
     def stop(self) -> Captured:
+        waits = cpusplit.waits_line(self.waits, cpusplit.waits(self.server_pid, self.pid))
         after = self.r.info("commandstats")
         preempted = preemptions(self.pid) - self.preempted
         self.r.config_set("slowlog-log-slower-than", 10000)
         slow = self.r.slowlog_get(500_000)
         self.r.slowlog_reset()
         forks = int(self.r.info("stats").get("total_forks", 0)) - self.forks
-        return Captured(slow, self.before, after, forks, preempted, self.threshold)
+        return Captured(slow, self.before, after, forks, preempted, self.threshold, waits)
 
 
 # The scripts a till's request runs (their SLOWLOG entries are the index phase's target).
