@@ -30,7 +30,12 @@ def worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list
     monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
     threshold = gc.get_threshold()
     monkeypatch.setattr(gc, "set_threshold", lambda *t: calls.append(f"threshold {t}"))
-    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
+
+    def collect(*_: Any) -> int:
+        calls.append("collect")
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
     yield calls
     assert gc.get_threshold() == threshold
 
