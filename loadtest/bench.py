@@ -901,7 +901,13 @@ class Capture:
         self.r.config_set("slowlog-log-slower-than", 10000)
         slow = self.r.slowlog_get(500_000)
         self.r.slowlog_reset()
-        forks = int(self.r.info("stats").get("total_forks", 0)) - self.forks
+        stats = self.r.info("stats")
+        forks = int(stats.get("total_forks", 0)) - self.forks
+        if forks:
+            # A fork stops redis-server for its page tables' copy: every call meanwhile waits.
+            print(
+                f"    (Redis forked meanwhile; the latest fork took {stats['latest_fork_usec']} us)"
+            )
         return Captured(slow, self.before, after, forks, preempted, self.threshold, waits)
 
 

@@ -140,7 +140,8 @@ def waits(server_pid: int, redis_pid: int) -> Waits | None:
         at=time.monotonic(),
         redis=_schedstat(redis_pid) or (0, 0),
         workers=_stats(workers),
-        client=_stats(_tree(os.getpid())),
+        # The embedded redis-server is the load generator's child: counted as Redis.
+        client=_stats(set(_tree(os.getpid())) - {redis_pid}),
     )
 
 
@@ -155,7 +156,9 @@ def waits_line(before: Waits | None, after: Waits | None) -> str:
         return f"ran {(a[0] - b[0]) / s / 1e6:.0f}, waited {(a[1] - b[1]) / s / 1e6:.0f}"
 
     def many(b: dict[int, tuple[int, int]], a: dict[int, tuple[int, int]]) -> str:
-        return "; ".join(one(b[pid], a[pid]) for pid in sorted(b) if pid in a)
+        # Processes that ran at least 5 ms a second (not the idle helpers).
+        busy = [pid for pid in sorted(b) if pid in a and (a[pid][0] - b[pid][0]) / s > 5e6]
+        return "; ".join(one(b[pid], a[pid]) for pid in busy) or "none busy"
 
     return (
         f"ms per second: workers {many(before.workers, after.workers)}; "
