@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import math
+import multiprocessing
+import multiprocessing.pool
 import os
 import random
 import socket
@@ -432,26 +435,36 @@ class Run:
         )
         self.targets.append(Target("index: upload / raw RPUSH", raw_seconds / seconds, 0.5, "x"))
         self.memory_split(b.project, pool, n, mem_after - mem_before)
-        # Codes the tills present: handed out (the first 20,000), never handed out
-        # (anywhere in the pool past them), and in no pool.
+        # Codes the tills present: handed out (the first ones), never handed out
+        # (anywhere in the pool past them), and in no pool. The closed-loop run sends
         # 20,000 of each kind (1,000 for the test suite's small runs: the tills run
-        # while purchases load the same two cores, 6 x sample requests in all).
+        # while purchases load the same two cores, 6 x sample requests in all); each
+        # paced run (quiet, then under the purchase load) its own share of
+        # --till-requests, with assigned codes of its own (a redeem burns them).
         sample = max(1000, min(20_000, n // 20) // 1000 * 1000)
+        per = max(1, self.args.till_requests // len(TILL_KINDS))
+        wanted = sample + 2 * per
         issued = [
-            c
-            for _ in range(0, sample, 1000)
+            c["code"]
+            for got in range(0, wanted, 1000)
             for c in b.http.post(
                 f"/v1/projects/{b.project}/pools/{pool}/issue",
-                json={"count": 1000},
+                json={"count": min(1000, wanted - got)},
                 headers=b.admin,
             ).json()["codes"]
         ]
         rng = random.Random(20)
-        kinds = {
-            "assigned": [c["code"] for c in issued],
-            "never issued": [f"T{rng.randrange(sample, n):08X}" for _ in range(sample)],
-            "unknown": [f"Z{rng.randrange(n):08X}" for _ in range(sample)],
-        }
+
+        def draw(assigned: list[str], count: int) -> dict[str, list[str]]:
+            return {
+                "assigned": assigned,
+                "never issued": [f"T{rng.randrange(wanted, n):08X}" for _ in range(count)],
+                "unknown": [f"Z{rng.randrange(n):08X}" for _ in range(count)],
+            }
+
+        kinds = draw(issued[:sample], sample)
+        quiet = draw(issued[sample : sample + per], per)
+        loaded = draw(issued[sample + per : sample + 2 * per], per)
         # The purchase load on another pool meanwhile (fans as in the purchase phase).
         sale = b.pool("index-sale", 2_000_000, "P")
         reward = b.http.post(
@@ -470,31 +483,128 @@ class Run:
             for i in range(5000)
         ]  # fmt: skip
         self.redis_per_answer(b.project, kinds)
-        r.config_set("slowlog-log-slower-than", 1000)  # microseconds
-        r.config_set("slowlog-max-len", 100_000)
-        r.slowlog_reset()
-        calls = r.info("commandstats")
-        results = asyncio.run(self._tills(b, kinds, buys))
-        slow = r.slowlog_get(100_000)
-        after = r.info("commandstats")
-        r.config_set("slowlog-log-slower-than", 10000)
-        for label, res in results.items():
-            if label == "purchase":
-                summary("  purchase load meanwhile", res)
-                continue
-            summary(f"  {label}", res)
-            self.targets.append(
-                Target(f"index: {label} p99", res.percentile(99) * 1000, 20, "ms", False)
+        print(
+            f"  paced tills: {self.args.till_rate:g} requests/s in all, the six kinds taking "
+            f"turns, {per} of each; latency from each request's due time"
+        )
+        # The paced tills run in a process of their own (forked here, before any load
+        # runs), so that this process's closed-loop purchase generator does not delay
+        # their clock. The load generators' own objects (the prebuilt requests) are
+        # frozen out of the cyclic collector: its full passes stalled this process for
+        # 30-150 ms, which the closed-loop figures counted as the server's.
+        gc.collect()
+        gc.freeze()
+        with multiprocessing.get_context("fork").Pool(1) as paced_pool:
+            capture = Capture(r, self.server_pid)
+            capture.start(0)  # every command: each till call's own Redis time
+            res = paced_pool.apply(httpload.paced_in_process, self._paced_args(b, quiet))
+            self.paced_report("quiet (no other load)", res, capture.stop(), quiet, False)
+            results, paced_log, closed_log = asyncio.run(
+                self._tills(b, kinds, buys, paced_pool, loaded)
             )
-        self.slowest(slow, calls, after)
+        gc.unfreeze()
+        paced = results.pop("paced")
+        assert isinstance(paced, httpload.Paced)
+        self.paced_report("under the purchase load", paced, paced_log, loaded, True)
+        print(
+            "  closed loop, under the purchase load: 8 connections per kind, each sending "
+            "its next request when answered"
+        )
+        for label, res_ in results.items():
+            assert isinstance(res_, httpload.Result)
+            if label == "purchase":
+                summary("  purchase load meanwhile", res_)
+                continue
+            summary(f"  closed loop, {label}", res_)
+            self.targets.append(
+                Target(f"index: {label} p99", res_.percentile(99) * 1000, 20, "ms", False)
+            )
+        self.slowest(closed_log.slow, closed_log.before, closed_log.after)
+
+    def _paced_args(
+        self, b: Bench, kinds: dict[str, list[str]]
+    ) -> tuple[str, int, list[bytes], float]:
+        """paced_in_process's arguments: request i is till kind i % 6's (i // 6)th code."""
+        reqs = [
+            b.post(
+                f"/v1/projects/{b.project}/codes/{action}",
+                b.pos,
+                msgspec.json.encode({"code": kinds[kind][j]}),
+            )
+            for j in range(len(kinds["assigned"]))
+            for action, kind in TILL_KINDS
+        ]
+        return HOST, b.port, reqs, self.args.till_rate
+
+    def paced_report(
+        self,
+        label: str,
+        res: httpload.Paced,
+        log: Captured,
+        kinds: dict[str, list[str]],
+        targets: bool,
+    ) -> None:
+        """Each kind's p50/p99/max from due time, the load generator's own lateness, and
+        each till script call's Redis time (SLOWLOG at 0 us: every call) by kind."""
+        late = sorted(res.late)
+        print(
+            f"  paced, {label}: {len(res.statuses)} requests in {res.seconds:.1f} s; "
+            f"sent late (the load generator's own delay) p99 {ms(pct(late, 99))}, "
+            f"max {ms(late[-1] if late else 0)}; {log.line()}"
+        )
+        of_code = {c: kind for kind, codes_ in kinds.items() for c in codes_}
+        redis_us = log.till_calls(of_code)
+        for k, (action, kind) in enumerate(TILL_KINDS):
+            part = res.part(k, len(TILL_KINDS))
+            took = sorted(part.latencies)
+            logged = redis_us.get((action, kind), [])
+            # One script call per request; those under the threshold were not logged.
+            us = sorted([0] * max(0, part.requests - len(logged)) + logged)
+            over = sum(1 for t in us if t > 1000)
+
+            def at(p: float, us: list[int] = us) -> str:
+                v = pct(us, p)
+                return f"<{log.threshold}" if v < log.threshold else str(v)
+
+            print(
+                f"    {action} {kind}: p50 {ms(pct(took, 50))}, p99 {ms(pct(took, 99))}, "
+                f"max {ms(took[-1] if took else 0)}, statuses {part.statuses}; "
+                f"Redis per call p50 {at(50)} us, p99 {at(99)} us, "
+                f"max {at(100)} us, over 1 ms: {over} of {len(us)}"
+            )
+            if targets:
+                self.targets.append(
+                    Target(f"paced: {action} {kind} p99", pct(took, 99) * 1000, 20, "ms", False)
+                )
+        others = log.slow_others(1000)
+        print(
+            "    other Redis commands over 1 ms meanwhile: "
+            + (
+                ", ".join(
+                    f"{name} {len(t)} (max {max(t) / 1000:.1f} ms)" for name, t in others.items()
+                )
+                or "none"
+            )
+        )
+        if not targets:
+            worst = max((t for ts in redis_us.values() for t in ts), default=0)
+            self.targets.append(
+                Target("index: slowest till script, quiet", worst / 1000, 1, "ms", False)
+            )
 
     async def _tills(
-        self, b: Bench, kinds: dict[str, list[str]], buys: list[bytes]
-    ) -> dict[str, httpload.Result]:
-        """Each kind validated then redeemed, one after the other, 8 tills at once,
-        while purchases run on 16 connections."""
+        self,
+        b: Bench,
+        kinds: dict[str, list[str]],
+        buys: list[bytes],
+        paced_pool: multiprocessing.pool.Pool,
+        paced_kinds: dict[str, list[str]],
+    ) -> tuple[dict[str, httpload.Result | httpload.Paced], Captured, Captured]:
+        """While purchases run on 16 connections: the paced tills (in ``paced_pool``'s
+        process), then each kind validated then redeemed, one after the other, 8 tills at
+        once (closed loop). Returns the runs and what Redis logged in each part."""
         done = asyncio.Event()
-        out: dict[str, httpload.Result] = {}
+        out: dict[str, httpload.Result | httpload.Paced] = {}
 
         async def purchases() -> None:
             runs = []
@@ -508,6 +618,14 @@ class Run:
 
         load = asyncio.create_task(purchases())
         await asyncio.sleep(1.0)
+        capture = Capture(self.r, self.server_pid)
+        # Not every command, as in the quiet run: the purchases' would fill the log.
+        await asyncio.to_thread(capture.start, 100)
+        out["paced"] = await asyncio.to_thread(
+            paced_pool.apply, httpload.paced_in_process, self._paced_args(b, paced_kinds)
+        )
+        paced_log = await asyncio.to_thread(capture.stop)
+        await asyncio.to_thread(capture.start, 1000)
         for action in ("validate", "redeem"):
             for kind, codes_ in kinds.items():
                 reqs = [
@@ -521,9 +639,10 @@ class Run:
                 out[f"{action} {kind}"] = await httpload.run(
                     HOST, b.port, reqs.__getitem__, connections=8, total=len(reqs)
                 )
+        closed_log = await asyncio.to_thread(capture.stop)
         done.set()
         await load
-        return out
+        return out, paced_log, closed_log
 
     def memory_split(self, project: str, pool: str, n: int, delta: int) -> None:
         """INFO memory's delta per code, and MEMORY USAGE of the list and the buckets."""
@@ -672,8 +791,134 @@ class Run:
         self.targets.append(Target(f"{label} errors", failed, 0, "", higher_is_better=False))
 
 
+def pct(ordered: list[Any], p: float) -> Any:
+    """The p-th percentile of an ascending list (0 if empty), as Result.percentile."""
+    if not ordered:
+        return 0
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def script_names() -> dict[str, str]:
+    """SHA-1 -> name of each script the server loads (SLOWLOG shows only the SHA)."""
+    return {
+        hashlib.sha1(src.encode(), usedforsecurity=False).hexdigest(): name
+        for name, src in script_sources().items()
+    }
+
+
+def preemptions(pid: int) -> int:
+    """How often the kernel has taken the CPU from ``pid`` while it could run (0 off Linux)."""
+    try:
+        status = (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("nonvoluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Captured:
+    """What Redis logged while a part of the index phase ran: SLOWLOG entries (the
+    wall time of each command inside redis-server: its own work, plus any time the
+    kernel gave its core to another process mid-command), INFO commandstats before and
+    after, the forks (AOF rewrites, snapshots) and how often redis-server was preempted."""
+
+    def __init__(
+        self,
+        slow: list[Any],
+        before: dict[str, Any],
+        after: dict[str, Any],
+        forks: int,
+        preempted: int,
+        threshold: int,
+        waits: str,
+    ) -> None:
+        self.slow, self.before, self.after = slow, before, after
+        self.threshold = threshold  # us: SLOWLOG's, what is under it was not logged
+        self.forks, self.preempted = forks, preempted
+        self.waits = waits
+        self.names = script_names()
+
+    def line(self) -> str:
+        return (
+            f"redis-server preempted {self.preempted:,} times, {self.forks} fork(s), "
+            f"load average {os.getloadavg()[0]:.1f}\n    CPU {self.waits}"
+        )
+
+    def _words(self, entry: Any) -> list[str]:
+        return str(entry["command"].decode(errors="replace")).split()
+
+    def till_calls(self, of_code: dict[str, str]) -> dict[tuple[str, str], list[int]]:
+        """(script, kind of code) -> the microseconds of each call, for the till scripts
+        whose code (ARGV[1]) is one of ``of_code``'s."""
+        out: dict[tuple[str, str], list[int]] = {}
+        for e in self.slow:
+            words = self._words(e)
+            if len(words) < 4 or words[0] != "EVALSHA":
+                continue
+            name = self.names.get(words[1], "")
+            at = 3 + int(words[2])
+            if name in ("validate", "redeem") and at < len(words) and words[at] in of_code:
+                out.setdefault((name, of_code[words[at]]), []).append(int(e["duration"]))
+        return out
+
+    def slow_others(self, threshold: int) -> dict[str, list[int]]:
+        """Commands over ``threshold`` us that are not till scripts, by script or command."""
+        out: dict[str, list[int]] = {}
+        for e in self.slow:
+            if int(e["duration"]) <= threshold:
+                continue
+            words = self._words(e)
+            name = self.names.get(words[1], words[1]) if words[0] == "EVALSHA" else words[0]
+            if name not in TILL_SCRIPTS:
+                out.setdefault(name, []).append(int(e["duration"]))
+        return out
+
+
+class Capture:
+    """SLOWLOG at a threshold, commandstats, forks and preemptions from start() to stop()."""
+
+    def __init__(self, r: redis.Redis, server_pid: int) -> None:
+        self.r = r
+        self.pid = int(r.info("server")["process_id"])
+        self.server_pid = server_pid
+
+    def start(self, threshold_us: int) -> None:
+        self.threshold = threshold_us
+        self.r.config_set("slowlog-log-slower-than", threshold_us)
+        self.r.config_set("slowlog-max-len", 500_000)
+        self.r.slowlog_reset()
+        self.before = self.r.info("commandstats")
+        self.forks = int(self.r.info("stats").get("total_forks", 0))
+        self.preempted = preemptions(self.pid)
+        self.waits = cpusplit.waits(self.server_pid, self.pid)
+
+    def stop(self) -> Captured:
+        waits = cpusplit.waits_line(self.waits, cpusplit.waits(self.server_pid, self.pid))
+        after = self.r.info("commandstats")
+        preempted = preemptions(self.pid) - self.preempted
+        self.r.config_set("slowlog-log-slower-than", 10000)
+        slow = self.r.slowlog_get(500_000)
+        self.r.slowlog_reset()
+        stats = self.r.info("stats")
+        forks = int(stats.get("total_forks", 0)) - self.forks
+        if forks:
+            # A fork stops redis-server for its page tables' copy: every call meanwhile waits.
+            print(
+                f"    (Redis forked meanwhile; the latest fork took {stats['latest_fork_usec']} us)"
+            )
+        return Captured(slow, self.before, after, forks, preempted, self.threshold, waits)
+
+
 # The scripts a till's request runs (their SLOWLOG entries are the index phase's target).
 TILL_SCRIPTS = ("validate", "redeem", "release", "confirm")
+# (route, kind of code) of the paced tills, taking turns in this order.
+TILL_KINDS = [
+    (action, kind)
+    for action in ("validate", "redeem")
+    for kind in ("assigned", "never issued", "unknown")
+]
 
 # Turns of a route's rate run and its /healthz yardstick (see Run.versus_healthz).
 SLICES = 5
@@ -773,6 +1018,19 @@ def main() -> int:
         "--bulk-codes", type=int, default=3_000_000, help="codes the bulk phase issues, 1000 a call"
     )
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--till-rate",
+        type=float,
+        default=100.0,
+        help="index phase: requests/s of the paced (open-loop) tills, all kinds together",
+    )
+    parser.add_argument(
+        "--till-requests",
+        type=int,
+        default=6000,
+        help="index phase: requests of each paced till run (quiet, then under load), "
+        "shared by the six kinds",
+    )
     parser.add_argument("--workers", type=int, default=2)
     add_client_argument(parser)
     parser.add_argument(

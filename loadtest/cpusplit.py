@@ -13,6 +13,7 @@ Linux only (``/proc``); elsewhere :func:`sample` returns None and nothing is pri
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import msgspec
@@ -106,3 +107,61 @@ class Split:
             f"load generator {self.client / n * 1e6:.0f} us of CPU per request; "
             f"idle {self.idle / s:.2f}, steal {self.steal / s:.2f} of {os.cpu_count()} cores"
         )
+
+
+class Waits(msgspec.Struct, frozen=True):
+    """Per process, nanoseconds on a CPU and runnable but waiting for one (the kernel's
+    /proc/<pid>/schedstat, main thread), at one moment."""
+
+    at: float  # time.monotonic()
+    redis: tuple[int, int]
+    workers: dict[int, tuple[int, int]]  # `codepool serve`'s processes below it
+    client: dict[int, tuple[int, int]]  # the load generator and its children
+
+
+def _schedstat(pid: int) -> tuple[int, int] | None:
+    try:
+        fields = (PROC / str(pid) / "schedstat").read_text().split()
+    except OSError:
+        return None
+    return int(fields[0]), int(fields[1])
+
+
+def _stats(pids: set[int] | dict[int, float]) -> dict[int, tuple[int, int]]:
+    return {pid: s for pid in pids if (s := _schedstat(pid)) is not None}
+
+
+def waits(server_pid: int, redis_pid: int) -> Waits | None:
+    if not (PROC / str(redis_pid) / "schedstat").exists():
+        return None
+    workers = _tree(server_pid)
+    workers.pop(server_pid, None)  # the supervisor only watches
+    return Waits(
+        at=time.monotonic(),
+        redis=_schedstat(redis_pid) or (0, 0),
+        workers=_stats(workers),
+        # The embedded redis-server is the load generator's child: counted as Redis.
+        client=_stats(set(_tree(os.getpid())) - {redis_pid}),
+    )
+
+
+def waits_line(before: Waits | None, after: Waits | None) -> str:
+    """How much of each second the processes ran, and waited runnable for a core: a
+    request on a process that waits is delayed by it, whatever that process's own work."""
+    if before is None or after is None:
+        return "run-queue waits: not on this system"
+    s = max(after.at - before.at, 1e-9)
+
+    def one(b: tuple[int, int], a: tuple[int, int]) -> str:
+        return f"ran {(a[0] - b[0]) / s / 1e6:.0f}, waited {(a[1] - b[1]) / s / 1e6:.0f}"
+
+    def many(b: dict[int, tuple[int, int]], a: dict[int, tuple[int, int]]) -> str:
+        # Processes that ran at least 5 ms a second (not the idle helpers).
+        busy = [pid for pid in sorted(b) if pid in a and (a[pid][0] - b[pid][0]) / s > 5e6]
+        return "; ".join(one(b[pid], a[pid]) for pid in busy) or "none busy"
+
+    return (
+        f"ms per second: workers {many(before.workers, after.workers)}; "
+        f"Redis {one(before.redis, after.redis)}; "
+        f"load generator {many(before.client, after.client)}"
+    )

@@ -11,11 +11,13 @@ parses only the status line, Content-Length and the body.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import Counter
 from collections.abc import Callable
 
 import msgspec
+import uvloop
 
 RequestMaker = Callable[[int], bytes]
 # Answers whose bodies a run keeps when asked to (wrk_requests.lua keeps the same ones).
@@ -123,3 +125,113 @@ async def run(
         latencies=latencies,
         bodies=bodies,
     )
+
+
+class Paced(msgspec.Struct, kw_only=True):
+    """An open-loop run: request i was due at ``start + i / rate``; its latency counts
+    from then, so a slow answer delays no later request's clock (no coordinated
+    omission). ``late``: how long after its due time request i went out (the load
+    generator's own delay: a busy machine, or no free connection)."""
+
+    seconds: float
+    statuses: list[int]  # request i's status (0: no answer)
+    latencies: list[float]  # seconds from due time to answer, by request
+    late: list[float]  # seconds from due time to send, by request
+
+    def part(self, start: int, step: int) -> Result:
+        """Requests start, start + step, ... as a Result (a kind of an interleaved run)."""
+        statuses = Counter(self.statuses[start::step])
+        return Result(
+            requests=sum(statuses.values()),
+            seconds=self.seconds,
+            statuses=dict(statuses),
+            latencies=self.latencies[start::step],
+            bodies=[],
+        )
+
+
+async def paced(
+    host: str,
+    port: int,
+    make: RequestMaker,
+    *,
+    rate: float,
+    total: int,
+    connections: int = 64,
+) -> Paced:
+    """Send ``total`` requests at ``rate`` a second, each when it is due whatever the
+    earlier ones are doing: what a till, one of many people at counters, sees. Each
+    request takes an idle keep-alive connection, or opens one (up to ``connections``;
+    past that it waits, and the wait counts in its latency)."""
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    writers: list[asyncio.StreamWriter] = []  # every connection, to close them at the end
+    # A few connections open before the clock starts: a till's is already up.
+    for _ in range(min(4, connections)):
+        conn = await asyncio.open_connection(host, port)
+        writers.append(conn[1])
+        idle.put_nowait(conn)
+    opened = len(writers)
+    statuses = [0] * total
+    latencies = [0.0] * total
+    late = [0.0] * total
+
+    async def one(i: int, due: float) -> None:
+        nonlocal opened
+        if idle.empty() and opened < connections:
+            opened += 1
+            conn = await asyncio.open_connection(host, port)
+            writers.append(conn[1])
+        else:
+            conn = await idle.get()
+        reader, writer = conn
+        late[i] = time.perf_counter() - due
+        try:
+            writer.write(make(i))
+            statuses[i], _ = await _read_response(reader)
+        except (OSError, asyncio.IncompleteReadError):
+            statuses[i] = 0  # counted as no answer; the connection is not reused
+            latencies[i] = time.perf_counter() - due
+            return
+        latencies[i] = time.perf_counter() - due
+        idle.put_nowait(conn)
+
+    tasks = []
+    start = time.perf_counter() + 0.05
+    for i in range(total):
+        due = start + i / rate
+        wait = due - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if (early := due - time.perf_counter()) > 0:  # timers may fire a little early
+            await asyncio.sleep(early)
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    seconds = time.perf_counter() - start
+    for writer in writers:
+        writer.close()
+    return Paced(seconds=seconds, statuses=statuses, latencies=latencies, late=late)
+
+
+def paced_in_process(
+    host: str, port: int, requests: list[bytes], rate: float, connections: int = 64
+) -> Paced:
+    """:func:`paced` over ``requests`` in this process's own event loop: run in a child
+    process (multiprocessing), so that a closed-loop load generator running meanwhile
+    in the parent does not delay its clock. Without the cyclic collector meanwhile: its
+    passes would delay it too (a run of thousands of requests makes little garbage).
+    On uvloop, whose timers fire within ~0.2 ms of their time (asyncio's: ~1-2 ms late,
+    which would count in every latency)."""
+    gc.disable()
+    try:
+        return uvloop.run(
+            paced(
+                host,
+                port,
+                requests.__getitem__,
+                rate=rate,
+                total=len(requests),
+                connections=connections,
+            )
+        )
+    finally:
+        gc.enable()

@@ -57,6 +57,11 @@ def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
             "16",
             "--client",
             "asyncio",
+            # The paced tills: a handful of requests, in well under a second.
+            "--till-rate",
+            "200",
+            "--till-requests",
+            "12",
         ],
         tmp_path,
     )
@@ -82,7 +87,13 @@ def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
             for route in ("validate", "redeem")
             for kind in ("assigned", "never issued", "unknown")
         ),
+        *(
+            f"paced: {route} {kind} p99"
+            for route in ("validate", "redeem")
+            for kind in ("assigned", "never issued", "unknown")
+        ),
         "index: slowest till script",
+        "index: slowest till script, quiet",
         "skip upload rate / upload rate",
     }, out
     assert targets["generate rate / upload rate"][1] > 0
@@ -94,6 +105,20 @@ def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
     for rate in ("pool/issue rate / healthz rate", "purchase rate / healthz rate"):
         assert targets[rate][1] > 0
     assert "bulk issue: 20000 codes told to clients, 0 handed out twice" in out
+    # The paced tills, quiet and under the purchase load: 2 requests of each kind, each
+    # answered as its kind must be, with the Redis time of its script call logged.
+    paced = re.findall(
+        r"^    (validate|redeem) (assigned|never issued|unknown): p50 .*statuses \{(\d+): 2\}; "
+        r"Redis per call p50 (<?\d+) us",
+        out,
+        re.MULTILINE,
+    )
+    expected = {"validate": ("200", "200", "200"), "redeem": ("200", "409", "404")}
+    kinds = ("assigned", "never issued", "unknown")
+    assert [(a, k, st) for a, k, st, _ in paced] == 2 * [
+        (a, k, expected[a][i]) for a in ("validate", "redeem") for i, k in enumerate(kinds)
+    ], out
+    assert all(not us.startswith("<") and int(us) > 0 for *_, us in paced[:6]), out
     assert "codes handed out twice: 0" in out
     if sys.platform == "linux":  # the CPU split reads /proc
         split = re.findall(
