@@ -134,14 +134,16 @@ def _stats(pids: set[int] | dict[int, float]) -> dict[int, tuple[int, int]]:
 def waits(server_pid: int, redis_pid: int) -> Waits | None:
     if not (PROC / str(redis_pid) / "schedstat").exists():
         return None
-    workers = _tree(server_pid)
+    server = _tree(server_pid)
+    workers = dict(server)
     workers.pop(server_pid, None)  # the supervisor only watches
     return Waits(
         at=time.monotonic(),
         redis=_schedstat(redis_pid) or (0, 0),
         workers=_stats(workers),
-        # The embedded redis-server is the load generator's child: counted as Redis.
-        client=_stats(set(_tree(os.getpid())) - {redis_pid}),
+        # The embedded redis-server and `codepool serve` are the load generator's
+        # children here: counted as Redis and as the workers, not as load.
+        client=_stats(set(_tree(os.getpid())) - {redis_pid} - set(server)),
     )
 
 
