@@ -61,6 +61,7 @@ def test_answers_on_a_private_unix_socket_with_safe_settings(server: EmbeddedRed
     assert config["appendfsync"] == "everysec"
     assert config["save"] == "3600 1"  # hourly: the AOF and codepool's snapshots do the rest
     assert config["port"] == "0"  # no TCP listener at all
+    assert config["list-max-ziplist-size"] == "-4"  # 32 KB list nodes: short LINDEX walks
 
 
 def test_data_survives_a_graceful_restart(server: EmbeddedRedis) -> None:
