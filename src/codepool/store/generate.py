@@ -38,9 +38,6 @@ DROP_SPACE = 1 << 32
 # Codes drawn per step of _stage_known: fewer merges of the known CRC-32s; ~60 MB of
 # Python at a time.
 KNOWN_CHUNK = 1_000_000
-# Buckets whose entries a generation in a large space writes per step, all at the end
-# (exact size, one pass: no APPEND): ~1/8 of its entries at a time.
-ENTRY_GROUP = 4096
 
 
 class CodeGenerator:
@@ -183,12 +180,7 @@ class CodeGenerator:
                 idle = 0 if new else idle + drawn
                 staged += len(new)
                 if idle > budget:
-                    raise errors.PatternTooSmall(
-                        "the pattern's space has no room left for new codes; nothing was stored",
-                        space=space_float(space),
-                        requested=count,
-                        found=staged,
-                    )
+                    raise _too_small(space, count, staged)
             return staged
         finally:
             # Nothing may run after the caller dropped the staging list.
@@ -202,9 +194,7 @@ class CodeGenerator:
         if count < KNOWN_MIN:
             return None
         client = self._b.client
-        stored = int(await client.get(keys.project_stored(project_id)) or 0)
-        issued = int(await client.hlen(keys.issued(project_id)))
-        if stored + issued > KNOWN_RATIO * count:
+        if await knowncodes.held(client, project_id) > KNOWN_RATIO * count:
             return None
         known = await knowncodes.read(client, project_id)
         return None if known is None else knowncodes.KnownSet(known)
@@ -265,12 +255,7 @@ class CodeGenerator:
                 idle = 0 if new else idle + len(drawn)
                 staged += len(new)
                 if idle > budget:
-                    raise errors.PatternTooSmall(
-                        "the pattern's space has no room left for new codes; nothing was stored",
-                        space=space_float(space),
-                        requested=count,
-                        found=staged,
-                    )
+                    raise _too_small(space, count, staged)
             if pushing is not None:
                 await pushing
                 pushing = None
@@ -310,17 +295,21 @@ class CodeGenerator:
 
 
 async def _write_entries(index: UploadIndex, parts: list[knowncodes.Known]) -> None:
-    """The index entries of codes staged in this order (their CRC-32s: ``parts``),
-    ``ENTRY_GROUP`` buckets at a time, each bucket written once at its exact size."""
+    """The index entries of codes staged in this order (their CRC-32s: ``parts``)."""
     if not parts:
         return
     h = np.concatenate(parts)
     parts.clear()
-    bucket = h & codeindex.MASK
-    for low in range(0, codeindex.BUCKETS, ENTRY_GROUP):
-        at = np.flatnonzero((bucket >= low) & (bucket < low + ENTRY_GROUP))
-        index.add_grouped(*knowncodes.entries(h[at], index.number, at))
-        await index.finish(range(low, min(low + ENTRY_GROUP, codeindex.BUCKETS)))
+    await knowncodes.write_entries(index, h)
+
+
+def _too_small(space: int, count: int, staged: int) -> errors.CodepoolError:
+    return errors.PatternTooSmall(
+        "the pattern's space has no room left for new codes; nothing was stored",
+        space=space_float(space),
+        requested=count,
+        found=staged,
+    )
 
 
 def _generated(result: UploadResult, space: int) -> Generated:

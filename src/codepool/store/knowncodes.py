@@ -252,9 +252,7 @@ class SkipTracker:
         self._seen += len(codes)
         if self.known is None and not self._tried and self._estimate() >= self._min:
             client = scripts.client
-            held = int(await client.get(keys.project_stored(project)) or 0)
-            held += int(await client.hlen(keys.issued(project)))
-            if held <= self._ratio * self._estimate():
+            if await held(client, project) <= self._ratio * self._estimate():
                 self._tried = True
                 known = await read(client, project)
                 self.known = None if known is None else KnownSet(known)
@@ -322,10 +320,29 @@ class SkipTracker:
         h = np.concatenate([part for part, _ in self._own])
         offsets = np.concatenate([o for _, o in self._own])
         self._own.clear()
-        bucket = h & MASK
-        for low in range(0, BUCKETS, ENTRY_GROUP):
-            at = np.flatnonzero((bucket >= low) & (bucket < low + ENTRY_GROUP))
+        await write_entries(index, h, offsets)
+
+
+async def held(client: Redis, project: str) -> int:
+    """How many codes the project holds, issued records included: what a read of its
+    CRC-32s costs in proportion to (a generation or a skip upload weighs it)."""
+    stored = int(await client.get(keys.project_stored(project)) or 0)
+    return stored + int(await client.hlen(keys.issued(project)))
+
+
+async def write_entries(
+    index: UploadIndex, h: Known, offsets: NDArray[np.int64] | None = None
+) -> None:
+    """The index entries of codes with CRC-32s ``h`` at ``offsets`` of the upload
+    (None: at 0, 1, 2, ... in ``h``'s order), ``ENTRY_GROUP`` buckets at a time, each
+    bucket written once at its exact size (UploadIndex.finish)."""
+    bucket = h & MASK
+    for low in range(0, BUCKETS, ENTRY_GROUP):
+        at = np.flatnonzero((bucket >= low) & (bucket < low + ENTRY_GROUP))
+        if offsets is None:
+            index.add_grouped(*entries(h[at], index.number, at))
+        else:
             # Within a bucket the entries go in offset order, as an upload adds them.
             at = at[np.argsort(offsets[at], kind="stable")]
             index.add_grouped(*entries(h[at], index.number, offsets[at].astype(np.int64)))
-            await index.finish(range(low, min(low + ENTRY_GROUP, BUCKETS)))
+        await index.finish(range(low, min(low + ENTRY_GROUP, BUCKETS)))
