@@ -143,71 +143,45 @@ class CodeStore:
         skipped). Once the parser has seen an error nothing more is staged."""
         tracker = knowncodes.SkipTracker(knowncodes.MIN_CODES, knowncodes.RATIO)
         try:
-            return await self._stage_chunks(
-                project_id,
-                pool_id,
-                staging,
-                index,
-                body,
-                parser,
-                duplicates,
-                hasher,
-                size,
-                tracker,
+            staged = skipped = parsed = 0
+            buffer = bytearray()
+            # A skip upload looks codes up SKIP_CHUNK at a time.
+            gather = SKIP_CHUNK if duplicates == "skip" else 0
+            pending: list[bytes] = []
+            async for chunk in body:
+                hasher.update(chunk)
+                buffer += chunk
+                if len(buffer) >= PARSE_BYTES:
+                    pending += parser.feed(bytes(buffer))
+                    parsed += len(buffer)
+                    buffer.clear()
+                    if size and pending:
+                        # Codes the whole body holds at the bytes per code seen so far.
+                        tracker.expect(size * (staged + skipped + len(pending)) // parsed)
+                    if parser.has_errors:
+                        pending.clear()
+                    elif len(pending) >= gather:
+                        a, s = await self.stage(
+                            project_id,
+                            pool_id,
+                            staging,
+                            index,
+                            pending,
+                            duplicates,
+                            staged,
+                            tracker=tracker,
+                        )
+                        staged, skipped = staged + a, skipped + s
+                        pending = []
+            pending += parser.feed(bytes(buffer)) + parser.close()  # close() raises InvalidCodes
+            a, s = await self.stage(
+                project_id, pool_id, staging, index, pending, duplicates, staged, tracker=tracker
             )
+            await tracker.settle()
+            await tracker.write_entries(index)
+            return staged + a, skipped + s
         finally:
             await tracker.cancel()  # nothing may run after the caller drops staging
-
-    async def _stage_chunks(
-        self,
-        project_id: str,
-        pool_id: str,
-        staging: str,
-        index: UploadIndex,
-        body: AsyncIterable[bytes],
-        parser: CodeParser,
-        duplicates: Duplicates,
-        hasher: Any,
-        size: int | None,
-        tracker: knowncodes.SkipTracker,
-    ) -> tuple[int, int]:
-        staged = skipped = parsed = 0
-        buffer = bytearray()
-        # A skip upload looks codes up SKIP_CHUNK at a time.
-        gather = SKIP_CHUNK if duplicates == "skip" else 0
-        pending: list[bytes] = []
-        async for chunk in body:
-            hasher.update(chunk)
-            buffer += chunk
-            if len(buffer) >= PARSE_BYTES:
-                pending += parser.feed(bytes(buffer))
-                parsed += len(buffer)
-                buffer.clear()
-                if size and pending:
-                    # Codes the whole body holds at the bytes per code seen so far.
-                    tracker.expect(size * (staged + skipped + len(pending)) // parsed)
-                if parser.has_errors:
-                    pending.clear()
-                elif len(pending) >= gather:
-                    a, s = await self.stage(
-                        project_id,
-                        pool_id,
-                        staging,
-                        index,
-                        pending,
-                        duplicates,
-                        staged,
-                        tracker=tracker,
-                    )
-                    staged, skipped = staged + a, skipped + s
-                    pending = []
-        pending += parser.feed(bytes(buffer)) + parser.close()  # close() raises InvalidCodes
-        a, s = await self.stage(
-            project_id, pool_id, staging, index, pending, duplicates, staged, tracker=tracker
-        )
-        await tracker.settle()
-        await tracker.write_entries(index)
-        return staged + a, skipped + s
 
     async def stage(
         self,
