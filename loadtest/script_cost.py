@@ -27,30 +27,21 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from codepool import keys
 from codepool.embedded import find_redis_server
-from codepool.models import PoolIn, ProjectIn, RewardIn
+from codepool.models import RewardIn
 from codepool.settings import load_settings
 from codepool.store.base import Backend
-from codepool.store.codes import CodeStore
 from codepool.store.issuing import IssueRequest, issue_call
-from codepool.store.pools import PoolStore
-from codepool.store.projects import ProjectStore
 from codepool.store.rewards import RewardStore
+from loadtest.snapshot_bench import PROJECT, make_pool
 
-PROJECT = "cost"
 POOL_CODES = 40_000
 
 
 async def _calls(url: str, calls: int, args: argparse.Namespace) -> None:
     client = Redis.from_url(url)
     backend = Backend(client, load_settings())
-    await ProjectStore(backend).create(ProjectIn(id=PROJECT, name="cost"))
-    pool = (await PoolStore(backend).create(PROJECT, PoolIn(name="p"))).id
-    staging = keys.pool_staging(PROJECT, pool, "load")
-    for start in range(0, POOL_CODES, 10_000):
-        await client.rpush(staging, *(f"C{i:09d}" for i in range(start, start + 10_000)))
-    await CodeStore(backend).commit(PROJECT, pool, "load")
+    pool = await make_pool(backend, "p", POOL_CODES, "C")
     reward = (await RewardStore(backend).create(PROJECT, RewardIn(name="r", pool_id=pool))).id
     fan = 0
 
