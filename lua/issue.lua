@@ -9,24 +9,26 @@
   KEYS[1] pool hash            KEYS[2] available list      KEYS[3] issued hash
   KEYS[4] pool log list        KEYS[5] events stream       KEYS[6] outbox stream
   KEYS[7] project webhook hash
-  per request i (0-based), from KEYS[8 + 7*i]:
+  per request i (0-based), from KEYS[8 + 6*i]:
     idempotency key, user codes list, reward hash, reward users hash, credential key
     (the project's API keys hash or the project hash; see ARGV), user events list
-    (keys.user_events: the purchase's REDEEMED_VOUCHER goes there too), rate-limit
-    counter (keys.rate_limit of the caller's credential)
-    (a request without idempotency/user/reward/credential/limit passes placeholder
-    names; they are never touched)
-  after the per-request keys: KEYS[8 + 7*n] the pool's per-minute counters of now's UTC
-    day, KEYS[9 + 7*n] those of the day before (keys.pool_stats; the hand-outs are
-    counted there, and the rate the empty-soon alerts need is read from there)
+    (keys.user_events: the purchase's REDEEMED_VOUCHER goes there too)
+    (a request without idempotency/user/reward/credential passes placeholder names;
+    they are never touched)
+  after the per-request keys: KEYS[8 + 6*n] the pool's per-minute counters of now's UTC
+    day, KEYS[9 + 6*n] those of the day before (keys.pool_stats; the hand-outs are
+    counted there, and the rate the empty-soon alerts need is read from there),
+    KEYS[10 + 6*n] the project's rate-limit windows (keys.rate_window, a prefix:
+    common.lua's count_requests)
 
   ARGV[1] now (unix seconds)   ARGV[2] pool id   ARGV[3] events maxlen
   ARGV[4] idempotency ttl (s)  ARGV[5] number of requests   ARGV[6] user events maxlen
-  per request i, from ARGV[7 + 8*i]:
+  per request i, from ARGV[7 + 9*i]:
     count, user id ("" none), reward id ("" none: an admin pool issue),
     fingerprint ("" no idempotency key), purchase id,
     credential kind ("" none, "key", "user") and value, rate limit (requests per
-    second of the caller's role; 0 none). Credential: the caller was authenticated
+    second of the caller's role; 0 none), rate-limit credential (the caller's field in
+    the windows: "user:<id>", "key:<key id>"; "" when not limited). Credential: the caller was authenticated
     from a per-process cache (codepool.auth), so this step re-checks what the cache
     took on trust: for "key" the API key id must still be in the keys hash (not
     revoked), for "user" the secret the JWT was verified with must still be the
@@ -39,8 +41,8 @@
 
   Holds (only when a request of the batch asks for one; a batch without holds passes
   neither, so it pays nothing for them): after the per-request entries and the counters,
-    KEYS[10 + 7*n] the project's holds zset (keys.holds)
-    ARGV[7 + 8*n + i] request i's hold_expires_at (unix seconds as text, "" no hold)
+    KEYS[11 + 6*n] the project's holds zset (keys.holds)
+    ARGV[7 + 9*n + i] request i's hold_expires_at (unix seconds as text, "" no hold)
   A held hand-out's record entries carry hold_expires_at as an eighth field, its codes
   go into the holds zset (ZADD LT: scored by their earliest hold) for reap_holds.lua,
   and its REDEEMED_VOUCHER events carry hold_expires_at.
@@ -68,11 +70,12 @@
           -8 a retry whose codes were released since (the answer would tell codes
              that went back to the pool and may have gone to someone else),
           -9 credential revoked or rotated (nothing done; answer 401),
-          -10 rate limited (nothing done; the `available` slot holds the PTTL in ms of
-              the caller's counter: answer 429 with Retry-After). The counter is INCRed
-              once per request, PEXPIRE 1000 on a window's first; above the limit the
-              request is refused (keys.rate_limit). Checked here: no round trip of
-              its own on the hand-out path.
+          -10 rate limited (nothing done; the `available` slot holds the ms left of
+              the caller's window: answer 429 with Retry-After). Every request whose
+              credential holds is counted in its second's window (common.lua's
+              count_requests: the whole batch in one HMGET and one HSET); above the
+              limit it is refused. Checked here: no round trip of its own on the
+              hand-out path.
   -1 (pool exhausted) answers in `available` the codes really left for that request.
 ]]
 local rcall = redis.call
@@ -83,10 +86,10 @@ local maxlen, idem_ttl, n, user_maxlen = ARGV[3], tonumber(ARGV[4]), tonumber(AR
 local pool, avail_key, issued, log, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local emit = emitter(events, maxlen, KEYS[6], KEYS[7])
--- Holds: see the header. (The offsets follow the per-request strides, 7 keys, 8 args.)
-local stats_day, stats_prev = KEYS[8 + 7 * n], KEYS[9 + 7 * n]
-local holds_key, hold_args = nil, 7 + 8 * n
-if #KEYS > 9 + 7 * n then holds_key = KEYS[10 + 7 * n] end
+-- Holds: see the header. (The offsets follow the per-request strides, 6 keys, 9 args.)
+local stats_day, stats_prev, rate_windows = KEYS[8 + 6 * n], KEYS[9 + 6 * n], KEYS[10 + 6 * n]
+local holds_key, hold_args = nil, 7 + 9 * n
+if #KEYS > 10 + 6 * n then holds_key = KEYS[11 + 6 * n] end
 local held_codes = {}      -- ZADD arguments: hold_expires_at, code, ...
 local function event(fields, user_events)
   add_user_event(user_events, user_maxlen, emit(fields), fields)
@@ -127,11 +130,51 @@ local avail_now = rcall('LLEN', avail_key)
 -- Numbers parsed once (tonumber on a string is a strtod: measurable at 15 requests a call).
 local asked, counts, limits = 0, {}, {}
 for i = 0, n - 1 do
-  local c = tonumber(ARGV[7 + 8 * i])
+  local c = tonumber(ARGV[7 + 9 * i])
   counts[i] = c
   asked = asked + c
-  local l = ARGV[14 + 8 * i]
+  local l = ARGV[14 + 9 * i]
   if limits[l] == nil then limits[l] = tonumber(l) end
+end
+
+-- Credentials, then rate limits, for the whole batch before anything else: a request
+-- whose credential was revoked is refused (-9) and not counted; the others of a limited
+-- role are counted in one go (count_requests) and refused (-10) above their limit.
+local refused = {}         -- request i -> false (credential), or the ms it waits
+local clock = nil          -- TIME, when asked for (the journal's clock reuses it)
+do
+  local cred_ok, fields, limited, asker = {}, {}, {}, {}
+  for i = 0, n - 1 do
+    local ab = 7 + 9 * i
+    local cred_kind, cred = ARGV[ab + 5], ARGV[ab + 6]
+    local ok = true
+    if cred_kind ~= '' then
+      local seen = cred_ok[cred_kind]  -- by kind, then value: no concatenation per request
+      if not seen then seen = {}; cred_ok[cred_kind] = seen end
+      ok = seen[cred]
+      if ok == nil then
+        if cred_kind == 'key' then
+          ok = rcall('HEXISTS', KEYS[12 + 6 * i], cred) == 1
+        else
+          ok = rcall('HGET', KEYS[12 + 6 * i], 'user_token_secret') == cred
+        end
+        seen[cred] = ok
+      end
+    end
+    if not ok then
+      refused[i] = false
+    else
+      local limit = limits[ARGV[ab + 7]]
+      if limit > 0 then
+        local k = #fields + 1
+        fields[k], limited[k], asker[k] = ARGV[ab + 8], limit, i
+      end
+    end
+  end
+  if #fields > 0 then
+    clock = rcall('TIME')
+    for k, wait in pairs(count_requests(rate_windows, clock, fields, limited)) do refused[asker[k]] = wait end
+  end
 end
 local drawn = {}
 if not expired and asked > 0 and avail_now > 0 then
@@ -152,35 +195,21 @@ end
 
 local taken = 0            -- codes of `drawn` handed out so far
 local handed, entries, nh = {}, {}, 0  -- codes handed out in order, their record entries
-local cred_ok, rewards = {}, {}
+local rewards = {}
 local idem_here = {}       -- idempotency records this call wrote (their codes' records come last)
 
 for i = 0, n - 1 do
-  local kb, ab = 8 + 7 * i, 7 + 8 * i
+  local kb, ab = 8 + 6 * i, 7 + 9 * i
   local idem_key, user_key, reward_key, reward_users = KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3]
   local count, user, reward = counts[i], ARGV[ab + 1], ARGV[ab + 2]
   local fingerprint, purchase_id = ARGV[ab + 3], ARGV[ab + 4]
-  local cred_kind, cred = ARGV[ab + 5], ARGV[ab + 6]
 
   local done, limit, hide = false, nil, 0
-  if cred_kind ~= '' then
-    local seen = cred_ok[cred_kind]  -- by kind, then value: no concatenation per request
-    if not seen then seen = {}; cred_ok[cred_kind] = seen end
-    local ok = seen[cred]
-    if ok == nil then
-      if cred_kind == 'key' then
-        ok = rcall('HEXISTS', KEYS[kb + 4], cred) == 1
-      else
-        ok = rcall('HGET', KEYS[kb + 4], 'user_token_secret') == cred
-      end
-      seen[cred] = ok
-    end
-    if not ok then fail(-9); done = true end
-  end
-  local rate_limit = limits[ARGV[ab + 7]]
-  if not done and rate_limit > 0 then
-    local wait = over_limit(KEYS[kb + 6], rate_limit)
-    if wait then answer(-10, wait, '', '', 0, {}); done = true end
+  local no = refused[i]
+  if no == false then
+    fail(-9); done = true
+  elseif no then
+    answer(-10, no, '', '', 0, {}); done = true
   end
   if not done and reward ~= '' then
     local r = rewards[reward]
@@ -325,7 +354,7 @@ if issued_total > 0 then first_position = rcall('HINCRBY', pool, 'popped', issue
 local available = avail_now
 out[1] = available
 out[#out + 1] = first_position
-out[#out + 1] = redis_us()
+out[#out + 1] = redis_us(clock)
 
 if issued_total > 0 then
   local alerting = {key = pool, name = meta[1], id = pool_id}

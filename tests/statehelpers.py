@@ -20,7 +20,7 @@ _USER_EVENTS = re.compile(
     re.escape(keys.user_events("\0", "\1")).replace("\0", "[^}]+").replace("\1", ".+").encode()
 )
 _RATE_LIMIT = re.compile(
-    re.escape(keys.rate_limit("\0", "\1")).replace("\0", "[^}]+").replace("\1", ".+").encode()
+    re.escape(keys.rate_window("\0", "\1")).replace("\0", "[^}]+").replace("\1", "[0-9]+").encode()
 )
 # The code index (codepool.store.codeindex): its bytes name upload numbers and offsets,
 # which a restore chooses anew; what must hold is that it finds every available code.
@@ -34,8 +34,8 @@ _INDEX = re.compile(
 
 async def dump(r: Redis) -> Dump:
     """Every codepool key (on every master of a cluster): (type, value, has a TTL); but
-    rate-limit counters, which live a second and are no state a snapshot keeps
-    (keys.rate_limit)."""
+    rate-limit windows, which live a second or two and are no state a snapshot keeps
+    (keys.rate_window)."""
     out: Dump = {}
     for key in sorted({k async for batch in scan_every_master(r, "cp:*") for k in batch}):
         if _RATE_LIMIT.fullmatch(key) or _INDEX.fullmatch(key):

@@ -47,18 +47,53 @@ local function add_user_event(list, maxlen, id, fields)
   end
 end
 
--- keys.rate_limit's fixed one-second window: INCR, PEXPIRE 1000 on the window's first.
--- The first is a SET NX PX (one command instead of two: a real user's request mostly
--- opens a window). Returns nil while the count is within `limit`, else the window's
--- PTTL in ms (how long the caller waits). Arguments as strings: a Lua number passed to
--- redis.call is formatted by snprintf, ~2k instructions each (loadtest/script_cost.py).
-local function over_limit(key, limit)
-  if limit >= 1 and rcall('SET', key, '1', 'PX', '1000', 'NX') then return nil end
-  local count = rcall('INCR', key)
-  if count <= limit then return nil end
-  local ttl = rcall('PTTL', key)
-  if ttl < 0 then rcall('PEXPIRE', key, 1000); ttl = 1000 end  -- never stuck without expiry
-  return ttl
+-- Rate limits (keys.rate_window): a fixed window of one second of Redis's clock (TIME:
+-- one clock for every host), one hash per project and second, one field per credential
+-- counting its requests in that second. A batch of requests (issue.lua) is counted with
+-- one HMGET and one HSET, whatever its size: a key per credential cost a SET NX PX (or
+-- an INCR) per request, ~18k of the ~126k instructions of a purchase. Every request is
+-- counted, refused ones too (a client that keeps hammering stays refused). The counters
+-- are neither written to the AOF nor sent to replicas (REPL_NONE): they matter for one
+-- second, and a failover at worst forgets one second's counts. fakeredis has no
+-- set_repl; there it is skipped.
+--   fields, limits: per ask (a request), its credential and its limit (a number > 0),
+--   in request order; a credential may come several times. clock: TIME's reply.
+--   Returns {k -> ms to wait} for the asks over their limit (the rest of the second, at
+--   least 1).
+-- Counts go back as text, the usual ones from this table (a literal: this file runs at
+-- every script call): a number would be formatted by sprintf, ~2k instructions, more
+-- than the HSET of it (loadtest/script_cost.py).
+local COUNT_TEXT = {'1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12', '13', '14', '15',
+                    '16', '17', '18', '19', '20', '21', '22', '23', '24', '25'}
+
+local function count_requests(prefix, clock, fields, limits)
+  local window = prefix .. clock[1]
+  local prior = rcall('HMGET', window, unpack(fields))
+  local counts, at, flat, waits, wait = {}, {}, {}, {}, nil
+  for k = 1, #fields do
+    local field = fields[k]
+    local c = counts[field]
+    if c then
+      c = c + 1
+    else
+      c = tonumber(prior[k] or '0') + 1
+      flat[#flat + 1] = field
+      flat[#flat + 1] = ''
+      at[field] = #flat
+    end
+    counts[field] = c
+    flat[at[field]] = COUNT_TEXT[c] or tostring(c)
+    if c > limits[k] then
+      wait = wait or math.max(1, 1000 - math.floor(tonumber(clock[2]) / 1000))
+      waits[k] = wait
+    end
+  end
+  if redis.set_repl then redis.set_repl(redis.REPL_NONE) end
+  rcall('HSET', window, unpack(flat))
+  -- Relative, as constant text: dies 2 s after the second's last request at the latest.
+  rcall('PEXPIRE', window, '2000')
+  if redis.set_repl then redis.set_repl(redis.REPL_ALL) end
+  return waits
 end
 
 -- Whether a pool's notify JSON names anyone (emails or a webhook_url).
@@ -164,9 +199,10 @@ end
 
 -- Redis's clock in microseconds, as text. The journal keeps it with each change: one
 -- clock for every host, so a restore orders the changes of many hosts the way Redis
--- made them (each host's own clock may be off).
-local function redis_us()
-  local t = rcall('TIME')
+-- made them (each host's own clock may be off). `t`: a TIME reply the script already
+-- has (a script's commands all happen at one moment), else it is asked for.
+local function redis_us(t)
+  t = t or rcall('TIME')
   return t[1] .. string.format('%06d', tonumber(t[2]))
 end
 

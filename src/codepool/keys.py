@@ -197,15 +197,18 @@ def user_events(project: str, user_id: str) -> str:
     return f"{_p(project)}:user:{user_id}:events"
 
 
-def rate_limit(project: str, credential: str) -> str:
-    """String with a 1 s TTL: requests of one credential in the current second.
+def rate_window(project: str, second: int | str = "") -> str:
+    """Hash: the project's requests per credential in one second of Redis's clock.
 
-    ``credential`` is ``key:<api key id>`` or ``user:<user id>``, or ``mcp:<api key id>``
-    for a key's agent tool calls (store.limits.check_tool). INCR; the first INCR of
-    a window sets PEXPIRE 1000; a count above the role's limit is refused with 429 and
-    ``Retry-After`` = the key's remaining PTTL rounded up to whole seconds (at least 1).
+    Field: the credential, ``key:<api key id>`` or ``user:<user id>``, or
+    ``mcp:<api key id>`` for a key's agent tool calls (store.limits.check_tool); value:
+    its requests in that second (lua/includes/common.lua's count_requests). Lives 2 s
+    past its second's last request. A count above the role's limit is refused with 429
+    and ``Retry-After`` = the rest of the second, rounded up (1). Without ``second``: the
+    prefix the scripts get as a key (their clock picks the second); it carries the
+    project's hash tag, so every window is in the project's slot.
     """
-    return f"{_p(project)}:rl:{credential}"
+    return f"{_p(project)}:rl:{second}"
 
 
 # -- notifications (see codepool.notify) ----------------------------------------------

@@ -3,7 +3,6 @@ shared by every worker; root and unlimited roles are never refused."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -25,17 +24,9 @@ from tests.apphelpers import (
     settings_for_tests,
     user_token,
 )
+from tests.ratehelpers import next_second
 
 LIMIT = 5
-
-
-async def _next_window(client: Redis, key_pattern: bytes = b"*:rl:*") -> None:
-    """Wait until every rate-limit window has ended, so a test starts a fresh one."""
-    for _ in range(40):
-        if not await client.keys(key_pattern):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("a rate-limit window outlived two seconds")
 
 
 async def _burst(client: Client, url: str, headers: dict[str, str], n: int) -> list[int]:
@@ -48,7 +39,7 @@ async def test_the_n_plus_first_request_in_a_second_is_refused(redis: Redis) -> 
         pool = await make_pool(client, tenant)
         url = f"/v1/projects/{tenant.id}/pools/{pool['id']}"
         for headers in (tenant.pos, user_token(tenant, "u1")):
-            await _next_window(redis)
+            await next_second(redis)
             # The pos key may not read a pool (403) and a user neither: refused or not,
             # every request is counted, so guessing is as limited as reading.
             statuses = await _burst(client, url, headers, LIMIT)
@@ -60,7 +51,7 @@ async def test_the_n_plus_first_request_in_a_second_is_refused(redis: Redis) -> 
             retry = int(r.headers["Retry-After"])
             assert retry >= 1
             # The next window admits again, within the second the first one started.
-            await _next_window(redis)
+            await next_second(redis)
             assert time.monotonic() - started < 1.5
             assert (await client.get(url, headers=headers)).status_code != 429
 
@@ -69,7 +60,7 @@ async def test_a_pos_key_cannot_guess_codes_fast(redis: Redis) -> None:
     """The finding: a pos key guessed 817 codes/s; now it gets its limit per second."""
     async with app_client(redis, rate_limit_pos=LIMIT) as client:
         tenant = await make_tenant(client)
-        await _next_window(redis)
+        await next_second(redis)
         statuses = [
             (
                 await client.post(
@@ -116,7 +107,7 @@ async def test_workers_on_one_redis_share_the_count(redis_server_url: str) -> No
             tenant = await make_tenant(apps[0])
             pool = await make_pool(apps[0], tenant)
             url = f"/v1/projects/{tenant.id}/pools/{pool['id']}"
-            await _next_window(client)
+            await next_second(client)
             # LIMIT requests spread over both workers use the window up...
             statuses = [
                 (await apps[i % 2].get(url, headers=tenant.pos)).status_code for i in range(LIMIT)
@@ -204,7 +195,7 @@ async def test_forged_tokens_naming_a_key_do_not_use_up_its_limit(redis: Redis) 
         url = f"/v1/projects/{tenant.id}/pools/{pool['id']}"
         token = tenant.pos["Authorization"].removeprefix("Bearer ")
         forged = {"Authorization": "Bearer " + token.rsplit(".", 1)[0] + ".wrong-secret"}
-        await _next_window(redis)
+        await next_second(redis)
         assert set(await _burst(client, url, forged, 3 * LIMIT)) == {401}
         statuses = await _burst(client, url, tenant.pos, LIMIT)
         assert 429 not in statuses

@@ -21,7 +21,7 @@ from codepool.store.issuing import IssueRequest
 
 
 def rate_limit(principal: Principal, settings: Settings) -> tuple[str | None, float]:
-    """(counter name for keys.rate_limit, requests per second) of the caller, as the
+    """(credential in keys.rate_window, requests per second) of the caller, as the
     other routes count it (store.limits); (None, 0) when not limited. issue.lua counts
     and checks it in the hand-out's own script call (no round trip of its own)."""
     return limits.limit_of(principal, settings) or (None, 0.0)

@@ -74,8 +74,8 @@ _KINDS: list[tuple[str, re.Pattern[str]]] = [
     # Per-user event lists are an index of the project stream: a restore rebuilds them
     # from it (durability.apply_events), exact whatever the moment each would have been read.
     ("skip", _pattern(keys.user_events, 1, ".+")),
-    # Rate-limit counters live a second.
-    ("skip", _pattern(keys.rate_limit, 1, ".+")),
+    # Rate-limit windows live a second or two.
+    ("skip", _pattern(keys.rate_window, 1, "[0-9]+")),
     ("reward_users", _pattern(keys.reward_users, 1)),
     ("user", _pattern(keys.user_codes, 1, ".+")),
     ("idem", _pattern(keys.idempotency, 1)),

@@ -25,8 +25,8 @@ class IssueRequest(msgspec.Struct, frozen=True, kw_only=True):
     purchase_id: str = ""
     # Set when the caller was authenticated from the cache: issue.lua re-checks it.
     credential: Credential | None = None
-    # Rate limit (keys.rate_limit): the caller's counter ("user:<id>", "key:<key id>")
-    # and its role's requests per second; None/0: not limited (root, a limit of 0).
+    # Rate limit (keys.rate_window): the caller's credential ("user:<id>", "key:<key
+    # id>") and its role's requests per second; None/0: not limited (root, a limit of 0).
     rate_key: str | None = None
     rate_limit: float = 0.0
     # A hold: the codes go back by themselves this long after, unless confirmed.
@@ -104,13 +104,14 @@ async def issue_call(
             keys.reward_users(project_id, r.reward_id) if r.reward_id else pool_key,
             _credential_key(project_id, r.credential) or pool_key,
             keys.user_events(project_id, r.user_id) if r.user_id else pool_key,
-            keys.rate_limit(project_id, r.rate_key) if r.rate_key else pool_key,
         ]
         args += [r.count, r.user_id or "", r.reward_id or "", r.fingerprint or "", r.purchase_id]
         args += [r.credential.kind, r.credential.value] if r.credential else ["", ""]
-        args.append(r.rate_limit if r.rate_key else 0)
-    # After the per-request keys: the pool's per-minute counters (issue.lua header).
+        args += [r.rate_limit, r.rate_key] if r.rate_key else [0, ""]
+    # After the per-request keys: the pool's per-minute counters and the rate-limit
+    # windows (issue.lua header).
     key_list += stats_keys(project_id, pool_id, at)
+    key_list.append(keys.rate_window(project_id))
     if any(r.hold_seconds for r in requests):
         # Holds ride after the counters only when asked for (issue.lua's header): a
         # batch without them sends what it always sent.
@@ -123,7 +124,7 @@ async def issue_call(
         status, available, assigned, purchase_id, hide, n = raw[i : i + 6]
         codes = [c.decode() for c in raw[i + 6 : i + 6 + n]]
         i += 6 + n
-        limited = status == Status.RATE_LIMITED  # its `available` is the window's PTTL
+        limited = status == Status.RATE_LIMITED  # its `available`: ms left of the window
         assigned_time = float(assigned) if assigned else None
         results.append(
             IssueResult(

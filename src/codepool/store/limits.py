@@ -1,7 +1,7 @@
 """Per-credential rate limits: a fixed 1-second window counted in Redis.
 
-The counter (keys.rate_limit) lives in Redis, so every worker and host shares it. The
-hand-out routes count in the same key inside issue.lua (no extra round trip there);
+The counters (keys.rate_window) live in Redis, so every worker and host shares them. The
+hand-out routes count in the same window inside issue.lua (no extra round trip there);
 every other route counts here, once per request, when the caller is known.
 """
 
@@ -54,5 +54,5 @@ async def check_tool(backend: Backend, principal: Principal) -> None:
 async def _count(backend: Backend, project_id: str, credential: str, limit: float) -> int:
     """Count one request in the credential's window: 0 within ``limit``, else ms to wait."""
     return int(
-        await backend.scripts.run("rate_limit", [keys.rate_limit(project_id, credential)], [limit])
+        await backend.scripts.run("rate_limit", [keys.rate_window(project_id)], [limit, credential])
     )

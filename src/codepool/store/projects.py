@@ -159,8 +159,14 @@ class ProjectStore:
         digest = _sha256(secret)
         found = await self._b.scripts.run(
             "verify_key",
-            [keys.api_keys(project_id), keys.rate_limit(project_id, f"key:{key_id}")],
-            [key_id, digest, self._b.settings.rate_limit_admin, self._b.settings.rate_limit_pos],
+            [keys.api_keys(project_id), keys.rate_window(project_id)],
+            [
+                key_id,
+                digest,
+                self._b.settings.rate_limit_admin,
+                self._b.settings.rate_limit_pos,
+                f"key:{key_id}",
+            ],
         )
         if found[0] != 1:
             return None
