@@ -28,3 +28,10 @@ async def counted(client: Redis, project: str, credential: str) -> int:
 async def windows(client: Redis, project: str) -> list[bytes]:
     """The names of ``project``'s live windows."""
     return [w async for w in client.scan_iter(match=keys.rate_window(project, "*"))]
+
+
+async def credentials(client: Redis, window: bytes) -> list[bytes]:
+    """The credentials counted in ``window`` (without the field that keeps it a hash
+    table, common.lua's WINDOW_PAD)."""
+    fields = [bytes(f) for f in await client.hkeys(window) if isinstance(f, bytes)]
+    return [f for f in fields if not f.startswith(b"~pad")]
