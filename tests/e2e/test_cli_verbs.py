@@ -34,7 +34,8 @@ from tests.servers import ServeProcess, free_port, start_serve
 pytestmark = pytest.mark.e2e
 
 ROOT_KEY = "cli-verbs-root-key-0123456789abcdefghijkl"
-README = Path(__file__).resolve().parents[2] / "README.md"
+# The walk-through with verbs (the README's curl walk-through, done with the command line).
+CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 MILLION = 1_000_000
 _BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 # Variables that would change how the client or rich behaves.
@@ -195,17 +196,17 @@ def test_tables_for_people_json_and_fields_for_scripts(
     assert api.get(f"/v1/projects/{project}/pools/{pool_id}").status_code == 404
 
 
-# -- the README, with verbs -------------------------------------------------------------
+# -- the walk-through in docs/cli.md ------------------------------------------------------
 
 
 def cli_walkthrough() -> list[str]:
-    text = README.read_text()
+    text = CLI_DOC.read_text()
     begin, end = "<!-- cli-walkthrough:begin -->", "<!-- cli-walkthrough:end -->"
     assert text.count(begin) == 1 and text.count(end) == 1
     return _BLOCK.findall(text[text.index(begin) : text.index(end)])
 
 
-def test_the_readme_walkthrough_with_codepool_verbs(
+def test_the_walkthrough_with_codepool_verbs(
     server: ServeProcess, api: httpx.Client, tmp_path: Path
 ) -> None:
     bash = shutil.which("bash")
