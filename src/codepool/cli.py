@@ -453,7 +453,7 @@ def _run_granian(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # --server name -> how to run the workers. uvicorn is the default by measurement
-# (loadtest/servers.py; README "Performance").
+# (loadtest/servers.py; docs/performance.md).
 _SERVERS: dict[str, Handler] = {"uvicorn": _run_uvicorn, "granian": _run_granian}
 
 
