@@ -9,30 +9,37 @@
   KEYS[1] pool hash            KEYS[2] available list      KEYS[3] issued hash
   KEYS[4] pool log list        KEYS[5] events stream       KEYS[6] outbox stream
   KEYS[7] project webhook hash
-  per request i (0-based), from KEYS[8 + 6*i]:
-    idempotency key, user codes list, reward hash, reward users hash, credential key
-    (the project's API keys hash or the project hash; see ARGV), user events list
-    (keys.user_events: the purchase's REDEEMED_VOUCHER goes there too)
-    (a request without idempotency/user/reward/credential passes placeholder names;
-    they are never touched)
-  after the per-request keys: KEYS[8 + 6*n] the pool's per-minute counters of now's UTC
-    day, KEYS[9 + 6*n] those of the day before (keys.pool_stats; the hand-outs are
+  per request i (0-based), from KEYS[8 + 3*i]:
+    idempotency key, user codes list, user events list (keys.user_events: the
+    purchase's REDEEMED_VOUCHER goes there too)
+    (a request without idempotency/user passes placeholder names, never touched)
+  after the per-request keys: KEYS[8 + 3*n] the pool's per-minute counters of now's UTC
+    day, KEYS[9 + 3*n] those of the day before (keys.pool_stats; the hand-outs are
     counted there, and the rate the empty-soon alerts need is read from there),
-    KEYS[10 + 6*n] the project's rate-limit windows (keys.rate_window, a prefix:
+    KEYS[10 + 3*n] the project's rate-limit windows (keys.rate_window, a prefix:
     common.lua's count_requests)
+  per group j (1-based; see ARGV), from KEYS[11 + 3*n + 3*(j-1)]:
+    reward hash, reward users hash, credential key (the project's API keys hash or the
+    project hash) (placeholders when the group has no reward / no credential)
 
   ARGV[1] now (unix seconds)   ARGV[2] pool id   ARGV[3] events maxlen
-  ARGV[4] idempotency ttl (s)  ARGV[5] number of requests   ARGV[6] user events maxlen
-  per request i, from ARGV[7 + 9*i]:
-    count, user id ("" none), reward id ("" none: an admin pool issue),
-    fingerprint ("" no idempotency key), purchase id,
-    credential kind ("" none, "key", "user") and value, rate limit (requests per
-    second of the caller's role; 0 none), rate-limit credential (the caller's field in
-    the windows: "user:<id>", "key:<key id>"; "" when not limited). Credential: the caller was authenticated
-    from a per-process cache (codepool.auth), so this step re-checks what the cache
-    took on trust: for "key" the API key id must still be in the keys hash (not
-    revoked), for "user" the secret the JWT was verified with must still be the
-    project's user_token_secret (not rotated)
+  ARGV[4] idempotency ttl (s)  ARGV[5] number of requests n   ARGV[6] user events maxlen
+  ARGV[7] number of groups m
+  per request i, from ARGV[8 + 6*i]:
+    count, user id ("" none), group j (1-based, as text), fingerprint ("" no
+    idempotency key), purchase id, rate-limit credential (the caller's field in the
+    windows: "user:<id>", "key:<key id>"; "" when not limited)
+  per group j, from ARGV[8 + 6*n + 4*(j-1)]:
+    reward id ("" none: an admin pool issue), credential kind ("" none, "key", "user")
+    and value, rate limit (requests per second of the caller's role; 0 none)
+  A group is what requests share (the reward they buy, who asks and their limit): a
+  flash sale's batch is one group, so the reward and credential keys, the checks on
+  them and their arguments come once per call, not once per request (each KEYS/ARGV
+  item costs Redis ~1k instructions to set up; loadtest/script_cost.py).
+  Credential: the caller was authenticated from a per-process cache (codepool.auth),
+  so this step re-checks what the cache took on trust: for "key" the API key id must
+  still be in the keys hash (not revoked), for "user" the secret the JWT was verified
+  with must still be the project's user_token_secret (not rotated)
 
   Issued record (value of the issued hash, field = code string): one entry per
   instance of that string that left `available`, entries separated by \30, fields
@@ -41,8 +48,8 @@
 
   Holds (only when a request of the batch asks for one; a batch without holds passes
   neither, so it pays nothing for them): after the per-request entries and the counters,
-    KEYS[11 + 6*n] the project's holds zset (keys.holds)
-    ARGV[7 + 9*n + i] request i's hold_expires_at (unix seconds as text, "" no hold)
+    KEYS[11 + 3*n + 3*m] the project's holds zset (keys.holds)
+    ARGV[8 + 6*n + 4*m + i] request i's hold_expires_at (unix seconds as text, "" no hold)
   A held hand-out's record entries carry hold_expires_at as an eighth field, its codes
   go into the holds zset (ZADD LT: scored by their earliest hold) for reap_holds.lua,
   and its REDEEMED_VOUCHER events carry hold_expires_at.
@@ -83,13 +90,15 @@ local rcall = redis.call
 
 local now, pool_id = ARGV[1], ARGV[2]
 local maxlen, idem_ttl, n, user_maxlen = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local m = tonumber(ARGV[7])
 local pool, avail_key, issued, log, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local emit = emitter(events, maxlen, KEYS[6], KEYS[7])
--- Holds: see the header. (The offsets follow the per-request strides, 6 keys, 9 args.)
-local stats_day, stats_prev, rate_windows = KEYS[8 + 6 * n], KEYS[9 + 6 * n], KEYS[10 + 6 * n]
-local holds_key, hold_args = nil, 7 + 9 * n
-if #KEYS > 10 + 6 * n then holds_key = KEYS[11 + 6 * n] end
+-- Holds: see the header. (The offsets follow the strides: per request 3 keys, 6 args;
+-- per group 3 keys, 4 args.)
+local stats_day, stats_prev, rate_windows = KEYS[8 + 3 * n], KEYS[9 + 3 * n], KEYS[10 + 3 * n]
+local holds_key, hold_args = nil, 8 + 6 * n + 4 * m
+if #KEYS > 10 + 3 * n + 3 * m then holds_key = KEYS[11 + 3 * n + 3 * m] end
 local held_codes = {}      -- ZADD arguments: hold_expires_at, code, ...
 local function event(fields, user_events)
   add_user_event(user_events, user_maxlen, emit(fields), fields)
@@ -128,13 +137,28 @@ local issued_total = 0
 -- purchase 158k -> 132k, admin issue 76k -> 62k; per bulk code 12.9k -> 11.7k.
 local avail_now = rcall('LLEN', avail_key)
 -- Numbers parsed once (tonumber on a string is a strtod: measurable at 15 requests a call).
-local asked, counts, limits = 0, {}, {}
+local asked, counts, group_of = 0, {}, {}
 for i = 0, n - 1 do
-  local c = tonumber(ARGV[7 + 9 * i])
+  local c = tonumber(ARGV[8 + 6 * i])
   counts[i] = c
   asked = asked + c
-  local l = ARGV[14 + 9 * i]
-  if limits[l] == nil then limits[l] = tonumber(l) end
+  group_of[i] = tonumber(ARGV[10 + 6 * i])
+end
+
+-- Groups: their credential checked once (HEXISTS/HGET), their reward read when a
+-- request first needs it (the loop below).
+local groups = {}
+for j = 1, m do
+  local kg, ag = 11 + 3 * n + 3 * (j - 1), 8 + 6 * n + 4 * (j - 1)
+  local g = {reward = ARGV[ag], reward_key = KEYS[kg], reward_users = KEYS[kg + 1],
+             limit = tonumber(ARGV[ag + 3]), ok = true}
+  local cred_kind, cred = ARGV[ag + 1], ARGV[ag + 2]
+  if cred_kind == 'key' then
+    g.ok = rcall('HEXISTS', KEYS[kg + 2], cred) == 1
+  elseif cred_kind == 'user' then
+    g.ok = rcall('HGET', KEYS[kg + 2], 'user_token_secret') == cred
+  end
+  groups[j] = g
 end
 
 -- Credentials, then rate limits, for the whole batch before anything else: a request
@@ -143,32 +167,14 @@ end
 local refused = {}         -- request i -> false (credential), or the ms it waits
 local clock = nil          -- TIME, when asked for (the journal's clock reuses it)
 do
-  local cred_ok, fields, limited, asker = {}, {}, {}, {}
+  local fields, limited, asker = {}, {}, {}
   for i = 0, n - 1 do
-    local ab = 7 + 9 * i
-    local cred_kind, cred = ARGV[ab + 5], ARGV[ab + 6]
-    local ok = true
-    if cred_kind ~= '' then
-      local seen = cred_ok[cred_kind]  -- by kind, then value: no concatenation per request
-      if not seen then seen = {}; cred_ok[cred_kind] = seen end
-      ok = seen[cred]
-      if ok == nil then
-        if cred_kind == 'key' then
-          ok = rcall('HEXISTS', KEYS[12 + 6 * i], cred) == 1
-        else
-          ok = rcall('HGET', KEYS[12 + 6 * i], 'user_token_secret') == cred
-        end
-        seen[cred] = ok
-      end
-    end
-    if not ok then
+    local g = groups[group_of[i]]
+    if not g.ok then
       refused[i] = false
-    else
-      local limit = limits[ARGV[ab + 7]]
-      if limit > 0 then
-        local k = #fields + 1
-        fields[k], limited[k], asker[k] = ARGV[ab + 8], limit, i
-      end
+    elseif g.limit > 0 then
+      local k = #fields + 1
+      fields[k], limited[k], asker[k] = ARGV[13 + 6 * i], g.limit, i
     end
   end
   if #fields > 0 then
@@ -195,13 +201,14 @@ end
 
 local taken = 0            -- codes of `drawn` handed out so far
 local handed, entries, nh = {}, {}, 0  -- codes handed out in order, their record entries
-local rewards = {}
 local idem_here = {}       -- idempotency records this call wrote (their codes' records come last)
 
 for i = 0, n - 1 do
-  local kb, ab = 8 + 6 * i, 7 + 9 * i
-  local idem_key, user_key, reward_key, reward_users = KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3]
-  local count, user, reward = counts[i], ARGV[ab + 1], ARGV[ab + 2]
+  local kb, ab = 8 + 3 * i, 8 + 6 * i
+  local g = groups[group_of[i]]
+  local idem_key, user_key = KEYS[kb], KEYS[kb + 1]
+  local reward, reward_users = g.reward, g.reward_users
+  local count, user = counts[i], ARGV[ab + 1]
   local fingerprint, purchase_id = ARGV[ab + 3], ARGV[ab + 4]
 
   local done, limit, hide = false, nil, 0
@@ -212,10 +219,10 @@ for i = 0, n - 1 do
     answer(-10, no, '', '', 0, {}); done = true
   end
   if not done and reward ~= '' then
-    local r = rewards[reward]
+    local r = g.fields
     if not r then
-      r = rcall('HMGET', reward_key, 'pool_id', 'per_user_limit', 'hide_code')
-      rewards[reward] = r
+      r = rcall('HMGET', g.reward_key, 'pool_id', 'per_user_limit', 'hide_code')
+      g.fields = r
     end
     if not r[1] then
       fail(-6); done = true
@@ -272,7 +279,7 @@ for i = 0, n - 1 do
         local fields = {'type', 'REDEEMED_VOUCHER', 'time', now, 'user_id', user, 'reward_id', reward,
                         'pool_id', pool_id, 'code', codes[j], 'purchase_id', purchase_id}
         if hold ~= '' then fields[15], fields[16] = 'hold_expires_at', hold end
-        event(fields, user ~= '' and KEYS[kb + 5])
+        event(fields, user ~= '' and KEYS[kb + 2])
       end
     end
     issued_total = issued_total + count

@@ -216,7 +216,9 @@ async def test_a_batch_without_holds_sends_no_hold_arguments(
     monkeypatch.setattr(backend.scripts, "run", spy)
     plain = [IssueRequest(count=1), IssueRequest(count=2, user_id="u")]
     await issue_batch(backend, P, POOL, plain)
-    assert len(seen[0][0]) == 7 + 7 * 2 + 2 and len(seen[0][1]) == 6 + 8 * 2
+    # issue.lua's header: 7 keys, 3 a request, 3 after them, 3 a group (one group here);
+    # 7 arguments, 6 a request, 4 a group.
+    assert len(seen[0][0]) == 7 + 3 * 2 + 3 + 3 and len(seen[0][1]) == 7 + 6 * 2 + 4
     held = [IssueRequest(count=1), IssueRequest(count=1, hold_seconds=9)]
     results = await issue_batch(backend, P, POOL, held)
     assert seen[1][0][-1] == keys.holds(P) and seen[1][1][-2:] == ["", seen[1][1][0] + 9]

@@ -7,11 +7,12 @@ import asyncio
 from redis.asyncio import Redis
 
 from codepool import keys
+from codepool.auth import Credential
 from codepool.issuer import Issuer
 from codepool.scripts import Status
 from codepool.settings import load_settings
 from codepool.store.base import Backend, text
-from codepool.store.issuing import IssueRequest
+from codepool.store.issuing import IssueRequest, issue_batch
 from tests.scripthelpers import POOL, P, create_pool, fill
 
 
@@ -44,3 +45,55 @@ async def test_a_caller_cancelled_while_waiting_gets_no_code_and_others_are_serv
     assert [text(c) for c in log] == ["C0", "C1", "C2"]
     assert await redis.llen(keys.pool_available(P, POOL)) == 7
     assert issuer.requests == 3
+
+
+async def test_requests_of_many_groups_in_one_call_each_get_their_own_checks(
+    redis: Redis,
+) -> None:
+    """issue.lua sends what requests share (reward, credential, limit) once per group:
+    a batch mixing groups must still check each request against its own group (its
+    reward's pool, per-user limit and hide_code; its credential; its rate limit)."""
+    backend = Backend(redis, load_settings({}))
+    await create_pool(backend)
+    await fill(backend, [f"G{i}" for i in range(20)])
+    await redis.hset(keys.project(P), "user_token_secret", "s3cret")
+    await redis.hset(keys.api_keys(P), "k-live", "{}")
+    for reward_id, pool_id, per_user, hide in [
+        ("once", POOL, "1", "0"),
+        ("hidden", POOL, "", "1"),
+        ("elsewhere", "other", "", "0"),
+    ]:
+        await redis.hset(
+            keys.reward(P, reward_id),
+            mapping={"pool_id": pool_id, "per_user_limit": per_user, "hide_code": hide},
+        )
+    user, live = Credential("user", "s3cret"), Credential("key", "k-live")
+    rotated, revoked = Credential("user", "old"), Credential("key", "k-x")
+    batch = [
+        IssueRequest(count=1, user_id="ann", reward_id="once", credential=user),
+        IssueRequest(count=1, user_id="bob", reward_id="hidden", credential=live),
+        IssueRequest(count=1, user_id="ann", reward_id="once", credential=user),
+        IssueRequest(count=1, user_id="cy", reward_id="elsewhere", credential=user),
+        IssueRequest(count=1, user_id="dee", reward_id="gone", credential=user),
+        IssueRequest(count=1, user_id="eve", reward_id="once", credential=rotated),
+        IssueRequest(count=1, user_id="fay", reward_id="hidden", credential=revoked),
+        IssueRequest(count=2),
+        IssueRequest(count=1, user_id="gus", rate_key="user:gus", rate_limit=1),
+        IssueRequest(count=1, user_id="gus", rate_key="user:gus", rate_limit=1),
+    ]
+    results = await issue_batch(backend, P, POOL, batch)
+    assert [r.status for r in results] == [
+        Status.OK,
+        Status.OK,
+        Status.PER_USER_LIMIT,
+        Status.REWARD_MOVED,
+        Status.NO_REWARD,
+        Status.STALE_CREDENTIAL,
+        Status.STALE_CREDENTIAL,
+        Status.OK,
+        Status.OK,
+        Status.RATE_LIMITED,
+    ]
+    assert [r.hide_code for r in results if r.status == Status.OK] == [False, True, False, False]
+    assert [len(r.codes) for r in results] == [1, 1, 0, 0, 0, 0, 0, 2, 1, 0]
+    assert text(await redis.hget(keys.reward_users(P, "once"), "ann")) == "1"

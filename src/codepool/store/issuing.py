@@ -85,6 +85,9 @@ async def issue_call(
     ]
     settings = backend.settings
     at = now()
+    # Groups: what requests share (reward, credential, rate limit), sent once a call
+    # (issue.lua's header); a flash sale's batch is one group.
+    groups: dict[tuple[str, str, str, float], int] = {}
     args: list[Any] = [
         at,
         pool_id,
@@ -92,26 +95,38 @@ async def issue_call(
         settings.idempotency_ttl,
         len(requests),
         settings.user_events_maxlen,
+        0,  # the number of groups, set below
     ]
     for r in requests:
+        group = (
+            r.reward_id or "",
+            r.credential.kind if r.credential else "",
+            r.credential.value if r.credential else "",
+            r.rate_limit if r.rate_key else 0,
+        )
+        number = groups.setdefault(group, len(groups) + 1)
         # Unused per-request keys point at the pool hash: same slot, never touched.
         key_list += [
             keys.idempotency(project_id, r.idempotency_digest)
             if r.idempotency_digest
             else pool_key,
             keys.user_codes(project_id, r.user_id) if r.user_id else pool_key,
-            keys.reward(project_id, r.reward_id) if r.reward_id else pool_key,
-            keys.reward_users(project_id, r.reward_id) if r.reward_id else pool_key,
-            _credential_key(project_id, r.credential) or pool_key,
             keys.user_events(project_id, r.user_id) if r.user_id else pool_key,
         ]
-        args += [r.count, r.user_id or "", r.reward_id or "", r.fingerprint or "", r.purchase_id]
-        args += [r.credential.kind, r.credential.value] if r.credential else ["", ""]
-        args += [r.rate_limit, r.rate_key] if r.rate_key else [0, ""]
-    # After the per-request keys: the pool's per-minute counters and the rate-limit
-    # windows (issue.lua header).
+        args += [r.count, r.user_id or "", number, r.fingerprint or "", r.purchase_id]
+        args.append(r.rate_key or "")
+    args[6] = len(groups)
+    # After the per-request keys: the pool's per-minute counters, the rate-limit
+    # windows, then each group's keys and arguments (issue.lua header).
     key_list += stats_keys(project_id, pool_id, at)
     key_list.append(keys.rate_window(project_id))
+    for reward_id, kind, value, limit in groups:
+        key_list += [
+            keys.reward(project_id, reward_id) if reward_id else pool_key,
+            keys.reward_users(project_id, reward_id) if reward_id else pool_key,
+            _credential_key(project_id, kind) or pool_key,
+        ]
+        args += [reward_id, kind, value, limit]
     if any(r.hold_seconds for r in requests):
         # Holds ride after the counters only when asked for (issue.lua's header): a
         # batch without them sends what it always sent.
@@ -154,7 +169,7 @@ async def issue_call(
     return IssueCall(results=results, available=int(raw[0]), alerts=alerts, redis_us=redis_us)
 
 
-def _credential_key(project_id: str, credential: Credential | None) -> str | None:
-    if credential is None:
+def _credential_key(project_id: str, kind: str) -> str | None:
+    if not kind:
         return None
-    return keys.api_keys(project_id) if credential.kind == "key" else keys.project(project_id)
+    return keys.api_keys(project_id) if kind == "key" else keys.project(project_id)
