@@ -56,48 +56,39 @@ class IssueRecord(msgspec.Struct, tag="i", array_like=True, frozen=True):
     redis_us: int = 0
 
 
-class RedeemRecord(msgspec.Struct, tag="d", array_like=True, frozen=True):
+class _InstanceRecord(msgspec.Struct, array_like=True, frozen=True):
+    """What every record of a change to one code instance starts with: when it was
+    written, where, and the instance as its issued record names it (`at` is its
+    assigned_time as text). Subclasses add their fields after these, so each record's
+    array keeps the order journal files already hold."""
+
     written: float
     project: str
     pool: str
     code: str
-    # The instance (as in its issued record) and what redeem.lua set.
     at: str
     user: str
     reward: str
     purchase: str
-    redeemed_at: str
+
+
+class RedeemRecord(_InstanceRecord, tag="d", frozen=True):
+    redeemed_at: str  # what redeem.lua set
     seq: int  # the pool's redeemed count after this redeem
     redis_us: int = 0
 
 
-class ReleaseRecord(msgspec.Struct, tag="r", array_like=True, frozen=True):
-    written: float
-    project: str
-    pool: str
-    code: str
-    at: str
-    user: str
-    reward: str
-    purchase: str
+class ReleaseRecord(_InstanceRecord, tag="r", frozen=True):
     released_at: str
     position: int  # where release.lua put the code in the available list
     reason: str = ""  # "hold_expired": the hold reaper's (lua/reap_holds.lua)
     redis_us: int = 0
 
 
-class ConfirmRecord(msgspec.Struct, tag="c", array_like=True, frozen=True):
+class ConfirmRecord(_InstanceRecord, tag="c", frozen=True):
     """A hold made final (lua/confirm.lua). No counter tells whether a snapshot holds it:
     a restore applies it again, which changes nothing where it is already applied."""
 
-    written: float
-    project: str
-    pool: str
-    code: str
-    at: str
-    user: str
-    reward: str
-    purchase: str
     redis_us: int = 0
 
 
