@@ -150,9 +150,19 @@ def test_bench_with_wrk_gets_every_answer_and_checks_it(tmp_path: Path) -> None:
     # 5,000 distinct purchase requests (one user each) through wrk_requests.lua: every
     # answer logged, its code checked for duplicates, each request counted once.
     out = _run(
-        # wrk runs whole seconds: each of the purchase run's turns takes 1 s whatever
-        # --seconds, so 1 (not 2) only shortens the /healthz run before it.
-        ["loadtest.bench", "--phases", "purchase", "--seconds", "1", "--client", "wrk"],
+        # wrk runs whole seconds: one turn of 1 s of purchases (and one of /healthz), not
+        # five of each.
+        [
+            "loadtest.bench",
+            "--phases",
+            "purchase",
+            "--seconds",
+            "1",
+            "--turns",
+            "1",
+            "--client",
+            "wrk",
+        ],
         tmp_path,
     )
     assert "load from wrk" in out
