@@ -193,7 +193,9 @@ def test_locust_scenarios_run_clean_and_write_a_report(tmp_path: Path) -> None:
     out = _run(
         ["loadtest.run_locust", "--shape", "SmokeShape", "--report", str(report)],
         tmp_path,
-        env={"CODEPOOL_LOCUST_CODES": "20000"},
+        # 4 s of 20 users, not 8: each user runs its first task at once, so every
+        # scenario (a refill too) runs several times over.
+        env={"CODEPOOL_LOCUST_CODES": "20000", "CODEPOOL_SMOKE_SECONDS": "4"},
     )
     assert f"report: {report}" in out
     html = report.read_text()
