@@ -437,11 +437,11 @@ class Run:
         self.memory_split(b.project, pool, n, mem_after - mem_before)
         # Codes the tills present: handed out (the first ones), never handed out
         # (anywhere in the pool past them), and in no pool. The closed-loop run sends
-        # 20,000 of each kind (1,000 for the test suite's small runs: the tills run
-        # while purchases load the same two cores, 6 x sample requests in all); each
+        # 20,000 of each kind (1,000 for small runs: the tills run while purchases load
+        # the same two cores, 6 x sample requests in all; --till-sample sets it); each
         # paced run (quiet, then under the purchase load) its own share of
         # --till-requests, with assigned codes of its own (a redeem burns them).
-        sample = max(1000, min(20_000, n // 20) // 1000 * 1000)
+        sample = self.args.till_sample or max(1000, min(20_000, n // 20) // 1000 * 1000)
         per = max(1, self.args.till_requests // len(TILL_KINDS))
         wanted = sample + 2 * per
         issued = [
@@ -1038,6 +1038,12 @@ def main() -> int:
         help="index phase: requests of each paced till run (quiet, then under load), "
         "shared by the six kinds",
     )
+    parser.add_argument(
+        "--till-sample",
+        type=int,
+        help="index phase: codes of each kind the closed-loop tills present "
+        "(default: --codes / 20, 1,000 to 20,000)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     add_client_argument(parser)
     parser.add_argument(
@@ -1067,6 +1073,8 @@ def main() -> int:
         parser.error("--bulk-codes must be at least 1000 (one call's worth)")
     if args.turns < 1:
         parser.error("--turns must be at least 1")
+    if args.till_sample is not None and args.till_sample < 1:
+        parser.error("--till-sample must be at least 1")
     extra_env = dict(item.split("=", 1) for item in args.env)
     if args.cluster:
         return cluster_main(args, phases, extra_env)

@@ -59,6 +59,9 @@ def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
             "16",
             "--client",
             "asyncio",
+            # The closed-loop tills: 200 codes of each kind (6 x 200 requests), not 1,000.
+            "--till-sample",
+            "200",
             # The paced tills: a handful of requests, in well under a second.
             "--till-rate",
             "200",
