@@ -262,16 +262,16 @@ class Run:
     def versus_healthz(
         self, make: httpload.RequestMaker, distinct: int = 1
     ) -> tuple[httpload.Result, httpload.Result]:
-        """A route's run and a /healthz run, interleaved in SLICES turns each, so a
+        """A route's run and a /healthz run, interleaved in --turns turns each, so a
         machine that slows down or speeds up mid-run (shared hosts do) weighs on both
         alike. Returns (route, healthz), each merged over its turns."""
         health = self.healthz_request()
         route: list[httpload.Result] = []
         yardstick: list[httpload.Result] = []
         route_cpu, yardstick_cpu = cpusplit.Split(), cpusplit.Split()
-        turn = self.args.seconds / SLICES
+        turn = self.args.seconds / self.args.turns
         sent = 0
-        for _ in range(SLICES):
+        for _ in range(self.args.turns):
             yardstick.append(self.timed(yardstick_cpu, lambda i: health, turn, keep_bodies=False))
             # Request numbers go on across turns (distinct users, keys).
             route.append(self.timed(route_cpu, _shifted(make, sent), turn, distinct=distinct))
@@ -437,11 +437,11 @@ class Run:
         self.memory_split(b.project, pool, n, mem_after - mem_before)
         # Codes the tills present: handed out (the first ones), never handed out
         # (anywhere in the pool past them), and in no pool. The closed-loop run sends
-        # 20,000 of each kind (1,000 for the test suite's small runs: the tills run
-        # while purchases load the same two cores, 6 x sample requests in all); each
+        # 20,000 of each kind (1,000 for small runs: the tills run while purchases load
+        # the same two cores, 6 x sample requests in all; --till-sample sets it); each
         # paced run (quiet, then under the purchase load) its own share of
         # --till-requests, with assigned codes of its own (a redeem burns them).
-        sample = max(1000, min(20_000, n // 20) // 1000 * 1000)
+        sample = self.args.till_sample or max(1000, min(20_000, n // 20) // 1000 * 1000)
         per = max(1, self.args.till_requests // len(TILL_KINDS))
         wanted = sample + 2 * per
         issued = [
@@ -775,7 +775,7 @@ class Run:
 
     def stock(self) -> int:
         """Enough codes that a rate run never runs dry."""
-        seconds = SLICES * self.b.lasts(self.args.seconds / SLICES)
+        seconds = self.args.turns * self.b.lasts(self.args.seconds / self.args.turns)
         return int(max(self.health_rate, 1000) * seconds * 1.5)
 
     def rate_targets(
@@ -920,7 +920,8 @@ TILL_KINDS = [
     for kind in ("assigned", "never issued", "unknown")
 ]
 
-# Turns of a route's rate run and its /healthz yardstick (see Run.versus_healthz).
+# Turns of a route's rate run and its /healthz yardstick (see Run.versus_healthz): the
+# --turns default.
 SLICES = 5
 
 # --phases name -> Run method.
@@ -1015,6 +1016,12 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each HTTP rate run")
     parser.add_argument(
+        "--turns",
+        type=int,
+        default=SLICES,
+        help="turns a rate run takes with its /healthz yardstick (wrk: each at least 1 s)",
+    )
+    parser.add_argument(
         "--bulk-codes", type=int, default=3_000_000, help="codes the bulk phase issues, 1000 a call"
     )
     parser.add_argument("--connections", type=int, default=64)
@@ -1030,6 +1037,12 @@ def main() -> int:
         default=6000,
         help="index phase: requests of each paced till run (quiet, then under load), "
         "shared by the six kinds",
+    )
+    parser.add_argument(
+        "--till-sample",
+        type=int,
+        help="index phase: codes of each kind the closed-loop tills present "
+        "(default: --codes / 20, 1,000 to 20,000)",
     )
     parser.add_argument("--workers", type=int, default=2)
     add_client_argument(parser)
@@ -1058,6 +1071,10 @@ def main() -> int:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     if args.bulk_codes < 1000:
         parser.error("--bulk-codes must be at least 1000 (one call's worth)")
+    if args.turns < 1:
+        parser.error("--turns must be at least 1")
+    if args.till_sample is not None and args.till_sample < 1:
+        parser.error("--till-sample must be at least 1")
     extra_env = dict(item.split("=", 1) for item in args.env)
     if args.cluster:
         return cluster_main(args, phases, extra_env)
@@ -1149,15 +1166,16 @@ def _acks_cost(
     duplicates = 0
     try:
         # As Run.stock, with room: two servers at once run faster than /healthz alone.
-        stock = int(max(health_rate, 1000) * SLICES * plain.lasts(args.seconds / SLICES) * 4)
+        turns = args.turns
+        stock = int(max(health_rate, 1000) * turns * plain.lasts(args.seconds / turns) * 4)
         for phase in ("issue", "purchase"):
             if phase not in phases:
                 continue
             makers = [_maker(b, phase, stock, health_rate) for b in (plain, acked)]
-            turn = args.seconds / SLICES
+            turn = args.seconds / turns
             results: list[list[httpload.Result]] = [[], []]
             sent = [0, 0]
-            for n in range(SLICES):
+            for n in range(turns):
                 # Each side goes first in every other turn: no order effect.
                 for side in (0, 1) if n % 2 == 0 else (1, 0):
                     make, distinct = makers[side]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from locust import LoadTestShape
 
 
@@ -32,9 +34,11 @@ class SteadyShape(LoadTestShape):
 
 
 class SmokeShape(LoadTestShape):
-    """20 users for 8 seconds: checks that every scenario runs clean against a server
-    (a new deployment, or these tools themselves: tests/e2e/test_load_tools.py). Not a
-    measurement."""
+    """20 users for 8 seconds (CODEPOOL_SMOKE_SECONDS: another length): checks that every
+    scenario runs clean against a server (a new deployment, or these tools themselves:
+    tests/e2e/test_load_tools.py). Not a measurement."""
+
+    seconds = float(os.environ.get("CODEPOOL_SMOKE_SECONDS", "8"))
 
     def tick(self) -> tuple[int, float] | None:
-        return (20, 20) if self.get_run_time() < 8 else None
+        return (20, 20) if self.get_run_time() < self.seconds else None

@@ -28,10 +28,12 @@ async def create_pool(
     assert created == 1
 
 
-async def fill(b: Backend, codes: list[str], upload_id: str = "u", *, at: float = 1.0) -> list[int]:
+async def fill(
+    b: Backend, codes: list[str], upload_id: str = "u", *, at: float = 1.0, per_call: int = 3
+) -> list[int]:
     """Stage ``codes``, index them (codepool.store.codeindex) and commit them into the
-    pool (3 per commit call, so the commit's slicing runs too) at time ``at``; returns
-    the last commit's answer."""
+    pool (``per_call`` per commit call, so the commit's slicing runs too) at time ``at``;
+    returns the last commit's answer."""
     index = await UploadIndex.new(b.scripts, P, POOL)
     staging = keys.pool_staging(P, POOL, upload_id)
     await b.client.rpush(staging, *codes)
@@ -46,7 +48,7 @@ async def fill(b: Backend, codes: list[str], upload_id: str = "u", *, at: float 
         *stats_keys(P, POOL, at),
         keys.code_index_uploads(P),
     ]
-    args: list[str | int | float] = [3, upload_id, 0, "", 0, 0, 60, at, index.number]
+    args: list[str | int | float] = [per_call, upload_id, 0, "", 0, 0, 60, at, index.number]
     result: list[int] = await b.scripts.run("commit_upload", commit_keys, args)
     while result[0] > 0:
         result = await b.scripts.run("commit_upload", commit_keys, args)

@@ -8,6 +8,7 @@ never leaves a server (or its redis-server) behind.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ from codepool.embedded import redis_servers_in
 __all__ = [
     "ServeError",
     "ServeProcess",
+    "SpreadTransport",
     "descendants",
     "free_port",
     "group_members",
@@ -37,6 +39,35 @@ __all__ = [
 
 ROOT_KEY = "test-root-key-for-the-e2e-servers-0123456789"
 _LOG_TAIL_LINES = 40
+
+
+class SpreadTransport(httpx.AsyncBaseTransport):
+    """``connections`` connections in all, split over small connection pools taken in turn.
+
+    httpcore's pool walks all its connections and waiting requests on every request and
+    response, so one pool of hundreds of connections made the test process, not the
+    server, the bottleneck of an e2e sale (800 purchases on 300 connections: 6.8 s; on
+    ten pools of 30: 1.8 s). The same number of requests is in flight either way. Give
+    it to ``httpx.AsyncClient(transport=...)``; the client closes it.
+    """
+
+    def __init__(self, connections: int, per_pool: int = 30) -> None:
+        count = -(-connections // per_pool)
+        sizes = [connections // count + (i < connections % count) for i in range(count)]
+        self._pools = [
+            httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            )
+            for size in sizes
+        ]
+        self._turns = itertools.cycle(self._pools)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await next(self._turns).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
 
 
 class ServeError(RuntimeError):

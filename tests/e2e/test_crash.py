@@ -19,7 +19,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.servers import ServeProcess, start_serve
+from tests.servers import ServeProcess, SpreadTransport, start_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -78,8 +78,10 @@ class Shop:
 
 
 def _client(server: ServeProcess) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
-    return httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30.0, trust_env=False)
+    transport = SpreadTransport(IN_FLIGHT)  # one pool of 300 spent seconds of our CPU
+    return httpx.AsyncClient(
+        base_url=server.url, transport=transport, timeout=30.0, trust_env=False
+    )
 
 
 async def _wait_for_snapshot(data_dir: Path, after: float) -> None:

@@ -12,7 +12,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.servers import ServeProcess, start_serve
+from tests.servers import ServeProcess, SpreadTransport, start_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +24,10 @@ def server(tmp_path: Path) -> Iterator[ServeProcess]:
 
 
 async def _client(server: ServeProcess) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    return httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30.0, trust_env=False)
+    transport = SpreadTransport(200)  # one pool of 200 spent seconds of our CPU
+    return httpx.AsyncClient(
+        base_url=server.url, transport=transport, timeout=30.0, trust_env=False
+    )
 
 
 async def _setup(

@@ -51,12 +51,17 @@ def test_bench_runs_every_phase_and_its_checks_hold(tmp_path: Path) -> None:
             "20000",
             "--bulk-codes",
             "20000",
+            # Each phase's rate run (its route and /healthz, in turns): 0.5 s is enough for
+            # hundreds of answers, every one checked.
             "--seconds",
-            "1",
+            "0.5",
             "--connections",
             "16",
             "--client",
             "asyncio",
+            # The closed-loop tills: 200 codes of each kind (6 x 200 requests), not 1,000.
+            "--till-sample",
+            "200",
             # The paced tills: a handful of requests, in well under a second.
             "--till-rate",
             "200",
@@ -148,7 +153,19 @@ def test_bench_with_wrk_gets_every_answer_and_checks_it(tmp_path: Path) -> None:
     # 5,000 distinct purchase requests (one user each) through wrk_requests.lua: every
     # answer logged, its code checked for duplicates, each request counted once.
     out = _run(
-        ["loadtest.bench", "--phases", "purchase", "--seconds", "2", "--client", "wrk"],
+        # wrk runs whole seconds: one turn of 1 s of purchases (and one of /healthz), not
+        # five of each.
+        [
+            "loadtest.bench",
+            "--phases",
+            "purchase",
+            "--seconds",
+            "1",
+            "--turns",
+            "1",
+            "--client",
+            "wrk",
+        ],
         tmp_path,
     )
     assert "load from wrk" in out
@@ -179,7 +196,9 @@ def test_locust_scenarios_run_clean_and_write_a_report(tmp_path: Path) -> None:
     out = _run(
         ["loadtest.run_locust", "--shape", "SmokeShape", "--report", str(report)],
         tmp_path,
-        env={"CODEPOOL_LOCUST_CODES": "20000"},
+        # 4 s of 20 users, not 8: each user runs its first task at once, so every
+        # scenario (a refill too) runs several times over.
+        env={"CODEPOOL_LOCUST_CODES": "20000", "CODEPOOL_SMOKE_SECONDS": "4"},
     )
     assert f"report: {report}" in out
     html = report.read_text()

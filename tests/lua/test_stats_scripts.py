@@ -158,7 +158,7 @@ async def test_issue_redeem_release_count_into_their_minute_and_day(
 async def test_a_pool_day_of_counters_costs_17_kb(real_redis: Redis, clock: Clock) -> None:
     b = Backend(real_redis, load_settings({}))
     await create_pool(b)
-    await fill(b, [f"C{i}" for i in range(1440)])
+    await fill(b, [f"C{i}" for i in range(1440)], per_call=500)
     for minute in range(0, MINUTES_PER_DAY, 7):  # hand-outs all day long
         clock.t = MIDNIGHT + minute * 60 + 1
         await _issue(b)
@@ -173,7 +173,8 @@ async def test_empty_soon_fires_once_per_crossing_and_a_refill_rearms(
     backend: Backend, clock: Clock
 ) -> None:
     await create_pool(backend, soon="300")
-    await fill(backend, [f"C{i:04d}" for i in range(2000)], at=clock.t)
+    # (500 codes per commit call, not 3: thousands of Lua calls are seconds on fakeredis)
+    await fill(backend, [f"C{i:04d}" for i in range(2000)], at=clock.t, per_call=500)
     clock.t = MIDNIGHT + 3600
     # 10 a second = 600 a minute: 2000 codes last under 4 minutes. Seen as such within
     # 10 s (docs/stats.md): it fires then.
@@ -195,7 +196,7 @@ async def test_empty_soon_fires_once_per_crossing_and_a_refill_rearms(
     assert len(await _events(backend, "POOL_EMPTY_SOON")) == 1
     assert await backend.client.hget(keys.pool(P, POOL), "soon_armed") == b""
     # A refill: the forecast moves back above 300 s, the alert is armed again ...
-    await fill(backend, [f"R{i:05d}" for i in range(5000)], "refill", at=clock.t)
+    await fill(backend, [f"R{i:05d}" for i in range(5000)], "refill", at=clock.t, per_call=500)
     assert await backend.client.hget(keys.pool(P, POOL), "soon_armed") == b"300"
     # ... and fires once more when the sale, faster now, brings the end near again.
     await _sale(backend, clock, 5, 12, count=20)
@@ -215,7 +216,7 @@ async def test_a_sale_fires_empty_soon_long_before_pool_low(backend: Backend, cl
     # 1000 codes, low-stock alert at 100, empty-soon at 5 minutes; a sale of 4 a second
     # (240 a minute: the pool lasts about 4 minutes).
     await create_pool(backend, thresholds="100", soon="300")
-    await fill(backend, [f"C{i:04d}" for i in range(1000)], at=clock.t)
+    await fill(backend, [f"C{i:04d}" for i in range(1000)], at=clock.t, per_call=500)
     clock.t = MIDNIGHT + 7200 + 0.5
     await _sale(backend, clock, 4, 240)
     kinds = [

@@ -16,7 +16,7 @@ from codepool import keys
 from codepool.durability import snapshot
 from codepool.durability.restore import restore
 from codepool.scripts import Arg, Scripts
-from codepool.store import codeindex
+from codepool.store import codeindex, codes
 from tests.apphelpers import Client, Tenant, app_client, make_pool, make_tenant
 
 TEXT = "text/plain"
@@ -60,9 +60,14 @@ async def _upload(c: Client, t: Tenant, pool_id: str, body: str, mode: str = "al
 
 async def _entries(redis: Redis, project: str) -> int:
     """Index entries of the project (10 bytes each)."""
+    found = [k async for k in redis.scan_iter(match=keys.code_index(project, "*"), count=1000)]
+    # Up to 2^15 buckets: their lengths in pipelines, not one round trip each.
     total = 0
-    async for key in redis.scan_iter(match=keys.code_index(project, "*"), count=1000):
-        total += await redis.strlen(key)
+    for start in range(0, len(found), 1000):
+        pipe = redis.pipeline(transaction=False)
+        for key in found[start : start + 1000]:
+            pipe.strlen(key)
+        total += sum(await pipe.execute())
     return total // 10
 
 
@@ -152,12 +157,14 @@ async def test_failed_uploads_leave_no_entries(
     redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(codeindex, "FLUSH_CODES", 1000)  # entries reach Redis early
+    # ... and the body is parsed (its codes staged and indexed) every 64 KiB, not 1 MiB.
+    monkeypatch.setattr(codes, "PARSE_BYTES", 1 << 16)
     async with app_client(redis, max_codes_per_project=5000) as c:
         t = await make_tenant(c)
         pool = await make_pool(c, t, ["KEEP"])
         before = await _entries(redis, t.id)
         # A bad line at the end of a body whose start was already staged and indexed.
-        body = "\n".join(f"F{i}" for i in range(200_000)) + "\n" + "x" * 300
+        body = "\n".join(f"F{i}" for i in range(20_000)) + "\n" + "x" * 300
         status, _ = await _upload(c, t, pool["id"], body)
         assert status == 422
         # Over the quota: refused at commit, after all of it was indexed.
