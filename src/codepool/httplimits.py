@@ -16,7 +16,7 @@ are complete, so a normal request pays one comparison per received chunk:
 Keep-alive and the concurrency cap are uvicorn's own (``timeout_keep_alive``,
 ``limit_concurrency``); the cap's 503 is answered in the one error shape
 (``server_busy``, ``Retry-After: 1``) instead of uvicorn's plain-text one. granian has
-the same limits built in (cli.py sets them).
+the same limits built in (workers.py sets them).
 """
 
 from __future__ import annotations

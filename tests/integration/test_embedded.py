@@ -17,7 +17,7 @@ import redis
 import redis.exceptions
 
 import codepool
-from codepool.cli import check_root_key, main
+from codepool.cli import main
 from codepool.embedded import (
     MIN_REDIS_VERSION,
     EmbeddedRedis,
@@ -26,6 +26,7 @@ from codepool.embedded import (
     redis_server_version,
     redis_servers_in,
 )
+from codepool.serve import check_root_key
 from codepool.settings import load_settings
 from tests.servers import pid_alive, wait_gone
 

@@ -13,9 +13,10 @@ from codepool.cli import build_parser
 from codepool.client.base import Ctx
 from codepool.client.codes import generate
 from codepool.client.http import Api, ApiError, Exit, UsageError, error_from, read_key
+from codepool.client.options import unix_time
 from codepool.client.output import _pick, _text
+from codepool.client.stats import sparkline, stats
 from codepool.client.upload import Source, count_codes, format_of, idempotency_key
-from codepool.client.verbs import sparkline, stats, unix_time
 from codepool.settings import load_settings
 from codepool.store.base import new_id
 

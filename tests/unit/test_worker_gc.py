@@ -1,5 +1,5 @@
 """A `codepool serve` worker freezes its start-up objects out of the cyclic collector
-(cli.settle_gc): a full collection used to walk the ~140,000 objects of the app and its
+(workers.settle_gc): a full collection used to walk the ~140,000 objects of the app and its
 imports, 25-125 ms in which the worker answered nobody (docs/index.md, "Where a till's
 time goes")."""
 
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from litestar import Litestar
 
-from codepool import cli
+from codepool import workers
 
 
 @pytest.fixture
@@ -41,11 +41,11 @@ def worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list
 
 
 def test_a_uvicorn_worker_freezes_what_it_built_before_serving(worker_env: list[str]) -> None:
-    app = cli.uvicorn_worker_app()
+    app = workers.uvicorn_worker_app()
     assert isinstance(app, Litestar)
     # Garbage of the start-up first, so none of it is frozen for the worker's life.
     assert worker_env[:2] == ["collect", "freeze"]
-    assert worker_env[2] == f"threshold {(cli.GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])}"
+    assert worker_env[2] == f"threshold {(workers.GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])}"
 
 
 def test_a_granian_worker_freezes_what_it_built_before_serving(
@@ -54,7 +54,7 @@ def test_a_granian_worker_freezes_what_it_built_before_serving(
     # load_app resets the stop signals' handlers: not in the test process.
     handlers: list[Any] = []
     monkeypatch.setattr(signal, "signal", lambda *a: handlers.append(a))
-    app = cli.load_app(cli.APP_FACTORY)
+    app = workers.load_app(workers.APP_FACTORY)
     assert isinstance(app, Litestar)
     assert worker_env[:2] == ["collect", "freeze"]
 
@@ -62,8 +62,8 @@ def test_a_granian_worker_freezes_what_it_built_before_serving(
 def test_settle_gc_leaves_nothing_for_a_full_collection_to_walk() -> None:
     # In a process of its own: a real freeze of this one would outlast the test.
     code = (
-        "import gc\nfrom codepool import cli\nimport codepool.app\n"
-        "cli.settle_gc()\nprint(gc.get_freeze_count(), len(gc.get_objects()))"
+        "import gc\nfrom codepool import workers\nimport codepool.app\n"
+        "workers.settle_gc()\nprint(gc.get_freeze_count(), len(gc.get_objects()))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60

@@ -2,5 +2,8 @@
 
 ``http`` is the HTTP client (URL and key from the settings), ``output`` prints tables or
 JSON, ``progress`` draws progress bars on a terminal, ``upload`` streams code files,
-``verbs`` and ``codes`` register the subcommands. docs/cli.md is the user's guide.
+``base`` and ``options`` hold what the verbs share, and ``verbs`` registers them all:
+``projects`` (and keys), ``pools``, ``webhooks``, ``codes``, ``rewards``, ``till``,
+``trace`` and ``stats``, each the verbs on what it is named for. docs/cli.md is the
+user's guide.
 """

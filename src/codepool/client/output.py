@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from msgspec import UNSET
 from rich.console import Console, RenderableType
 from rich.table import Table
 
@@ -141,3 +142,20 @@ def _text(value: Any) -> str:
     if isinstance(value, dict | list):
         return msgspec.json.encode(value).decode()
     return str(value)
+
+
+def struct_pairs(value: msgspec.Struct) -> list[tuple[str, object]]:
+    """A Struct's fields as (name, printable value); times for people."""
+    pairs: list[tuple[str, object]] = []
+    for name, item in msgspec.structs.asdict(value).items():
+        shown: object = item
+        if item is UNSET:
+            continue
+        if isinstance(item, bool):
+            shown = str(item).lower()
+        elif name.endswith(("_time", "_at")) and isinstance(item, float):
+            shown = when(item)
+        elif isinstance(item, msgspec.Struct | dict | list):
+            shown = msgspec.json.encode(item).decode()
+        pairs.append((name, shown))
+    return pairs
