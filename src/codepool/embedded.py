@@ -12,7 +12,6 @@ search for stray servers (``/proc``) are Linux-only; elsewhere both quietly do n
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import secrets
@@ -22,7 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, BinaryIO, Self
+from typing import IO, Self
 
 import redis
 import redis.exceptions
@@ -30,6 +29,7 @@ import redis.exceptions
 from codepool.embedded_binary import MIN_REDIS_VERSION, find_redis_server, redis_server_version
 from codepool.embedded_config import CONFIG_NAME, LOG_NAME, SOCKET_NAME, write_config
 from codepool.embedded_error import EmbeddedRedisError
+from codepool.embedded_lock import lock_directory, open_private, unlock
 from codepool.embedded_memory import memory_limit, redis_maxmemory
 from codepool.embedded_recovery import (
     keep_private,
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 _MAX_UNIX_SOCKET_PATH = 100
 _LOG_TAIL_LINES = 30
 
-LOCK_NAME = "embedded.lock"
 RDB_NAME = "dump.rdb"
 
 
@@ -67,11 +66,6 @@ def _free_tcp_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _open_private(path: Path) -> BinaryIO:
-    """Open ``path`` for appending; created 0600, like everything redis writes here."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
 
 
 def _is_running(process: subprocess.Popen[bytes]) -> bool:
@@ -183,7 +177,7 @@ class EmbeddedRedis:
             )
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         keep_private(self.directory)
-        self._acquire_lock()
+        self._lock = lock_directory(self.directory)
         try:
             stop_strays(self.directory, timeout)
             remove_temp_files(self.directory)
@@ -194,27 +188,9 @@ class EmbeddedRedis:
             self._release_lock()
             raise
 
-    def _acquire_lock(self) -> None:
-        # flock, not a pidfile: the kernel drops it when the holder dies, however it dies,
-        # so a crash never leaves the directory "in use". The fd is close-on-exec, so
-        # redis-server itself does not hold it.
-        lock = _open_private(self.directory / LOCK_NAME)
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise EmbeddedRedisError(
-                f"{self.directory} is in use by another codepool process "
-                "(only one embedded redis-server per data directory)"
-            ) from None
-        self._lock = lock
-
     def _release_lock(self) -> None:
         if self._lock is not None:
-            # Unlock explicitly: forked children (granian workers) share this open file
-            # description, and closing our fd alone would leave the lock held by them.
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
-            self._lock.close()
+            unlock(self._lock)
             self._lock = None
 
     def _aof_exists(self) -> bool:
@@ -283,7 +259,7 @@ class EmbeddedRedis:
         # error shows this run's lines only.
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         # Config-file errors go to stderr before redis opens its logfile: send both there.
-        with _open_private(self.log_path) as log_file:
+        with open_private(self.log_path) as log_file:
             self._process = subprocess.Popen(
                 [executable, str(self.config_path)],
                 cwd=self.directory,
