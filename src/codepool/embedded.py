@@ -39,8 +39,9 @@ from codepool.embedded_recovery import (
 )
 from codepool.parent_death import die_with_parent, pdeathsig_preexec
 
-# Re-exported: cli.py and tests/integration/test_limits.py import these from here, and
-# both are being changed on other branches meanwhile (their imports can move later).
+# Re-exported from their new homes: cli.py (on main: cli.py, serve.py, workers.py,
+# snapshot_commands.py) and tests/integration/test_limits.py import them from here, and
+# are being changed on other branches meanwhile; their imports can move after the merge.
 __all__ = [
     "SOCKET_NAME",
     "EmbeddedRedis",
