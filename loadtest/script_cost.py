@@ -30,7 +30,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from codepool.embedded import find_redis_server
+from codepool.embedded_binary import find_redis_server
 from codepool.models import RewardIn
 from codepool.settings import load_settings
 from codepool.store.base import Backend

@@ -21,7 +21,7 @@ from typing import Self
 
 import httpx
 
-from codepool.embedded import redis_servers_in
+from codepool.embedded_recovery import redis_servers_in
 
 __all__ = [
     "ServeError",

@@ -20,7 +20,7 @@ from codepool import __version__
 from codepool.cli_common import Handler, Terminated, log_level
 from codepool.client.verbs import add_verbs as add_client_verbs
 from codepool.durability.snapshot_format import SnapshotError
-from codepool.embedded import EmbeddedRedisError
+from codepool.embedded_error import EmbeddedRedisError
 from codepool.serve import serve_command
 from codepool.settings import Settings, SettingsError, load_settings
 from codepool.snapshot_commands import restore_command, snapshot_command

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Final
 
-from codepool.codeparse import MAX_CODE_LENGTH
+from codepool.codecheck import MAX_CODE_LENGTH
 
 SLOT: Final = "#"
 CHARSETS: Final[dict[str, str]] = {

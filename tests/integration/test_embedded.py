@@ -18,14 +18,10 @@ import redis.exceptions
 
 import codepool
 from codepool.cli import main
-from codepool.embedded import (
-    MIN_REDIS_VERSION,
-    EmbeddedRedis,
-    EmbeddedRedisError,
-    find_redis_server,
-    redis_server_version,
-    redis_servers_in,
-)
+from codepool.embedded import EmbeddedRedis
+from codepool.embedded_binary import MIN_REDIS_VERSION, find_redis_server, redis_server_version
+from codepool.embedded_error import EmbeddedRedisError
+from codepool.embedded_recovery import redis_servers_in
 from codepool.serve import check_root_key
 from codepool.settings import load_settings
 from tests.servers import pid_alive, wait_gone

@@ -13,7 +13,9 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 
 from codepool import errors
 from codepool.app import create_app
-from codepool.embedded import EmbeddedRedis, EmbeddedRedisError, memory_limit, redis_maxmemory
+from codepool.embedded import EmbeddedRedis
+from codepool.embedded_error import EmbeddedRedisError
+from codepool.embedded_memory import memory_limit, redis_maxmemory
 from tests.apphelpers import (
     ROOT,
     Client,

@@ -18,13 +18,9 @@ from typing import Any
 
 import pytest
 
-from codepool.codeparse import (
-    MAX_CODE_LENGTH,
-    MAX_REPORTED_ERRORS,
-    SUPPORTED_MEDIA_TYPES,
-    CodeParser,
-    parser_for,
-)
+from codepool.codecheck import MAX_CODE_LENGTH
+from codepool.codeparse import SUPPORTED_MEDIA_TYPES, CodeParser, parser_for
+from codepool.codeparse_base import MAX_REPORTED_ERRORS
 from codepool.errors import BadRequest, CodepoolError, InvalidCodes, UnsupportedMediaType
 
 PLAIN = "text/plain"

@@ -37,7 +37,7 @@ from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import HeaderParameter
 
 from codepool import errors
-from codepool.codeparse import MAX_CODE_LENGTH
+from codepool.codecheck import MAX_CODE_LENGTH
 from codepool.models import ErrorOut
 
 # What any authenticated route under /v1/projects/{p} may answer besides its own errors.

