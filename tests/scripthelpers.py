@@ -3,7 +3,13 @@ the store makes and fills one (create_pool.lua, then commit_upload.lua)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from codepool import keys
+from codepool.scripts import Scripts
+from codepool.store import codeindex
 from codepool.store.base import Backend
 from codepool.store.codeindex import UploadIndex
 from codepool.store.stats import stats_keys
@@ -53,3 +59,16 @@ async def fill(
     while result[0] > 0:
         result = await b.scripts.run("commit_upload", commit_keys, args)
     return result
+
+
+def looked_up(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The codes each exact lookup (codeindex.present) was asked about."""
+    calls: list[list[str]] = []
+    present = codeindex.present
+
+    async def spy(scripts: Scripts, project: str, pool: str, *rest: Any) -> set[bytes]:
+        calls.append(sorted(c.decode() for c in rest[-1]))
+        return await present(scripts, project, pool, *rest)
+
+    monkeypatch.setattr(codeindex, "present", spy)
+    return calls

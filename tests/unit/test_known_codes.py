@@ -22,6 +22,7 @@ from codepool.store.base import Backend
 from codepool.store.codeindex import UploadIndex
 from codepool.store.codes import STAGING_TTL, CodeStore
 from tests.apphelpers import Client, Tenant, app_client, make_pool, make_tenant
+from tests.scripthelpers import looked_up
 
 # Two pairs of codes of the pattern below with equal CRC-32s (so the same index bucket
 # and fingerprint): found by trying sha256-derived codes.
@@ -53,19 +54,6 @@ def scripted_draws(monkeypatch: pytest.MonkeyPatch, *chunks: list[str]) -> list[
 
     monkeypatch.setattr(codegen.Generator, "draw", draw)
     return asked
-
-
-def looked_up(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The codes each exact lookup (codeindex.present) was asked about."""
-    calls: list[list[str]] = []
-    present = codeindex.present
-
-    async def spy(scripts: Scripts, project: str, pool: str, *rest: Any) -> set[bytes]:
-        calls.append(sorted(c.decode() for c in rest[-1]))
-        return await present(scripts, project, pool, *rest)
-
-    monkeypatch.setattr(codeindex, "present", spy)
-    return calls
 
 
 async def _generate(c: Client, t: Tenant, pool_id: str, count: int) -> Any:

@@ -12,7 +12,6 @@ from redis.asyncio import Redis
 
 from codepool import errors, keys
 from codepool.codeparse import parser_for
-from codepool.scripts import Scripts
 from codepool.settings import load_settings
 from codepool.store import codeindex, knowncodes
 from codepool.store import codes as code_store
@@ -21,7 +20,7 @@ from codepool.store.codeindex import UploadIndex
 from codepool.store.codes import CodeStore
 from codepool.store.issuing import IssueRequest, issue_batch
 from tests.apphelpers import app_client, make_pool, make_tenant
-from tests.scripthelpers import POOL, P, create_pool, fill
+from tests.scripthelpers import POOL, P, create_pool, fill, looked_up
 
 HELD = [f"H{i:03d}" for i in range(200)]
 
@@ -29,19 +28,6 @@ HELD = [f"H{i:03d}" for i in range(200)]
 @pytest.fixture
 def backend(redis: Redis) -> Backend:
     return Backend(redis, load_settings({}))
-
-
-def looked_up(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The codes each exact lookup (codeindex.present) was asked about."""
-    calls: list[list[str]] = []
-    present = codeindex.present
-
-    async def spy(scripts: Scripts, project: str, pool: str, *rest: Any) -> set[bytes]:
-        calls.append(sorted(c.decode() for c in rest[-1]))
-        return await present(scripts, project, pool, *rest)
-
-    monkeypatch.setattr(codeindex, "present", spy)
-    return calls
 
 
 async def _ask(b: Backend, tracker: knowncodes.SkipTracker, codes: list[str]) -> set[str]:
