@@ -76,6 +76,20 @@ def test_headers_past_the_limit_get_431(server: Served) -> None:
         assert json.loads(body)["error"]["code"] == "headers_too_large"
 
 
+def test_a_pipelined_request_cut_by_the_limit_is_served(server: Served) -> None:
+    """One write: a request whose body ends just before the header limit, then a
+    small pipelined request straddling it. Both are answered: the limit counts each
+    request's headers from its own start, not from the first byte of the read."""
+    body = b"b" * 32_700
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    second = _get(b"X-Pad: " + b"a" * 200 + b"\r\n")
+    assert len(first) + len(body) < 32 * 1024 < len(first) + len(body) + len(second)
+    with _connect(server) as sock:
+        sock.sendall(first + body + second)
+        answer = _read_all(sock)
+    assert answer.count(b"HTTP/1.1 200") == 2, answer[:400]
+
+
 def test_a_megabyte_header_is_refused_not_read(server: Served) -> None:
     """1 MB of Authorization: refused (431, or the connection cut while sending)."""
     answer = b""

@@ -17,6 +17,7 @@ routes, and tests/unit/test_fast_routes.py holds both shells to the same answers
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from typing import Any, TypeVar, cast
 
 import msgspec
@@ -61,7 +62,9 @@ class FastRoutes:
         self._app = app
         self._fallback = fallback
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # A plain function returning the coroutine to await: one coroutine frame fewer on
+    # every request than an ``async def`` that awaits it.
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         http = cast("dict[str, Any]", scope)
         if http["type"] == "http" and http["method"] == "POST":
             # "/v1/projects/{p}/pools/{id}/issue" -> ["", "v1", "projects", p, "pools", id, "issue"]
@@ -75,9 +78,8 @@ class FastRoutes:
                 and _ID(parts[3])
                 and _ID(parts[5])
             ):
-                await self._serve(parts[4], parts[3], parts[5], http, receive, send)
-                return
-        await self._fallback(scope, receive, send)
+                return self._serve(parts[4], parts[3], parts[5], http, receive, send)
+        return self._fallback(scope, receive, send)
 
     async def _serve(
         self,
