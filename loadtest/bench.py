@@ -1081,7 +1081,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="codepool-bench-") as tmp:
         data_dir = Path(tmp)
-        with EmbeddedRedis(data_dir / "redis") as embedded:
+        # The allocator as `codepool serve` would pick it (--env CODEPOOL_REDIS_MALLOC=libc
+        # for the bundled build's own malloc).
+        malloc = extra_env.get("CODEPOOL_REDIS_MALLOC", "auto")
+        with EmbeddedRedis(data_dir / "redis", malloc=malloc) as embedded:
             r = redis.Redis.from_url(embedded.url)
             proc, port = start_server(data_dir, embedded.url, args.workers, extra_env)
             try:
@@ -1089,7 +1092,8 @@ def main() -> int:
                 print(
                     f"codepool bench: {os.cpu_count()} cores, {args.workers} workers, "
                     f"{args.connections} connections, {args.seconds:g} s per rate run; "
-                    f"load from {client_name(b)}"
+                    f"load from {client_name(b)}; Redis allocator: "
+                    f"{'jemalloc (preloaded)' if embedded.preload else 'libc'}"
                 )
                 run = Run(b, r, args, proc.pid)
                 run.health()

