@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
 
 from codepool import keys
+from codepool.embedded_binary import JEMALLOC
 from codepool.scripts import script_sources
 from codepool.settings import load_settings
 from codepool.store import issuing, pos
@@ -154,6 +156,11 @@ async def test_issue_redeem_release_count_into_their_minute_and_day(
         assert abs(time.time() + ttl - (day_end + 8 * 86400)) < 5
 
 
+def _maps_jemalloc(pid: int) -> bool:
+    maps = Path(f"/proc/{pid}/maps")
+    return maps.exists() and JEMALLOC in maps.read_text()
+
+
 @pytest.mark.real
 async def test_a_pool_day_of_counters_costs_17_kb(real_redis: Redis, clock: Clock) -> None:
     b = Backend(real_redis, load_settings({}))
@@ -163,7 +170,10 @@ async def test_a_pool_day_of_counters_costs_17_kb(real_redis: Redis, clock: Cloc
         clock.t = MIDNIGHT + minute * 60 + 1
         await _issue(b)
     usage = await real_redis.memory_usage(stats_keys(P, POOL, MIDNIGHT)[0])
-    assert usage is not None and usage <= 17_400, usage
+    # The day's 17,280 bytes, as the allocator rounds them (jemalloc, which the embedded
+    # Redis preloads where the system has it, to its 20,480 size class), plus the key.
+    on_jemalloc = _maps_jemalloc((await real_redis.info("server"))["process_id"])
+    assert usage is not None and usage <= (20_480 if on_jemalloc else 17_280) + 120, usage
 
 
 # -- empty-soon alerts ----------------------------------------------------------------
