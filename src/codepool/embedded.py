@@ -270,7 +270,9 @@ class EmbeddedRedis:
         with open_private(self.log_path) as log_file:
             env = None
             if self.preload is not None:
-                env = {**os.environ, "LD_PRELOAD": self.preload}
+                # In front of whatever the environment already preloads.
+                preloads = " ".join(filter(None, [self.preload, os.environ.get("LD_PRELOAD")]))
+                env = {**os.environ, "LD_PRELOAD": preloads}
             self._process = subprocess.Popen(
                 [executable, str(self.config_path)],
                 cwd=self.directory,
