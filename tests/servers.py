@@ -21,6 +21,7 @@ from typing import Self
 
 import httpx
 
+from codepool.embedded_binary import JEMALLOC
 from codepool.embedded_recovery import redis_servers_in
 
 __all__ = [
@@ -80,6 +81,13 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def runs_on_jemalloc(pid: int | None) -> bool:
+    """Whether process ``pid`` has jemalloc mapped (the embedded Redis preloads it where
+    the system has it: codepool.embedded_binary.find_jemalloc); False if it is gone."""
+    maps = Path(f"/proc/{pid}/maps")
+    return maps.exists() and JEMALLOC in maps.read_text()
 
 
 def pid_alive(pid: int) -> bool:

@@ -30,7 +30,7 @@ from codepool.embedded_error import EmbeddedRedisError
 from codepool.embedded_recovery import redis_servers_in
 from codepool.serve import check_root_key
 from codepool.settings import SettingsError, load_settings
-from tests.servers import pid_alive, wait_gone
+from tests.servers import pid_alive, runs_on_jemalloc, wait_gone
 
 pytestmark = pytest.mark.real
 
@@ -51,10 +51,6 @@ def test_bundled_binary_is_found_and_recent_enough() -> None:
     assert redis_server_version(executable) >= MIN_REDIS_VERSION
 
 
-def _mapped(pid: int | None) -> str:
-    return (Path("/proc") / str(pid) / "maps").read_text()
-
-
 def test_the_systems_jemalloc_is_preloaded_and_libc_on_request(tmp_path: Path) -> None:
     """CODEPOOL_REDIS_MALLOC: "auto" runs redis-server on jemalloc where the system has
     it (CI installs it: there this must not skip), "libc" on the build's own malloc."""
@@ -64,14 +60,15 @@ def test_the_systems_jemalloc_is_preloaded_and_libc_on_request(tmp_path: Path) -
         pytest.skip(f"no {JEMALLOC} on this machine")
     with EmbeddedRedis(tmp_path / "auto") as auto:
         assert auto.preload == find_jemalloc()
-        assert JEMALLOC in _mapped(auto.pid)
+        assert runs_on_jemalloc(auto.pid)
         client = _client(auto.url)
         client.rpush("l", *range(1000))
         assert client.llen("l") == 1000
         assert client.info("memory")["used_memory"] > 0  # its accounting works on jemalloc
     with EmbeddedRedis(tmp_path / "libc", malloc="libc") as libc:
         assert libc.preload is None
-        assert JEMALLOC not in _mapped(libc.pid)
+        assert libc.pid is not None and pid_alive(libc.pid)
+        assert not runs_on_jemalloc(libc.pid)
 
 
 def test_jemalloc_required_but_missing_is_refused(

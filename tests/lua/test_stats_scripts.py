@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
 
 from codepool import keys
-from codepool.embedded_binary import JEMALLOC
 from codepool.scripts import script_sources
 from codepool.settings import load_settings
 from codepool.store import issuing, pos
@@ -33,6 +31,7 @@ from codepool.store.stats import (
 )
 from codepool.store.trace import StreamEntries
 from tests.scripthelpers import POOL, P, create_pool, fill
+from tests.servers import runs_on_jemalloc
 
 # Today's midnight (UTC): the tests cross a day's key too, and the counters they write
 # live (8 days after their day) for as long as the test needs them.
@@ -156,11 +155,6 @@ async def test_issue_redeem_release_count_into_their_minute_and_day(
         assert abs(time.time() + ttl - (day_end + 8 * 86400)) < 5
 
 
-def _maps_jemalloc(pid: int) -> bool:
-    maps = Path(f"/proc/{pid}/maps")
-    return maps.exists() and JEMALLOC in maps.read_text()
-
-
 @pytest.mark.real
 async def test_a_pool_day_of_counters_costs_17_kb(real_redis: Redis, clock: Clock) -> None:
     b = Backend(real_redis, load_settings({}))
@@ -172,7 +166,7 @@ async def test_a_pool_day_of_counters_costs_17_kb(real_redis: Redis, clock: Cloc
     usage = await real_redis.memory_usage(stats_keys(P, POOL, MIDNIGHT)[0])
     # The day's 17,280 bytes, as the allocator rounds them (jemalloc, which the embedded
     # Redis preloads where the system has it, to its 20,480 size class), plus the key.
-    on_jemalloc = _maps_jemalloc((await real_redis.info("server"))["process_id"])
+    on_jemalloc = runs_on_jemalloc((await real_redis.info("server"))["process_id"])
     assert usage is not None and usage <= (20_480 if on_jemalloc else 17_280) + 120, usage
 
 
